@@ -1,0 +1,1 @@
+"""flowmatch: conditional flow matching."""

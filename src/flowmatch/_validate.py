@@ -1,0 +1,80 @@
+"""Input checks shared by every public boundary: one-line errors that name the rule and the value."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+__all__ = [
+    "check_positive_int",
+    "check_nonnegative_float",
+    "check_positive_float",
+    "check_probability",
+    "check_choice",
+    "check_finite",
+]
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Return ``value`` as int if it is an integer > 0, else raise ValueError naming the rule."""
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
+        isinstance(value, float) and value.is_integer()
+    ):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if int(value) <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_nonnegative_float(name: str, value: Any) -> float:
+    """Return ``value`` as float if it is finite and >= 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def check_positive_float(name: str, value: Any) -> float:
+    """Return ``value`` as float if it is finite and > 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return v
+
+
+def check_probability(name: str, value: Any) -> float:
+    """Return ``value`` as float if it lies in [0, 1]."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}") from None
+    if not (0.0 <= v <= 1.0):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return v
+
+
+def check_choice(name: str, value: Any, choices: "list[str] | tuple[str, ...]") -> str:
+    """Return ``value`` if it is one of ``choices``; the error lists the valid names."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(sorted(choices))}")
+    return value
+
+
+def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Raise ValueError if ``x`` holds NaN or Inf, saying how many and where the first one is."""
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        n_bad = int(bad.sum())
+        first = tuple(int(i) for i in bad.nonzero()[0].tolist())
+        raise ValueError(
+            f"{name} must be finite, got {n_bad} NaN/Inf value(s) (first at index {first})"
+        )
+    return x
