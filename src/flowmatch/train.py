@@ -1,0 +1,339 @@
+"""Trainer: the optimisation loop of conditional flow matching, with EMA, logging and resumable
+atomic checkpoints.
+
+One step (Tong et al. TMLR 2024, Algorithm 1): draw x0 from the source and x1 from the target,
+let the FlowMatcher pair them and draw (t, x_t, u_t), regress v_theta(t, x_t) on u_t with AdamW.
+
+All randomness of the loop (batches, coupling draws, t, eps) comes from one ``torch.Generator``
+seeded by ``seed``, whose state is saved in every checkpoint: a run resumed from a checkpoint on
+the same machine takes exactly the same steps as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from flowmatch._validate import (
+    check_choice,
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+    check_probability,
+)
+from flowmatch.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from flowmatch.matcher import FlowMatcher
+
+__all__ = ["TrainerConfig", "TrainResult", "EMA", "Trainer", "resolve_device", "learning_rate"]
+
+LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "elapsed_s")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(base_lr: float, schedule: str, step: int, total: int) -> float:
+    """Learning rate of optimisation step ``step`` (0-based) out of ``total``.
+
+    constant: base_lr; cosine: base_lr (1 + cos(pi step / total)) / 2 (Loshchilov & Hutter 2017,
+    without restarts). A pure function of the step, so resuming needs no scheduler state.
+    """
+    if schedule == "cosine":
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
+    return base_lr
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; any other value is passed to torch.device."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was requested but CUDA is not available here")
+    return dev
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation and bookkeeping settings of :class:`Trainer`."""
+
+    steps: int = 20_000
+    batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    grad_clip: float = 0.0  # 0 disables clipping
+    ema_decay: float = 0.0  # 0 disables the EMA
+    lr_schedule: str = "constant"  # or "cosine": lr * (1 + cos(pi * step / steps)) / 2
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+            setattr(self, name, check_positive_int(name, getattr(self, name)))
+        self.lr = check_positive_float("lr", self.lr)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        self.weight_decay = check_nonnegative_float("weight_decay", self.weight_decay)
+        self.grad_clip = check_nonnegative_float("grad_clip", self.grad_clip)
+        self.ema_decay = check_probability("ema_decay", self.ema_decay)
+        if self.ema_decay == 1.0:
+            raise ValueError("ema_decay must be < 1, got 1.0")
+
+
+@dataclass
+class TrainResult:
+    """Summary of :meth:`Trainer.fit`."""
+
+    step: int
+    final_loss: float
+    elapsed_s: float
+    steps_per_s: float
+    resumed_from: int | None = None
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+
+class EMA:
+    """Exponential moving average of parameters: theta_ema <- d theta_ema + (1 - d) theta."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for p_ema, p in zip(self.model.parameters(), model.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - self.decay)
+        for b_ema, b in zip(self.model.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+
+BatchFn = Callable[..., Tensor]
+
+
+class Trainer:
+    """Trains ``model`` with ``matcher`` on batches from ``source`` and ``target``.
+
+    Args:
+        model: velocity network ``model(x, t, cond=None)``; moved to ``device``.
+        matcher: a :class:`~flowmatch.matcher.FlowMatcher`.
+        source, target: callables ``(n, generator=None) -> (n, *dims)`` tensors on ``device``
+            (see :mod:`flowmatch.data.batches`).
+        config: :class:`TrainerConfig`.
+        run_dir: where ``log.csv`` and ``checkpoints/`` go; None trains in memory only.
+        device: torch device for the model and the generator.
+        metadata: JSON-serialisable dict stored in every checkpoint's state.json.
+
+    Example:
+        >>> import torch
+        >>> from flowmatch import methods
+        >>> from flowmatch.models import MLP
+        >>> from flowmatch.train import Trainer, TrainerConfig
+        >>> src = lambda n, generator=None: torch.randn(n, 2, generator=generator)
+        >>> tgt = lambda n, generator=None: torch.randn(n, 2, generator=generator) + 4
+        >>> res = Trainer(MLP(2), methods.get("i-cfm"), src, tgt,
+        ...               TrainerConfig(steps=20, batch_size=64, quiet=True)).fit()
+        >>> res.step
+        20
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        matcher: FlowMatcher,
+        source: BatchFn,
+        target: BatchFn,
+        config: TrainerConfig,
+        *,
+        run_dir: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        metadata: dict[str, Any] | None = None,
+    ):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.matcher = matcher
+        self.source = source
+        self.target = target
+        self.config = config
+        for batches in (source, target):
+            check = getattr(batches, "check_batch_size", None)
+            if check is not None:
+                check(config.batch_size)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.metadata = metadata or {}
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.step = 0
+        self._elapsed_before = 0.0
+        self._loss_sum = 0.0
+        self._loss_count = 0
+
+    # ------------------------------------------------------------------ state
+    @property
+    def sampling_model(self) -> nn.Module:
+        """The weights to sample with: the EMA when enabled, else the trained model."""
+        return self.ema.model if self.ema is not None else self.model
+
+    def _checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            step=self.step,
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            ema=self.ema.model.state_dict() if self.ema is not None else None,
+            rng={"generator": self.generator.get_state()},
+            state={
+                "elapsed_s": self._elapsed(),
+                "loss_sum": self._loss_sum,
+                "loss_count": self._loss_count,
+                **self.metadata,
+            },
+        )
+
+    def save(self) -> Path | None:
+        """Write a checkpoint of the current step (no-op without a run directory)."""
+        if self.run_dir is None:
+            return None
+        return save_checkpoint(self.run_dir / "checkpoints", self._checkpoint(), keep=self.config.keep_checkpoints)
+
+    def load(self, path: str | Path) -> int:
+        """Restore model, optimizer, EMA and generator from a checkpoint; returns its step."""
+        ck = load_checkpoint(path)
+        self.model.load_state_dict(ck.model)
+        if ck.optimizer is not None:
+            self.optimizer.load_state_dict(ck.optimizer)
+        if self.ema is not None:
+            if ck.ema is None:
+                raise ValueError(f"checkpoint {str(ck.path)!r} has no EMA weights but ema_decay > 0")
+            self.ema.model.load_state_dict(ck.ema)
+        self.generator.set_state(ck.rng["generator"].to(torch.uint8).cpu())
+        self.step = ck.step
+        self._elapsed_before = float(ck.state.get("elapsed_s", 0.0))
+        self._loss_sum = float(ck.state.get("loss_sum", 0.0))
+        self._loss_count = int(ck.state.get("loss_count", 0))
+        return ck.step
+
+    # ------------------------------------------------------------------ logging
+    def _elapsed(self) -> float:
+        return self._elapsed_before + (time.perf_counter() - self._t_start if hasattr(self, "_t_start") else 0.0)
+
+    def _open_log(self, resumed: bool):
+        if self.run_dir is None:
+            return None
+        path = self.run_dir / "log.csv"
+        rows: list[list[str]] = []
+        if resumed and path.is_file():  # drop rows written after the checkpoint we resume from
+            with open(path, newline="") as f:
+                reader = csv.reader(f)
+                next(reader, None)
+                rows = [r for r in reader if r and int(r[0]) <= self.step]
+        f = open(path, "w", newline="")
+        w = csv.writer(f)
+        w.writerow(LOG_COLUMNS)
+        w.writerows(rows)
+        f.flush()
+        return f
+
+    # ------------------------------------------------------------------ loop
+    def train_step(self) -> Tensor:
+        """One optimisation step; returns the (detached) loss."""
+        cfg = self.config
+        lr = learning_rate(cfg.lr, cfg.lr_schedule, self.step, cfg.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x0 = self.source(cfg.batch_size, generator=self.generator)
+        x1 = self.target(cfg.batch_size, generator=self.generator)
+        loss = self.matcher.loss(self.model, x0, x1, generator=self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return loss.detach()
+
+    def _grad_norm(self) -> float:
+        norms = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
+        return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        """Train until ``config.steps``; with ``resume`` continue from the run's latest checkpoint."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        resumed_from = None
+        if resume:
+            if self.run_dir is None:
+                raise ValueError("resume needs a run directory, got run_dir=None")
+            ck = latest_checkpoint(self.run_dir / "checkpoints")
+            if ck is None:
+                raise ValueError(f"cannot resume: no checkpoint in {str(self.run_dir / 'checkpoints')!r}")
+            resumed_from = self.load(ck)
+        if self.step > cfg.steps:
+            raise ValueError(f"steps must be >= the checkpoint's step {self.step}, got {cfg.steps}")
+        log = self._open_log(resumed=resume)
+        writer = csv.writer(log) if log is not None else None
+        losses: list[tuple[int, float]] = []
+        loss_acc = torch.zeros((), device=self.device)
+        self.model.train()
+        self._t_start = time.perf_counter()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=cfg.quiet, desc="train", unit="step",
+                   dynamic_ncols=True, leave=True)
+        step0 = self.step
+        try:
+            while self.step < cfg.steps:
+                loss_acc += self.train_step()
+                self._loss_count += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self._loss_sum += float(loss_acc)
+                    loss_acc.zero_()
+                    mean = self._loss_sum / self._loss_count
+                    losses.append((self.step, mean))
+                    if writer is not None:
+                        writer.writerow([self.step, f"{mean:.6g}", f"{self.optimizer.param_groups[0]['lr']:.6g}",
+                                         f"{self._grad_norm():.6g}", f"{self._elapsed():.3f}"])
+                        log.flush()
+                    bar.set_postfix(loss=f"{mean:.4f}")
+                    self._loss_sum, self._loss_count = 0.0, 0
+                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self._flush_loss(loss_acc)
+                    loss_acc.zero_()
+                    self.save()
+        except KeyboardInterrupt:
+            self._flush_loss(loss_acc)
+            self.save()  # never lose work: the run resumes from here
+            raise
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        self._flush_loss(loss_acc)
+        self.save()
+        elapsed = self._elapsed()
+        ran = self.step - step0
+        wall = time.perf_counter() - self._t_start
+        return TrainResult(
+            step=self.step,
+            final_loss=losses[-1][1] if losses else math.nan,
+            elapsed_s=elapsed,
+            steps_per_s=ran / wall if wall > 0 else math.nan,
+            resumed_from=resumed_from,
+            losses=losses,
+        )
+
+    def _flush_loss(self, loss_acc: Tensor) -> None:
+        self._loss_sum += float(loss_acc)
