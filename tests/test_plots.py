@@ -10,7 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from flowmatch.plots import plot_loss, plot_loss_csv, plot_samples, plot_trajectories
+from flowmatch.plots import (
+    plot_loss,
+    plot_loss_csv,
+    plot_loss_curves,
+    plot_sample_panels,
+    plot_samples,
+    plot_trajectories,
+    plot_trajectory_panels,
+)
 
 
 def _randn(*shape: int, seed: int) -> torch.Tensor:
@@ -160,6 +168,9 @@ def test_plots_do_not_touch_pyplot_or_the_backend(tmp_path, monkeypatch):
     _assert_image(plot_samples(x, x + 1, tmp_path / "a.png"))
     _assert_image(plot_trajectories(_trajectory(10, (2,), steps=3), tmp_path / "b.png"))
     _assert_image(plot_loss([1, 2, 3], [3.0, 2.0, 1.0], tmp_path / "c.png"))
+    _assert_image(plot_sample_panels({"a": x, "b": x + 1}, x, tmp_path / "d.png"))
+    _assert_image(plot_trajectory_panels({"a": _trajectory(10, (2,), steps=3)}, tmp_path / "e.png"))
+    _assert_image(plot_loss_curves({"a": ([1, 2, 3], [3.0, 2.0, 1.0])}, tmp_path / "f.png"))
     assert matplotlib.get_backend() == backend
 
 
@@ -200,3 +211,186 @@ def test_bad_input_raises_value_error(tmp_path):
     with pytest.raises(ValueError, match="line 2: step and loss must be numbers"):
         plot_loss_csv(csv_path, p)
     assert sorted(x.name for x in tmp_path.iterdir()) == ["log.csv"]
+
+
+
+# --------------------------------------------------------------------------------------------
+# Comparison figures
+# --------------------------------------------------------------------------------------------
+
+
+def _limits(ax) -> tuple[tuple[float, float], tuple[float, float]]:
+    return tuple(ax.get_xlim()), tuple(ax.get_ylim())
+
+
+def _inside(points: np.ndarray, ax) -> bool:
+    (x0, x1), (y0, y1) = _limits(ax)
+    return bool(((points[:, 0] >= x0) & (points[:, 0] <= x1)
+                 & (points[:, 1] >= y0) & (points[:, 1] <= y1)).all())
+
+
+@pytest.mark.parametrize("dims", [(2,), (5,)])
+def test_sample_panels_one_subplot_per_method_same_projection_and_limits(tmp_path, dims):
+    from flowmatch.plots import _build_sample_panels, _Projection
+
+    tgt = _randn(300, *dims, seed=20) + 2.0
+    src = _randn(100, *dims, seed=21)
+    panels = {
+        "good": _randn(200, *dims, seed=22) + 2.0,
+        "shifted": _randn(150, *dims, seed=23) + 12.0,  # far away: must widen every panel
+        "collapsed": torch.full((50, *dims), 2.0),
+    }
+    fig = _build_sample_panels(panels, tgt, source=src, title="cmp", max_points=1000)
+    assert len(fig.axes) == len(panels)
+    assert [ax.get_title() for ax in fig.axes] == list(panels)
+    assert len({_limits(ax) for ax in fig.axes}) == 1  # identical limits everywhere
+    proj = _Projection(tgt.double().numpy(), "target")
+    assert {ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()} == {proj.labels[0]}
+    for ax, gen in zip(fig.axes, panels.values()):
+        src_pts, tgt_pts, gen_pts = (np.asarray(c.get_offsets()) for c in ax.collections)
+        # Every panel shows the same projection of the shared sets and its own generated set.
+        assert np.allclose(tgt_pts, proj(tgt.double().numpy().reshape(300, -1)))
+        assert np.allclose(src_pts, proj(src.double().numpy().reshape(100, -1)))
+        assert np.allclose(gen_pts, proj(gen.double().numpy().reshape(gen.shape[0], -1)))
+        for pts in (src_pts, tgt_pts):
+            assert _inside(pts, fig.axes[0])
+        assert _inside(gen_pts, fig.axes[0])
+
+    out = plot_sample_panels(panels, tgt, tmp_path / "cmp" / "samples.png", source=src,
+                             title="cmp")
+    assert out == tmp_path / "cmp" / "samples.png"
+    _assert_image(out)
+    _only_file(out.parent, "samples.png")
+
+
+@pytest.mark.parametrize(("n", "ncols", "geometry"),
+                         [(1, None, (1, 1)), (5, None, (2, 4)), (5, 2, (3, 2)), (3, 10, (1, 3))])
+def test_panel_grid_has_exactly_one_axes_per_entry(n, ncols, geometry):
+    from flowmatch.plots import _build_sample_panels
+
+    x = _randn(20, 2, seed=24)
+    fig = _build_sample_panels({f"m{i}": x + i for i in range(n)}, x, ncols=ncols)
+    assert len(fig.axes) == n
+    assert {ax.get_subplotspec().get_gridspec().get_geometry() for ax in fig.axes} == {geometry}
+    # Each panel keeps x tick labels unless another panel sits directly below it.
+    rows, cols = geometry
+    for i, ax in enumerate(fig.axes):
+        has_below = i + cols < n
+        assert any(t.get_visible() for t in ax.get_xticklabels()) or has_below
+        assert bool(ax.get_xlabel()) == (not has_below)
+
+
+@pytest.mark.parametrize("dims", [(2,), (5,)])
+def test_trajectory_panels_share_projection_and_limits(tmp_path, dims):
+    from flowmatch.plots import _build_trajectory_panels
+
+    straight = _trajectory(40, dims, steps=10, seed=30)
+    coarse = _trajectory(25, dims, steps=2, seed=32) - 6.0  # other T, n, and location
+    panels = {"straight": straight, "coarse": coarse, "straight again": straight}
+    fig = _build_trajectory_panels(panels, n_show=30)
+    assert len(fig.axes) == 3
+    assert [ax.get_title() for ax in fig.axes] == list(panels)
+    assert len({_limits(ax) for ax in fig.axes}) == 1
+    segs = [ax.collections[0].get_segments() for ax in fig.axes]
+    assert len(segs[0]) == 30 and len(segs[1]) == 25  # n_show paths, or all when fewer
+    assert len(segs[0][0]) == 11 and len(segs[1][0]) == 3  # T+1 points per path
+    # The same trajectory is drawn identically in two panels (one projection for the figure).
+    assert all(np.allclose(a, b) for a, b in zip(segs[0], segs[2]))
+    for ax, seg in zip(fig.axes, segs):
+        assert _inside(np.concatenate(seg), fig.axes[0])
+
+    target = 0.5 * _randn(200, *dims, seed=33) + 3.0
+    out = plot_trajectory_panels(panels, tmp_path / "traj.png", target=target, title="paths")
+    _assert_image(out)
+    _only_file(tmp_path, "traj.png")
+
+
+def test_loss_curves_one_distinct_colour_per_run_and_bias_corrected_ema(tmp_path):
+    from matplotlib.colors import to_hex
+
+    from flowmatch.plots import _build_loss_curves
+
+    steps = np.arange(1, 301)
+    curves = {
+        "constant": (steps, np.full(300, 0.7)),
+        "decay": (steps, np.exp(-steps / 80.0) + 0.05),
+        "short": (np.arange(50), np.linspace(2.0, 1.0, 50)),  # other length
+    }
+    fig = _build_loss_curves(curves, smoothing=0.9)
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log"
+    lines = ax.get_lines()
+    assert len(lines) == 2 * len(curves)  # raw + smoothed per run
+    raw, smooth = lines[0::2], lines[1::2]
+    assert [ln.get_label() for ln in smooth] == list(curves)
+    colours = [to_hex(ln.get_color()) for ln in smooth]
+    assert len(set(colours)) == len(curves)
+    assert [to_hex(ln.get_color()) for ln in raw] == colours  # raw in the run's colour...
+    assert all(r.get_alpha() < 0.5 and r.get_linewidth() < s.get_linewidth()
+               for r, s in zip(raw, smooth))  # ...but faint
+    # Bias correction: the EMA of a constant is that constant from the first step on.
+    assert np.allclose(smooth[0].get_ydata(), 0.7, rtol=1e-12)
+    # The EMA of a decreasing sequence lags behind it (stays above) and keeps its order.
+    y = curves["decay"][1]
+    ema = np.asarray(smooth[1].get_ydata())
+    assert ema[0] == pytest.approx(y[0]) and (ema[1:] > y[1:]).all() and (np.diff(ema) < 0).all()
+
+    lin = _build_loss_curves({"a": (steps, np.exp(-steps / 80.0)), "b": (steps, steps * 0.0)})
+    assert lin.axes[0].get_yscale() == "linear"  # one non-positive loss: linear axis
+
+    many = _build_loss_curves({f"r{i}": ([0, 1], [1.0, 0.5]) for i in range(25)})
+    assert len({to_hex(ln.get_color()) for ln in many.axes[0].get_lines()[1::2]}) == 25
+
+    out = plot_loss_curves(curves, tmp_path / "loss.png", title="runs")
+    _assert_image(out)
+    _only_file(tmp_path, "loss.png")
+
+
+def test_comparison_figures_reject_bad_input_naming_the_value(tmp_path):
+    p = tmp_path / "bad.png"
+    x2 = _randn(10, 2, seed=40)
+    traj = _trajectory(5, (2,), steps=2)
+    for call in (lambda: plot_sample_panels({}, x2, p),
+                 lambda: plot_trajectory_panels({}, p)):
+        with pytest.raises(ValueError, match="panels must hold at least 1 entry, got 0"):
+            call()
+    with pytest.raises(ValueError, match="curves must hold at least 1 entry, got 0"):
+        plot_loss_curves({}, p)
+    with pytest.raises(TypeError, match="panels must be a mapping of name -> data, got list"):
+        plot_sample_panels([x2], x2, p)
+    with pytest.raises(ValueError, match=r"panels\['b'\] and target must have the same feature "
+                                         r"dimension, got 3 and 2"):
+        plot_sample_panels({"a": x2, "b": _randn(10, 3, seed=41)}, x2, p)
+    nan = x2.clone()
+    nan[4, 1] = math.nan
+    with pytest.raises(ValueError, match=r"panels\['nan run'\] must be finite, got 1 NaN/Inf "
+                                         r"value\(s\) \(first at index \(4, 1\)\)"):
+        plot_sample_panels({"ok": x2, "nan run": nan}, x2, p)
+    with pytest.raises(ValueError, match=r"panels\['a'\] must hold at least 1 sample"):
+        plot_sample_panels({"a": torch.zeros(0, 2)}, x2, p)
+    with pytest.raises(ValueError, match="ncols must be a positive integer, got 0"):
+        plot_sample_panels({"a": x2}, x2, p, ncols=0)
+    with pytest.raises(ValueError, match=r"panels\['b'\] and panels\['a'\] must have the same "
+                                         r"feature dimension, got 3 and 2"):
+        plot_trajectory_panels({"a": traj, "b": _trajectory(5, (3,), steps=2)}, p)
+    with pytest.raises(ValueError, match=r"panels\['a'\] and target must have the same feature "
+                                         r"dimension, got 2 and 3"):
+        plot_trajectory_panels({"a": traj}, p, target=_randn(5, 3, seed=42))
+    with pytest.raises(ValueError, match=r"panels\['flat'\] must have shape \(T\+1, n, \*dims\)"
+                                         r".*got shape \(5, 2\)"):
+        plot_trajectory_panels({"a": traj, "flat": torch.zeros(5, 2)}, p)
+    inf_traj = traj.clone()
+    inf_traj[1, 3, 0] = math.inf
+    with pytest.raises(ValueError, match=r"panels\['x'\] must be finite.*\(1, 3, 0\)"):
+        plot_trajectory_panels({"x": inf_traj}, p)
+    with pytest.raises(ValueError, match=r"curves\['b'\] losses must be finite.*\(1,\)"):
+        plot_loss_curves({"a": ([1, 2], [1.0, 2.0]), "b": ([1, 2], [1.0, math.nan])}, p)
+    with pytest.raises(ValueError, match=r"curves\['b'\] steps and curves\['b'\] losses must have "
+                                         r"the same length, got 2 and 3"):
+        plot_loss_curves({"b": ([1, 2], [1.0, 2.0, 3.0])}, p)
+    with pytest.raises(ValueError, match=r"curves\['a'\] must be a \(steps, losses\) pair, "
+                                         r"got length 3"):
+        plot_loss_curves({"a": ([1], [1.0], [2.0])}, p)
+    with pytest.raises(ValueError, match=r"smoothing must be a number in \[0, 1\), got 1.0"):
+        plot_loss_curves({"a": ([1], [1.0])}, p, smoothing=1.0)
+    assert list(tmp_path.iterdir()) == []
