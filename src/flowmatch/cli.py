@@ -14,6 +14,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from flowmatch.report import eval_row, format_table
+
 __all__ = ["main", "build_parser"]
 
 # Help text of every RunConfig field (flag --name-with-dashes).
@@ -22,6 +24,7 @@ _HELP = {
     "target": "target distribution q1: a built-in name or a data file of shape (N, D)",
     "n_train": "training points drawn per built-in distribution (files: all rows but the test part)",
     "n_test": "held-out points per distribution, used by the evaluation",
+    "test_split": "built-in data: fresh (independent test draw) or paper (random split of one draw)",
     "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf",
     "sigma": "path noise sigma (fm: sigma_min); default: the method's paper value",
     "hidden": "width of each hidden layer of the MLP",
@@ -159,28 +162,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"trained {cfg.method} for {result.step} steps in {result.elapsed_s:.1f} s "
               f"({result.steps_per_s:.1f} steps/s); final loss {result.final_loss:.4f}")
         if report is not None:
-            print(_table([_row(cfg.method, report, result.elapsed_s)]))
+            print(format_table([eval_row(cfg.method, report, result.elapsed_s)]))
         print(f"run directory: {args.out}")
     return 0
-
-
-def _row(method: str, rep, train_s: float | None) -> dict[str, str]:
-    return {
-        "method": method,
-        f"W2 ({rep.solver} {rep.steps})": f"{rep.w2:.4f}",
-        "W2 (dopri5)": "-" if rep.w2_dopri5 is None else f"{rep.w2_dopri5:.4f}",
-        "NFE (dopri5)": "-" if rep.nfe_dopri5 is None else str(rep.nfe_dopri5),
-        "NPE": f"{rep.npe:.3f}",
-        "train s": "-" if train_s is None else f"{train_s:.1f}",
-    }
-
-
-def _table(rows: list[dict[str, str]]) -> str:
-    cols = list(rows[0])
-    width = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
-    line = lambda r: "| " + " | ".join(r[c].ljust(width[c]) for c in cols) + " |"
-    sep = "|" + "|".join("-" * (width[c] + 2) for c in cols) + "|"
-    return "\n".join([line({c: c for c in cols}), sep, *(line(r) for r in rows)])
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -229,7 +213,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(rep.to_dict(), indent=2))
     elif not args.quiet:
         print(f"{args.run}: {run.config.method}, step {run.step}, {rep.n_test} test points")
-        print(_table([_row(run.config.method, rep, None)]))
+        print(format_table([eval_row(run.config.method, rep, None)]))
         print(f"W1 {rep.w1:.4f}  MMD {rep.mmd:.2e}  straightness {rep.straightness:.4f}")
     return 0
 

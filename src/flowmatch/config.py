@@ -43,6 +43,7 @@ class RunConfig:
     target: str = "moons"
     n_train: int = 10_000
     n_test: int = 1_000
+    test_split: str = "fresh"  # "fresh": independent test draw; "paper": random split of one draw
     # method
     method: str = "ot-cfm"
     sigma: float | None = None  # None: the method's paper default
@@ -98,6 +99,7 @@ class RunConfig:
         self.ema_decay = check_probability("ema_decay", self.ema_decay)
         if self.ema_decay == 1.0:
             raise ValueError("ema_decay must be < 1 (1 would freeze the average), got 1.0")
+        check_choice("test_split", self.test_split, ("fresh", "paper"))
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
         check_choice("time_embedding", self.time_embedding, ("concat", "sinusoidal"))
         check_choice("eval_solver", self.eval_solver, SOLVER_CHOICES)

@@ -63,8 +63,9 @@ def build_data(cfg: RunConfig) -> RunData:
             f"and {target.dim} ({cfg.target})"
         )
     g = torch.Generator().manual_seed(cfg.seed + DATA_SEED_OFFSET)
-    src_split = make_split(source, n_train=cfg.n_train, n_test=cfg.n_test, generator=g)
-    tgt_split = make_split(target, n_train=cfg.n_train, n_test=cfg.n_test, generator=g)
+    kw = dict(n_train=cfg.n_train, n_test=cfg.n_test, generator=g, protocol=cfg.test_split)
+    src_split = make_split(source, **kw)
+    tgt_split = make_split(target, **kw)
     return RunData(src_split, tgt_split, source.is_builtin and cfg.source == "gaussian", target.dim)
 
 
