@@ -27,20 +27,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "atomic_write_text"]
+from flowmatch._io import atomic_write_text
 
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write text to ``path`` through a temporary file in the same directory and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "latest_checkpoint"]
 
 
 @dataclass
@@ -110,6 +99,8 @@ def save_checkpoint(directory: str | Path, ckpt: Checkpoint, *, keep: int = 2) -
         shutil.rmtree(final)
     os.replace(tmp, final)
     atomic_write_text(directory / "latest", name + "\n")
+    for stale in directory.glob(".tmp-step-*"):  # left by a crash in an earlier write
+        shutil.rmtree(stale, ignore_errors=True)
     old = sorted(p for p in directory.glob("step-*") if p.is_dir() and p.name != name)
     for p in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(p, ignore_errors=True)

@@ -9,14 +9,13 @@ target points, and writes the comparison into ``<out>/``: ``metrics.json``, ``sa
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from flowmatch import metrics, plots
-from flowmatch.checkpoint import atomic_write_text
+from flowmatch._io import write_json
 from flowmatch.config import RunConfig
 from flowmatch.data import resolve_distribution
 from flowmatch.report import eval_row, format_table
@@ -99,7 +98,7 @@ def run_demo(
         "settings": settings,
         "methods": results,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
+    write_json(out / "metrics.json", summary)
     title = f"{summary['task']}, Euler 100 steps"
     plots.plot_sample_panels(panels, data.target.test, out / "samples.png", title=title)
     plots.plot_trajectory_panels(trajs, out / "trajectories.png", target=data.target.test, title=title)

@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from flowmatch import methods
-from flowmatch.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint
+from flowmatch._io import atomic_write_text, write_json
+from flowmatch.checkpoint import latest_checkpoint, load_checkpoint
 from flowmatch.config import RunConfig, dump_toml
 from flowmatch.data import DataSplit, make_split, resolve_distribution
 from flowmatch.data.batches import StreamBatches, TensorBatches
@@ -129,8 +130,14 @@ def train_run(
                 raise ValueError(
                     f"cannot resume with a different {name}: the run has {value!r}, got {getattr(cfg, name)!r}"
                 )
-        if latest_checkpoint(out_path / "checkpoints") is None:
+        ck = latest_checkpoint(out_path / "checkpoints")
+        if ck is None:
             raise ValueError(f"cannot resume: no checkpoint in {str(out_path / 'checkpoints')!r}")
+        done = int(json.loads((ck / "state.json").read_text())["step"])
+        if cfg.steps < done:
+            raise ValueError(f"steps must be >= the checkpoint's step {done}, got {cfg.steps}")
+    elif out_path is not None and out_path.exists() and not out_path.is_dir():
+        raise ValueError(f"the run directory must be a directory, got the file {str(out_path)!r}")
     elif out_path is not None and out_path.exists() and any(out_path.iterdir()) and not force:
         raise ValueError(
             f"run directory {str(out_path)!r} exists and is not empty; pass --resume to continue it "
@@ -158,7 +165,7 @@ def train_run(
                    "method": cfg.method, "source": cfg.source, "target": cfg.target}
         if report is not None:
             summary["eval"] = report.to_dict()
-        atomic_write_text(out_path / "metrics.json", json.dumps(summary, indent=2) + "\n")
+        write_json(out_path / "metrics.json", summary)
         if plots:
             plot_run(out_path, trainer.sampling_model, data, cfg)
     return trainer, result, report

@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +55,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; any other value is passed to torch.device."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {str(device)!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} was requested but CUDA is not available here")
     return dev
@@ -120,6 +125,28 @@ class EMA:
 BatchFn = Callable[..., Tensor]
 
 
+class _DeferredInterrupt:
+    """Context manager that turns the first SIGINT into a flag (main thread only)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C interrupts at once
+
+    def __enter__(self) -> "_DeferredInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 class Trainer:
     """Trains ``model`` with ``matcher`` on batches from ``source`` and ``target``.
 
@@ -179,6 +206,7 @@ class Trainer:
         self._elapsed_before = 0.0
         self._loss_sum = 0.0
         self._loss_count = 0
+        self._last_loss = math.nan  # the latest logged mean loss
 
     # ------------------------------------------------------------------ state
     @property
@@ -197,6 +225,7 @@ class Trainer:
                 "elapsed_s": self._elapsed(),
                 "loss_sum": self._loss_sum,
                 "loss_count": self._loss_count,
+                "last_loss": None if math.isnan(self._last_loss) else self._last_loss,
                 **self.metadata,
             },
         )
@@ -222,6 +251,8 @@ class Trainer:
         self._elapsed_before = float(ck.state.get("elapsed_s", 0.0))
         self._loss_sum = float(ck.state.get("loss_sum", 0.0))
         self._loss_count = int(ck.state.get("loss_count", 0))
+        last = ck.state.get("last_loss")
+        self._last_loss = math.nan if last is None else float(last)
         return ck.step
 
     # ------------------------------------------------------------------ logging
@@ -231,6 +262,7 @@ class Trainer:
     def _open_log(self, resumed: bool):
         if self.run_dir is None:
             return None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "log.csv"
         rows: list[list[str]] = []
         if resumed and path.is_file():  # drop rows written after the checkpoint we resume from
@@ -270,7 +302,12 @@ class Trainer:
         return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
     def fit(self, *, resume: bool = False) -> TrainResult:
-        """Train until ``config.steps``; with ``resume`` continue from the run's latest checkpoint."""
+        """Train until ``config.steps``; with ``resume`` continue from the run's latest checkpoint.
+
+        Ctrl-C (SIGINT) is deferred to the end of the current step: the step completes, a
+        checkpoint is written and KeyboardInterrupt is raised, so the run resumes exactly. A
+        second Ctrl-C interrupts at once.
+        """
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -293,26 +330,37 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=cfg.quiet, desc="train", unit="step",
                    dynamic_ncols=True, leave=True)
         step0 = self.step
+        interrupt = _DeferredInterrupt()
         try:
-            while self.step < cfg.steps:
-                loss_acc += self.train_step()
-                self._loss_count += 1
-                bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    self._loss_sum += float(loss_acc)
-                    loss_acc.zero_()
-                    mean = self._loss_sum / self._loss_count
-                    losses.append((self.step, mean))
-                    if writer is not None:
-                        writer.writerow([self.step, f"{mean:.6g}", f"{self.optimizer.param_groups[0]['lr']:.6g}",
-                                         f"{self._grad_norm():.6g}", f"{self._elapsed():.3f}"])
-                        log.flush()
-                    bar.set_postfix(loss=f"{mean:.4f}")
-                    self._loss_sum, self._loss_count = 0.0, 0
-                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
-                    self._flush_loss(loss_acc)
-                    loss_acc.zero_()
-                    self.save()
+            with interrupt:
+                while self.step < cfg.steps:
+                    rng_before = self.generator.get_state()
+                    try:
+                        loss_acc += self.train_step()
+                    except KeyboardInterrupt:  # raised inside a step: undo its draws
+                        self.generator.set_state(rng_before)
+                        raise
+                    self._loss_count += 1
+                    bar.update(1)
+                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                        self._loss_sum += float(loss_acc)
+                        loss_acc.zero_()
+                        mean = self._loss_sum / self._loss_count
+                        losses.append((self.step, mean))
+                        self._last_loss = mean
+                        if writer is not None:
+                            writer.writerow([self.step, f"{mean:.6g}",
+                                             f"{self.optimizer.param_groups[0]['lr']:.6g}",
+                                             f"{self._grad_norm():.6g}", f"{self._elapsed():.3f}"])
+                            log.flush()
+                        bar.set_postfix(loss=f"{mean:.4f}")
+                        self._loss_sum, self._loss_count = 0.0, 0
+                    if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                        self._flush_loss(loss_acc)
+                        loss_acc.zero_()
+                        self.save()
+                    if interrupt.requested:
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             self._flush_loss(loss_acc)
             self.save()  # never lose work: the run resumes from here
@@ -323,14 +371,13 @@ class Trainer:
                 log.close()
         self._flush_loss(loss_acc)
         self.save()
-        elapsed = self._elapsed()
         ran = self.step - step0
         wall = time.perf_counter() - self._t_start
         return TrainResult(
             step=self.step,
-            final_loss=losses[-1][1] if losses else math.nan,
-            elapsed_s=elapsed,
-            steps_per_s=ran / wall if wall > 0 else math.nan,
+            final_loss=self._last_loss,
+            elapsed_s=self._elapsed(),
+            steps_per_s=ran / wall if ran > 0 and wall > 0 else math.nan,
             resumed_from=resumed_from,
             losses=losses,
         )
