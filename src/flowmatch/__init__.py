@@ -9,11 +9,36 @@ integrate it to sample.
 >>> model = flowmatch.MLP(dim=2)            # model(x, t, cond=None) -> velocity
 """
 
-from flowmatch import couplings, methods, paths
-from flowmatch.couplings import ExactOT, Independent, Sinkhorn
-from flowmatch.matcher import FlowMatcher, PathSample
-from flowmatch.models import MLP
-from flowmatch.solvers import SampleResult, ode_solvers, sample
+import importlib
+from typing import Any
+
+# Public names and the module that defines each. They are imported on first use (PEP 562), so
+# that `import flowmatch.cli` (and `flowmatch --help`) does not pay for importing torch and POT.
+_LAZY = {
+    "FlowMatcher": "flowmatch.matcher",
+    "PathSample": "flowmatch.matcher",
+    "MLP": "flowmatch.models",
+    "ExactOT": "flowmatch.couplings",
+    "Independent": "flowmatch.couplings",
+    "Sinkhorn": "flowmatch.couplings",
+    "SampleResult": "flowmatch.solvers",
+    "sample": "flowmatch.solvers",
+    "ode_solvers": "flowmatch.solvers",
+}
+_SUBMODULES = ("methods", "paths", "couplings")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"flowmatch.{name}")
+    raise AttributeError(f"module 'flowmatch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 

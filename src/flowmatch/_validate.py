@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "check_positive_int",
@@ -68,8 +69,10 @@ def check_choice(name: str, value: Any, choices: "list[str] | tuple[str, ...]") 
     return value
 
 
-def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
+def check_finite(name: str, x: "torch.Tensor") -> "torch.Tensor":
     """Raise ValueError if ``x`` holds NaN or Inf, saying how many and where the first one is."""
+    import torch
+
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
         n_bad = int(bad.sum())

@@ -15,7 +15,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from flowmatch import methods
 from flowmatch._validate import (
     check_choice,
     check_nonnegative_float,
@@ -23,7 +22,6 @@ from flowmatch._validate import (
     check_positive_int,
     check_probability,
 )
-from flowmatch.models.mlp import ACTIVATIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,6 +74,9 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         """Check every field; raise ValueError naming the rule and the value."""
+        from flowmatch import methods
+        from flowmatch.models.mlp import ACTIVATIONS
+
         for name in ("source", "target"):
             v = getattr(self, name)
             if not isinstance(v, str) or not v:
@@ -111,6 +112,8 @@ class RunConfig:
     @property
     def resolved_sigma(self) -> float:
         """sigma, with the method's default filled in."""
+        from flowmatch import methods
+
         return methods.spec(self.method).default_sigma if self.sigma is None else self.sigma
 
     def to_dict(self) -> dict[str, Any]:

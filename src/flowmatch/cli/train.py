@@ -43,17 +43,17 @@ _HELP = {
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field (defaults read from the dataclass, without importing torch)."""
     from flowmatch.config import RunConfig
 
-    defaults = RunConfig()
     for f in fields(RunConfig):
-        default = getattr(defaults, f.name)
+        default = f.default
         kind = {int: int, float: float, str: str}.get(type(default), float if f.name == "sigma" else str)
+        shown = default if default is not None else "method default"
         p.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
-            metavar=f.name.upper(), help=f"{_HELP[f.name]} (default: {default if default is not None else 'method default'})",
+            metavar=f.name.upper(), help=f"{_HELP[f.name]} (default: {shown})",
         )
-
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
