@@ -31,7 +31,7 @@ DEMO_SETTINGS = dict(
     n_train=10_000,
     n_test=2_000,
     batch_size=256,
-    steps=5_000,
+    steps=6_000,
     lr_schedule="cosine",
     checkpoint_every=1_000,
 )
