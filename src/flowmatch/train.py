@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import math
 import signal
 import threading
@@ -31,6 +32,7 @@ from flowmatch._validate import (
     check_positive_int,
     check_probability,
 )
+from flowmatch._io import atomic_write_text
 from flowmatch.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from flowmatch.matcher import FlowMatcher
 
@@ -207,6 +209,7 @@ class Trainer:
         self._loss_sum = 0.0
         self._loss_count = 0
         self._last_loss = math.nan  # the latest logged mean loss
+        self._t_start: float | None = None  # perf_counter at the start of fit()
 
     # ------------------------------------------------------------------ state
     @property
@@ -257,7 +260,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ logging
     def _elapsed(self) -> float:
-        return self._elapsed_before + (time.perf_counter() - self._t_start if hasattr(self, "_t_start") else 0.0)
+        running = 0.0 if self._t_start is None else time.perf_counter() - self._t_start
+        return self._elapsed_before + running
 
     def _open_log(self, resumed: bool):
         if self.run_dir is None:
@@ -270,12 +274,12 @@ class Trainer:
                 reader = csv.reader(f)
                 next(reader, None)
                 rows = [r for r in reader if r and int(r[0]) <= self.step]
-        f = open(path, "w", newline="")
-        w = csv.writer(f)
+        buf = io.StringIO()
+        w = csv.writer(buf)
         w.writerow(LOG_COLUMNS)
         w.writerows(rows)
-        f.flush()
-        return f
+        atomic_write_text(path, buf.getvalue())  # a crash here keeps the old log whole
+        return open(path, "a", newline="")
 
     # ------------------------------------------------------------------ loop
     def train_step(self) -> Tensor:
