@@ -86,7 +86,7 @@ def test_high_dimensional_samples_are_projected_on_target_principal_components(t
     out = plot_samples(t.clone(), t, tmp_path / "pca.png")
     _assert_image(out)
 
-    from flowmatch.plots import _Projection
+    from flowmatch.plots._common import _Projection
 
     proj = _Projection(t.double().numpy(), "target")
     assert proj.labels[0].startswith("PC1 of target") and proj.labels[1].startswith("PC2 of target")
@@ -231,7 +231,8 @@ def _inside(points: np.ndarray, ax) -> bool:
 
 @pytest.mark.parametrize("dims", [(2,), (5,)])
 def test_sample_panels_one_subplot_per_method_same_projection_and_limits(tmp_path, dims):
-    from flowmatch.plots import _build_sample_panels, _Projection
+    from flowmatch.plots._common import _Projection
+    from flowmatch.plots.samples import _build_sample_panels
 
     tgt = _randn(300, *dims, seed=20) + 2.0
     src = _randn(100, *dims, seed=21)
@@ -266,7 +267,7 @@ def test_sample_panels_one_subplot_per_method_same_projection_and_limits(tmp_pat
 @pytest.mark.parametrize(("n", "ncols", "geometry"),
                          [(1, None, (1, 1)), (5, None, (2, 4)), (5, 2, (3, 2)), (3, 10, (1, 3))])
 def test_panel_grid_has_exactly_one_axes_per_entry(n, ncols, geometry):
-    from flowmatch.plots import _build_sample_panels
+    from flowmatch.plots.samples import _build_sample_panels
 
     x = _randn(20, 2, seed=24)
     fig = _build_sample_panels({f"m{i}": x + i for i in range(n)}, x, ncols=ncols)
@@ -282,7 +283,7 @@ def test_panel_grid_has_exactly_one_axes_per_entry(n, ncols, geometry):
 
 @pytest.mark.parametrize("dims", [(2,), (5,)])
 def test_trajectory_panels_share_projection_and_limits(tmp_path, dims):
-    from flowmatch.plots import _build_trajectory_panels
+    from flowmatch.plots.trajectories import _build_trajectory_panels
 
     straight = _trajectory(40, dims, steps=10, seed=30)
     coarse = _trajectory(25, dims, steps=2, seed=32) - 6.0  # other T, n, and location
@@ -308,7 +309,7 @@ def test_trajectory_panels_share_projection_and_limits(tmp_path, dims):
 def test_loss_curves_one_distinct_colour_per_run_and_bias_corrected_ema(tmp_path):
     from matplotlib.colors import to_hex
 
-    from flowmatch.plots import _build_loss_curves
+    from flowmatch.plots.loss import _build_loss_curves
 
     steps = np.arange(1, 301)
     curves = {
