@@ -1,0 +1,585 @@
+"""The 2D benchmark of Tong et al. (TMLR 2024, Table 2): ``flowmatch bench paper2d``.
+
+Four tasks (N -> 8gaussians, moons -> 8gaussians, N -> moons, N -> scurve; N = N(0, I) in 2D)
+times the methods OT-CFM, I-CFM, FM (Gaussian source only), SB-CFM, VP-CFM, the 1-rectified flow
+(``rf``: I-CFM with sigma = 0) and the 2-rectified flow (``2-rf``: one reflow of ``rf``, see
+:mod:`flowmatch.reflow`), times seeds. The setup is the paper's (REFERENCES.md, "2D benchmark"):
+3x64 SELU MLP, AdamW lr 1e-3, weight decay 1e-5, batch 512, 20k steps, sigma 0.1 (SB-CFM its own
+default 1.0, RF 0), 5 seeds, one draw per distribution split at random into 10000 train / 1000
+test points (``RunConfig(test_split="paper")``).
+
+Per cell (task, method, seed): W2 (exact) between the Euler-100 samples of the test sources and
+the test targets, NPE, NFE of dopri5 (atol = rtol = 1e-4), W2 after 1, 2, 4, 8 and 100 Euler
+steps, training wall time. Per task and seed: the sampling floor, W2 between the test targets and
+an independent test set drawn the same way (:func:`flowmatch.evaluate.w2_sampling_floor`).
+
+This module is a thin script over the library: data and training come from
+:mod:`flowmatch.run`, evaluation from :mod:`flowmatch.evaluate`, reflow from
+:mod:`flowmatch.reflow`, figures from :mod:`flowmatch.plots`.
+
+Output directory::
+
+    table.md                      mean ± std over seeds, published values beside ours
+    results.csv                   one row per (task, method, seed)
+    samples_<task>.png            one panel per method (first seed)
+    trajectories_<task>.png
+    cells/<task>/<method>/seed<k>/result.json, model.safetensors
+    cells/<task>/floor-seed<k>.json
+
+Resumable: a cell is finished when its ``result.json`` exists (written atomically after the
+model); running the same command again reuses finished cells and computes only the missing
+ones. A finished cell computed with other settings is an error (use another ``--out`` or
+``force``), never silently mixed into the table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from flowmatch import methods as method_registry
+from flowmatch._io import atomic_write_text, write_json
+from flowmatch._validate import (
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+)
+from flowmatch.bench.published import published_2d
+from flowmatch.config import RunConfig
+from flowmatch.data import resolve_distribution
+from flowmatch.evaluate import evaluate_model, w2_at_steps, w2_sampling_floor
+from flowmatch.reflow import reflow_pairs, train_on_pairs
+from flowmatch.run import build_data, build_model, train_run
+from flowmatch.train import TrainerConfig, resolve_device
+from flowmatch.transport import SinkhornWarning
+
+__all__ = ["Task", "TASKS", "METHODS", "Paper2DSettings", "Paper2DResult", "benchmark_cells",
+           "run_paper2d", "format_paper2d_table", "FLOOR_SEED_OFFSET"]
+
+#: The floor's second test set is drawn from a generator seeded with seed + this offset
+#: (the data split of a seed uses seed + flowmatch.run.DATA_SEED_OFFSET).
+FLOOR_SEED_OFFSET = 2_000_029
+RESULT_VERSION = 1
+_RUNCONFIG_FIELDS = frozenset(f.name for f in fields(RunConfig))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One benchmark task: a source and a target (built-in names) and the papers' label."""
+
+    key: str
+    label: str
+    source: str
+    target: str
+
+
+TASKS: dict[str, Task] = {
+    t.key: t
+    for t in [
+        Task("n-8gaussians", "N→8gaussians", "gaussian", "8gaussians"),
+        Task("moons-8gaussians", "moons→8gaussians", "moons-wide", "8gaussians-wide"),
+        Task("n-moons", "N→moons", "gaussian", "moons"),
+        Task("n-scurve", "N→scurve", "gaussian", "scurve"),
+    ]
+}
+
+#: Bench methods: the registry's names, plus ``2-rf`` (the 2-rectified flow, one reflow of rf).
+METHODS = ("ot-cfm", "i-cfm", "fm", "sb-cfm", "vp-cfm", "rf", "2-rf")
+
+
+def _check_seq(name: str, values: Sequence[str], choices: Sequence[str]) -> list[str]:
+    if isinstance(values, str):
+        values = [values]
+    out = []
+    for v in values:
+        if v not in choices:
+            raise ValueError(f"unknown {name} {v!r}; choose from: {', '.join(choices)}")
+        if v not in out:
+            out.append(v)
+    if not out:
+        raise ValueError(f"at least one {name} is needed, got none")
+    return out
+
+
+@dataclass
+class Paper2DSettings:
+    """Settings of the 2D benchmark; the defaults are the paper's setup."""
+
+    steps: int = 20_000
+    batch_size: int = 512
+    seeds: int = 5  # seeds 0 .. seeds-1
+    n_train: int = 10_000
+    n_test: int = 1_000
+    sigma: float = 0.1  # ot-cfm, i-cfm, fm, vp-cfm; sb-cfm keeps its default, rf is 0
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    hidden: int = 64
+    depth: int = 3
+    eval_steps: int = 100  # Euler steps of the main W2 and NPE
+    euler_steps: tuple[int, ...] = (1, 2, 4, 8, 100)  # the few-step W2 sweep
+    atol: float = 1e-4  # dopri5 NFE tolerance
+    rtol: float = 1e-4
+    reflow_solver: str = "dopri5"  # the solver that makes the 2-rf pairs
+    reflow_tol: float = 1e-5
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "seeds", "n_train", "n_test", "hidden", "depth", "eval_steps"):
+            setattr(self, name, check_positive_int(name, getattr(self, name)))
+        if self.n_test < 2:
+            raise ValueError(f"n_test must be at least 2, got {self.n_test}")
+        if self.batch_size > self.n_train:
+            raise ValueError(f"batch_size must not exceed n_train ({self.n_train}), got {self.batch_size}")
+        self.sigma = check_nonnegative_float("sigma", self.sigma)
+        self.lr = check_positive_float("lr", self.lr)
+        self.weight_decay = check_nonnegative_float("weight_decay", self.weight_decay)
+        self.atol = check_positive_float("atol", self.atol)
+        self.rtol = check_positive_float("rtol", self.rtol)
+        self.reflow_tol = check_positive_float("reflow_tol", self.reflow_tol)
+        if isinstance(self.euler_steps, (int, str)):
+            raise ValueError(f"euler_steps must be a sequence of positive integers, got {self.euler_steps!r}")
+        self.euler_steps = tuple(dict.fromkeys(check_positive_int("euler_steps", k) for k in self.euler_steps))
+        if not self.euler_steps:
+            raise ValueError("euler_steps must hold at least one step count, got none")
+        RunConfig(device=self.device)  # validates the device name
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "Paper2DSettings":
+        """A tiny configuration that runs the whole pipeline in seconds (a smoke test, not a result)."""
+        base = dict(steps=10, batch_size=64, seeds=1, n_train=256, n_test=128)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds))
+
+    def method_sigma(self, method: str) -> float | None:
+        """The sigma a method trains with (None: the registry's default, i.e. sb-cfm's 1.0)."""
+        if method in ("rf", "2-rf"):
+            return 0.0
+        if method == "sb-cfm":
+            return None
+        return self.sigma
+
+    def run_config(self, task: Task, method: str, seed: int) -> RunConfig:
+        """The RunConfig of a cell (``2-rf`` uses its parent ``rf`` run's config)."""
+        base = "rf" if method == "2-rf" else method
+        extra: dict[str, Any] = {}
+        if "score" in _RUNCONFIG_FIELDS and getattr(method_registry.spec(base), "learns_score", False):
+            # the table's SB-CFM is the flow-only ODE model; its score-learning variant ([SF]2M) is
+            # another row of the paper
+            extra["score"] = False
+        return RunConfig(
+            source=task.source, target=task.target, n_train=self.n_train, n_test=self.n_test,
+            test_split="paper", method=base, sigma=self.method_sigma(base), hidden=self.hidden,
+            depth=self.depth, activation="selu", steps=self.steps, batch_size=self.batch_size,
+            lr=self.lr, weight_decay=self.weight_decay, seed=seed, device=self.device,
+            eval_solver="euler", eval_steps=self.eval_steps, **extra,
+        )
+
+    def fingerprint(self, method: str) -> dict[str, Any]:
+        """The settings a cell's result depends on (compared when a cell is reused)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("seeds", "device", "sigma",
+                                                                  "reflow_solver", "reflow_tol")}
+        d["euler_steps"] = list(self.euler_steps)
+        d["sigma"] = self.method_sigma(method)
+        if method == "2-rf":
+            d["reflow_solver"] = self.reflow_solver
+            d["reflow_tol"] = self.reflow_tol
+        return d
+
+
+def benchmark_cells(tasks: Sequence[str], methods: Sequence[str]) -> list[tuple[str, str]]:
+    """(task, method) pairs to run; FM needs a Gaussian source, so moons -> 8gaussians has no FM."""
+    out = []
+    for t in tasks:
+        for m in methods:
+            if m == "fm" and TASKS[t].source != "gaussian":
+                continue
+            out.append((t, m))
+    return out
+
+
+@dataclass
+class Paper2DResult:
+    """What :func:`run_paper2d` did: every cell's row, the floors, the table and the files."""
+
+    rows: list[dict[str, Any]]
+    floors: dict[tuple[str, int], float]
+    table: str
+    computed: list[tuple[str, str, int]] = field(default_factory=list)
+    reused: list[tuple[str, str, int]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------- cells
+
+
+def _cell_dir(out: Path, task: str, method: str, seed: int) -> Path:
+    return out / "cells" / task / method / f"seed{seed}"
+
+
+def _save_model(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _load_model(cfg: RunConfig, path: Path, device: torch.device) -> nn.Module:
+    from safetensors.torch import load_file
+
+    model = build_model(cfg, 2)
+    model.load_state_dict(load_file(str(path)))
+    return model.to(device).eval()
+
+
+def _read_result(cell: Path, expected: dict[str, Any], force: bool) -> dict[str, Any] | None:
+    """A finished cell's result when it exists and matches ``expected`` settings; else None."""
+    path = cell / "result.json"
+    if force or not path.is_file():
+        return None
+    res = json.loads(path.read_text())
+    saved = res.get("settings", {})
+    if res.get("version") != RESULT_VERSION or saved != expected:
+        diff = sorted(k for k in set(saved) | set(expected) if saved.get(k) != expected.get(k))
+        key = diff[0] if diff else "version"
+        raise ValueError(
+            f"cell {str(cell)!r} was computed with {key}={saved.get(key)!r}, this run has "
+            f"{key}={expected.get(key)!r}; use another --out, or --force to recompute"
+        )
+    return res
+
+
+def _evaluate(model: nn.Module, data, s: Paper2DSettings, device: torch.device) -> dict[str, Any]:
+    x0 = data.source.test.to(device)
+    x1 = data.target.test.to(device)
+    t0 = time.perf_counter()
+    rep = evaluate_model(model, x0, x1, solver="euler", steps=s.eval_steps, dopri5=True,
+                         atol=s.atol, rtol=s.rtol)
+    sweep = w2_at_steps(model, x0, x1, [k for k in s.euler_steps if k != s.eval_steps])
+    sweep[s.eval_steps] = rep.w2
+    metrics = {"w2": rep.w2, "npe": rep.npe, "nfe_dopri5": rep.nfe_dopri5, "w2_dopri5": rep.w2_dopri5,
+               "straightness": rep.straightness, "w1": rep.w1, "mmd": rep.mmd}
+    for k in s.euler_steps:
+        metrics[f"w2_euler_{k}"] = sweep[k]
+    metrics["eval_time_s"] = time.perf_counter() - t0
+    return metrics
+
+
+def _train_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSettings, cfg: RunConfig,
+                data, parent: dict[str, Any] | None, timing: dict[str, Any]):
+    """Train the model of a cell: (model, TrainResult, device)."""
+    if method == "2-rf":
+        assert parent is not None  # internal: the caller computes or reuses the rf cell first
+        device = resolve_device(s.device)
+        rf = _load_model(cfg, _cell_dir(out, task.key, "rf", seed) / "model.safetensors", device)
+        t0 = time.perf_counter()
+        pairs = reflow_pairs(rf, data.source.train.to(device), solver=s.reflow_solver,
+                             atol=s.reflow_tol, rtol=s.reflow_tol)
+        timing["pair_time_s"] = time.perf_counter() - t0
+        timing["pair_nfe"] = pairs.nfe
+        tc = TrainerConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
+                           seed=seed, log_every=max(1, s.steps), checkpoint_every=s.steps, quiet=True)
+        res = train_on_pairs(rf, pairs, tc, device=device)
+        timing["parent_train_time_s"] = parent["timing"]["train_time_s"]
+        return res.model, res.train, device
+    trainer, result, _ = train_run(cfg, None, quiet=True, evaluate=False, plots=False)
+    return trainer.sampling_model.eval(), result, trainer.device
+
+
+def _compute_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSettings,
+                  parent: dict[str, Any] | None) -> dict[str, Any]:
+    cfg = s.run_config(task, method, seed)
+    data = build_data(cfg)
+    cell = _cell_dir(out, task.key, method, seed)
+    timing: dict[str, Any] = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, result, device = _train_cell(out, task, method, seed, s, cfg, data, parent, timing)
+    sinkhorn_warnings = 0
+    for w in caught:  # count the (many, per-step) Sinkhorn warnings, pass the others on
+        if issubclass(w.category, SinkhornWarning):
+            sinkhorn_warnings += 1
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    timing["train_time_s"] = result.elapsed_s
+    timing["steps_per_s"] = result.steps_per_s
+    timing["total_time_s"] = (result.elapsed_s + timing.get("pair_time_s", 0.0)
+                              + timing.get("parent_train_time_s", 0.0))
+    metrics = _evaluate(model, data, s, device)
+    _save_model(model, cell / "model.safetensors")
+    res_json = {
+        "version": RESULT_VERSION,
+        "cell": {"task": task.key, "method": method, "seed": seed, "source": task.source,
+                 "target": task.target},
+        "settings": s.fingerprint(method),
+        "metrics": metrics,
+        "timing": timing,
+        "final_loss": result.final_loss,
+        "sinkhorn_not_converged": sinkhorn_warnings,
+        "device": str(device),
+        "computed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    write_json(cell / "result.json", res_json)  # last: its presence marks the cell finished
+    return json.loads((cell / "result.json").read_text())
+
+
+def _floor(out: Path, task: Task, seed: int, s: Paper2DSettings, force: bool) -> tuple[float, bool]:
+    """(floor, computed now) of a task and seed, cached in cells/<task>/floor-seed<k>.json."""
+    path = out / "cells" / task.key / f"floor-seed{seed}.json"
+    expected = {"n_train": s.n_train, "n_test": s.n_test, "protocol": "paper"}
+    if path.is_file() and not force:
+        saved = json.loads(path.read_text())
+        if saved.get("settings") == expected:
+            return float(saved["w2_floor"]), False
+    data = build_data(s.run_config(task, "i-cfm", seed))
+    g = torch.Generator().manual_seed(seed + FLOOR_SEED_OFFSET)
+    floor = w2_sampling_floor(resolve_distribution(task.target), data.target.test,
+                              n_train=s.n_train, protocol="paper", generator=g)
+    write_json(path, {"settings": expected, "w2_floor": floor})
+    return floor, True
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+def _sinkhorn_note(res: dict[str, Any]) -> str:
+    n = res.get("sinkhorn_not_converged", 0)
+    return f", Sinkhorn unconverged at {n}/{res['settings']['steps']} steps" if n else ""
+
+
+def _row(res: dict[str, Any], floor: float) -> dict[str, Any]:
+    c, st, m, t = res["cell"], res["settings"], res["metrics"], res["timing"]
+    row = {"task": c["task"], "source": c["source"], "target": c["target"], "method": c["method"],
+           "seed": c["seed"], "steps": st["steps"], "batch_size": st["batch_size"],
+           "sigma": "" if st["sigma"] is None else st["sigma"], "n_train": st["n_train"],
+           "n_test": st["n_test"]}
+    row.update(m)
+    row["w2_floor"] = floor
+    for k in ("train_time_s", "steps_per_s", "pair_time_s", "pair_nfe", "parent_train_time_s",
+              "total_time_s"):
+        row[k] = t.get(k, "")
+    row["final_loss"] = res.get("final_loss")
+    row["sinkhorn_not_converged"] = res.get("sinkhorn_not_converged", 0)
+    row["device"] = res.get("device", "")
+    row["computed_at"] = res.get("computed_at", "")
+    return row
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k, "")) for k in cols})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _mean_std(values: list[float], digits: int) -> str:
+    vals = [float(v) for v in values if v is not None and v != "" and math.isfinite(float(v))]
+    if not vals:
+        return "-"
+    mean = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return f"{mean:.{digits}f}"
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    return f"{mean:.{digits}f}±{std:.{digits}f}"
+
+
+def format_paper2d_table(rows: list[dict[str, Any]], s: Paper2DSettings) -> str:
+    """The Markdown report: one line per (task, method), mean ± sample std over seeds, with the
+    [SF]2M Table 2 values beside ours and the sampling floor of each task."""
+    if not rows:
+        raise ValueError("format_paper2d_table needs at least one row, got none")
+    sweep = [k for k in s.euler_steps if k != s.eval_steps]
+    header = (["task", "method", "seeds", f"W2 (Euler {s.eval_steps})", "W2 paper", "NPE",
+               "NPE paper", "NFE dopri5"] + [f"W2 Euler {k}" for k in sweep]
+              + ["train s", "W2 floor"])
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["method"]), []).append(r)
+    body = []
+    for (task, method), rs in groups.items():
+        label = TASKS[task].label
+        pw, pn = published_2d(method, label, "w2"), published_2d(method, label, "npe")
+        time_key = "total_time_s" if method == "2-rf" else "train_time_s"
+        body.append([label, method, str(len(rs)), _mean_std([r["w2"] for r in rs], 3),
+                     pw.format() if pw else "—", _mean_std([r["npe"] for r in rs], 3),
+                     pn.format() if pn else "—", _mean_std([r["nfe_dopri5"] for r in rs], 0)]
+                    + [_mean_std([r[f"w2_euler_{k}"] for r in rs], 3) for k in sweep]
+                    + [_mean_std([r[time_key] for r in rs], 1), _mean_std([r["w2_floor"] for r in rs], 3)])
+    width = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, width)) + " |"
+
+    seeds = sorted({r["seed"] for r in rows})
+    sb = method_registry.spec("sb-cfm").default_sigma
+    lines = [
+        "# 2D benchmark (Tong et al. TMLR 2024, Table 2): flowmatch bench paper2d",
+        "",
+        f"Setup: {s.depth}x{s.hidden} SELU MLP, AdamW lr {s.lr:g} weight decay {s.weight_decay:g}, "
+        f"batch {s.batch_size}, {s.steps} steps, sigma {s.sigma:g} (sb-cfm: its default {sb}, "
+        f"rf/2-rf: 0); {s.n_train} train / {s.n_test} test "
+        f"points per distribution (one draw split at random); seeds {', '.join(map(str, seeds))}.",
+        f"W2: exact, test sources pushed by Euler with {s.eval_steps} steps vs the {s.n_test} test "
+        f"targets; NPE along the same trajectories; NFE of dopri5 (atol {s.atol:g}, rtol {s.rtol:g}). "
+        "Cells: mean±std (sample std) over seeds.",
+        "",
+        line(header),
+        "|" + "|".join("-" * (w + 2) for w in width) + "|",
+        *(line(b) for b in body),
+        "",
+        "W2 paper / NPE paper: Tong et al. AISTATS 2024 ([SF]2M), Table 2 (5 seeds, 10k test points; "
+        "see flowmatch/bench/published.py). W2 depends on the test size: compare ours with the floor "
+        "column (W2 between the test set and an independent test set drawn the same way), not with 0.",
+    ]
+    if any(r["method"] == "2-rf" for r in rows):
+        lines.append("2-rf is the 2-rectified flow (one reflow of rf, pairs by "
+                     f"{s.reflow_solver} at tol {s.reflow_tol:g}), set beside the papers' RF row; its "
+                     "train s counts rf's training, the pairs and the reflow training.")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_task(out: Path, task: Task, methods: list[str], seed: int, s: Paper2DSettings) -> dict[str, Path]:
+    from flowmatch import plots
+    from flowmatch.solvers import sample
+
+    device = resolve_device(s.device)
+    cfg = s.run_config(task, methods[0], seed)
+    data = build_data(cfg)
+    x0 = data.source.test.to(device)
+    ends, trajs = {}, {}
+    for m in methods:
+        model = _load_model(s.run_config(task, m, seed), _cell_dir(out, task.key, m, seed) / "model.safetensors",
+                            device)
+        res = sample(model, x0, solver="euler", steps=s.eval_steps, return_trajectory=True)
+        ends[m], trajs[m] = res.x.cpu(), res.trajectory.cpu()
+    title = f"{task.label}: Euler {s.eval_steps} steps, seed {seed}, {s.steps} training steps"
+    ncols = min(len(methods), 4)
+    return {
+        f"samples_{task.key}": plots.plot_sample_panels(ends, data.target.test, out / f"samples_{task.key}.png",
+                                                        source=data.source.test, title=title, ncols=ncols),
+        f"trajectories_{task.key}": plots.plot_trajectory_panels(
+            trajs, out / f"trajectories_{task.key}.png", target=data.target.test, title=title, ncols=ncols),
+    }
+
+
+# ------------------------------------------------------------------------------------- driver
+
+
+def run_paper2d(
+    out: str | Path,
+    settings: Paper2DSettings | None = None,
+    *,
+    tasks: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    force: bool = False,
+    plots: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> Paper2DResult:
+    """Run (or resume) the 2D benchmark into ``out`` and write table.md, results.csv and figures.
+
+    Args:
+        out: output directory (created).
+        settings: :class:`Paper2DSettings` (default: the paper's setup).
+        tasks: keys of :data:`TASKS` (default: all four).
+        methods: names of :data:`METHODS` (default: all). ``2-rf`` also needs the ``rf`` cell of
+            the same task and seed, computed (and kept) when missing even if ``rf`` is not listed.
+        force: recompute every selected cell even when a finished result exists.
+        plots: draw the per-task sample and trajectory figures (of the first seed); a figure is
+            redrawn only when its cells changed.
+        log: called with one line per cell (None: silent).
+    """
+    s = settings or Paper2DSettings()
+    task_keys = _check_seq("task", list(TASKS) if tasks is None else list(tasks), list(TASKS))
+    method_names = _check_seq("method", list(METHODS) if methods is None else list(methods), METHODS)
+    method_names = [m for m in METHODS if m in method_names]  # rf before 2-rf
+    cells = benchmark_cells(task_keys, method_names)
+    skipped = [(t, m) for t in task_keys for m in method_names if (t, m) not in cells]
+    if not cells:
+        raise ValueError(f"no benchmark cell to run: fm needs a Gaussian source, got tasks {', '.join(task_keys)}")
+    for t, m in cells:  # validate every config before any training
+        s.run_config(TASKS[t], m, 0)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a directory, got the file {str(out)!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda _line: None)
+    for t, m in skipped:
+        say(f"[paper2d] {t}: {m} skipped (it needs a Gaussian source)")
+
+    result = Paper2DResult(rows=[], floors={}, table="", skipped=skipped)
+    done: dict[tuple[str, str, int], dict[str, Any]] = {}
+    forced: set[tuple[str, str, int]] = set()
+
+    def get(task: Task, method: str, seed: int) -> dict[str, Any]:
+        key = (task.key, method, seed)
+        if key in done:
+            return done[key]
+        cell = _cell_dir(out, task.key, method, seed)
+        res = _read_result(cell, s.fingerprint(method), force and key not in forced)
+        parent = get(task, "rf", seed) if method == "2-rf" else None
+        if parent is not None and res is not None and (task.key, "rf", seed) in result.computed:
+            res = None  # the parent changed: the reflow must be redone
+        if res is None:
+            say(f"[paper2d] {task.key} {method} seed {seed}: training {s.steps} steps ...")
+            res = _compute_cell(out, task, method, seed, s, parent)
+            forced.add(key)
+            result.computed.append(key)
+            status = "computed"
+        else:
+            result.reused.append(key)
+            status = "cached"
+        m, tm = res["metrics"], res["timing"]
+        say(f"[paper2d] {task.key} {method} seed {seed}: W2 {m['w2']:.3f}  NPE {m['npe']:.3f}  "
+            f"NFE {m['nfe_dopri5']}  train {tm['train_time_s']:.1f} s "
+            f"({tm['steps_per_s']:.0f} steps/s){_sinkhorn_note(res)} [{status}]")
+        done[key] = res
+        return res
+
+    for t, m in cells:
+        task = TASKS[t]
+        for seed in s.seed_list:
+            res = get(task, m, seed)
+            if (t, seed) not in result.floors:
+                result.floors[(t, seed)], _ = _floor(out, task, seed, s, force)
+            result.rows.append(_row(res, result.floors[(t, seed)]))
+
+    result.table = format_paper2d_table(result.rows, s)
+    result.files["table"] = atomic_write_text(out / "table.md", result.table)
+    result.files["csv"] = _write_csv(out / "results.csv", result.rows)
+    if plots:
+        seed = s.seed_list[0]
+        for t in task_keys:
+            ms = [m for tt, m in cells if tt == t]
+            stamp = {"methods": ms, "seed": seed, "settings": s.fingerprint("2-rf"),
+                     "cells": {m: (_cell_dir(out, t, m, seed) / "result.json").stat().st_mtime_ns for m in ms}}
+            sidecar = out / f".plots-{t}.json"
+            pngs = [out / f"samples_{t}.png", out / f"trajectories_{t}.png"]
+            if (sidecar.is_file() and json.loads(sidecar.read_text()) == stamp
+                    and all(p.is_file() for p in pngs)):
+                result.files.update({p.stem: p for p in pngs})
+                continue
+            result.files.update(_plot_task(out, TASKS[t], ms, seed, s))
+            write_json(sidecar, stamp)
+    return result
