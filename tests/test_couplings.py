@@ -135,3 +135,257 @@ def test_get_coupling_and_bad_input():
         Sinkhorn(-1)
     with pytest.raises(ValueError, match="reg_scale"):
         Sinkhorn(0.1, reg_scale="max")
+
+
+# --------------------------------------------------------------------------------------------
+# Conditional couplings: label-restricted OT and the mixed data + condition cost
+# --------------------------------------------------------------------------------------------
+
+from flowmatch.cond_coupling import WithinLabels  # noqa: E402
+from flowmatch.couplings import (  # noqa: E402
+    BlockOT,
+    ConditionalOT,
+    PartialOT,
+    UnbalancedOT,
+    pairs_from_plan,
+)
+
+
+def _perm_costs(cost: torch.Tensor):
+    n = cost.shape[0]
+    perms = torch.tensor(list(itertools.permutations(range(n))))
+    return perms, cost[torch.arange(n), perms].sum(1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_label_restricted_ot_never_crosses_labels_and_is_optimal_within_each(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = 7
+    labels = torch.randint(0, 2, (n,), generator=g)
+    x0 = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    x1 = torch.randn(n, 2, generator=g, dtype=torch.float64) + labels[:, None] * 1.5
+    p = WithinLabels(ExactOT())(x0, x1, cond=labels)
+    assert torch.equal(labels[p.i1], labels[p.i0])  # never pairs different labels
+    assert sorted(p.i1.tolist()) == list(range(n))
+    # brute force over all permutations that respect the labels
+    perms, costs = _perm_costs(squared_cost(x0, x1))
+    ok = (labels[perms] == labels[None, :]).all(1)
+    assert _cost(x0, x1, p.i1) == pytest.approx(float(costs[ok].min()), rel=1e-12)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 3.0])
+def test_conditional_ot_minimises_the_mixed_cost(weight):
+    g = torch.Generator().manual_seed(11)
+    n = 6
+    x0 = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    x1 = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    feats = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    p = ConditionalOT(weight)(x0, x1, cond=feats)
+    # x0_i takes the condition of its position i: C_ij = |x0_i - x1_j|^2 + w |c_i - c_j|^2
+    mixed = squared_cost(x0, x1) + weight * squared_cost(feats, feats)
+    perms, costs = _perm_costs(mixed)
+    assert float(mixed[torch.arange(n), p.i1].sum()) == pytest.approx(float(costs.min()), rel=1e-12)
+    if weight == 0.0:
+        assert torch.equal(p.i1, ExactOT()(x0, x1).i1)
+
+
+def test_conditional_ot_with_labels_tends_to_label_restricted_ot():
+    g = torch.Generator().manual_seed(12)
+    n = 40
+    labels = torch.randint(0, 3, (n,), generator=g)
+    x0 = torch.randn(n, 2, generator=g)
+    x1 = torch.randn(n, 2, generator=g) + torch.stack([3.0 * labels, torch.zeros(n)], 1)
+    free = ExactOT()(x0, x1)
+    assert not torch.equal(labels[free.i1], labels)
+    soft = ConditionalOT(1e4)(x0, x1, cond=labels)  # lambda above every cost difference
+    hard = WithinLabels(ExactOT())(x0, x1, cond=labels)
+    assert torch.equal(labels[soft.i1], labels)
+    assert _cost(x0.double(), x1.double(), soft.i1) == pytest.approx(_cost(x0.double(), x1.double(), hard.i1), rel=1e-6)
+    # the matcher hands the condition to it
+    from flowmatch.matcher import FlowMatcher
+    from flowmatch.paths import LinearPath
+
+    s = FlowMatcher(LinearPath(0.0), ConditionalOT(1e4)).sample(x0, x1, labels)
+    assert torch.equal(s.cond, labels)
+
+
+# --------------------------------------------------------------------------------------------
+# Sinkhorn at small regularisation; sampling pairs without replacement
+# --------------------------------------------------------------------------------------------
+
+
+def test_eps_scaling_reaches_the_same_plan_and_small_reg_stays_finite():
+    # (at eps = 0.01 mean(C) Sinkhorn needs 300 to 5000+ iterations depending on the draw; with
+    # this one both variants converge, eps scaling in about 20% fewer iterations)
+    g = torch.Generator().manual_seed(21)
+    x0 = torch.randn(64, 2, generator=g, dtype=torch.float64)
+    x1 = torch.randn(64, 2, generator=g, dtype=torch.float64) * 2 + 3
+    C = squared_cost(x0, x1)
+    eps = 0.01 * float(C.mean())
+    scaled = sinkhorn_log(C, eps, max_iter=5000, tol=1e-9)
+    plain = sinkhorn_log(C, eps, max_iter=5000, tol=1e-9, eps_scaling=False)
+    assert scaled.converged and plain.converged
+    torch.testing.assert_close(scaled.plan, plain.plan, atol=1e-8, rtol=0)  # same fixed point
+    # far below the cost's scale: finite, marginals still close, columns exact
+    tiny = sinkhorn_log(C, 1e-6 * float(C.mean()), max_iter=200, warn=False)
+    assert torch.isfinite(tiny.plan).all() and torch.isfinite(tiny.log_plan).all()
+    torch.testing.assert_close(tiny.plan.sum(0), torch.full((64,), 1 / 64, dtype=torch.float64), atol=1e-10, rtol=0)
+
+
+def test_sinkhorn_that_cannot_converge_warns_and_falls_back_to_exact_ot():
+    g = torch.Generator().manual_seed(14)
+    x0 = torch.randn(64, 2, generator=g)
+    x1 = torch.randn(64, 2, generator=g) + 2
+    with pytest.warns(SinkhornWarning, match="pairing by exact OT"):
+        p = Sinkhorn(1e-9, max_iter=3, tol=1e-12)(x0, x1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(p.i1, ExactOT()(x0, x1).i1)
+    with pytest.warns(SinkhornWarning, match="sampling the last plan"):
+        q = Sinkhorn(1e-9, max_iter=3, tol=1e-12, fallback="plan")(x0, x1, generator=torch.Generator())
+    assert q.i1.min() >= 0 and q.i1.max() < 64
+
+
+@pytest.mark.parametrize("sampling", ["sequential", "gumbel", "round"])
+@pytest.mark.parametrize("reg", [0.05, 1.0, 100.0])
+def test_sampling_without_replacement_gives_distinct_pairs(sampling, reg):
+    g = torch.Generator().manual_seed(15)
+    x0 = torch.randn(96, 2, generator=g, dtype=torch.float64)
+    x1 = torch.randn(96, 2, generator=g, dtype=torch.float64) + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converged: the pairs come from the plan, not the fallback
+        p = Sinkhorn(reg, sampling=sampling, max_iter=5000)(x0, x1, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(p.i0, torch.arange(96))
+    assert sorted(p.i1.tolist()) == list(range(96))  # a permutation: 100% distinct pairs
+    rows = Sinkhorn(reg)(x0, x1, generator=torch.Generator().manual_seed(1))
+    if reg == 100.0:  # nearly the product plan: rows sampling repeats targets, these never do
+        assert len(set(rows.i1.tolist())) < 80
+
+
+def test_round_of_a_sinkhorn_plan_is_the_exact_ot_permutation():
+    g = torch.Generator().manual_seed(16)
+    x0, x1 = torch.randn(50, 2, generator=g), torch.randn(50, 2, generator=g) * 2
+    exact = ExactOT()(x0, x1).i1
+    for reg in (0.05, 1.0, 10.0):  # whatever the regularisation
+        assert torch.equal(Sinkhorn(reg, sampling="round")(x0, x1).i1, exact)
+
+
+def test_plan_sampling_laws_on_a_3x3_plan():
+    plan = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.2, 0.6, 0.2]], dtype=torch.float64) / 3
+    lp = plan.log()
+    g = torch.Generator().manual_seed(0)
+    counts_rows = torch.zeros(3, 3)
+    perms = {}
+    trials = 1500
+    from flowmatch.couplings import _draw_sampling_noise
+
+    for _ in range(trials):
+        i0, i1 = pairs_from_plan(lp, "rows", _draw_sampling_noise("rows", 3, 3, g))
+        counts_rows[i0, i1] += 1
+        _, j = pairs_from_plan(lp, "gumbel", _draw_sampling_noise("gumbel", 3, 3, g))
+        perms[tuple(j.tolist())] = perms.get(tuple(j.tolist()), 0) + 1
+    # rows: each row follows P(j | i)
+    torch.testing.assert_close(counts_rows / trials, (plan * 3).float(), atol=0.04, rtol=0)
+    # gumbel on a product plan: a uniformly random permutation
+    flat = torch.full((3, 3), 1 / 9, dtype=torch.float64).log()
+    uniform = {}
+    for _ in range(1500):
+        _, j = pairs_from_plan(flat, "gumbel", _draw_sampling_noise("gumbel", 3, 3, g))
+        uniform[tuple(j.tolist())] = uniform.get(tuple(j.tolist()), 0) + 1
+    assert len(uniform) == 6 and all(abs(c / 1500 - 1 / 6) < 0.04 for c in uniform.values())
+    # gumbel on the sharp-ish plan favours its heavy entries: (0, 2, 1) has the largest product
+    assert max(perms, key=perms.get) == (0, 2, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Large batches: block OT
+# --------------------------------------------------------------------------------------------
+
+
+def test_block_ot_in_one_dimension_is_exact_whatever_the_block_size():
+    g = torch.Generator().manual_seed(17)
+    x0 = torch.randn(300, 1, generator=g, dtype=torch.float64)
+    x1 = torch.randn(300, 1, generator=g, dtype=torch.float64) * 3 + 1
+    exact = _cost(x0, x1, ExactOT()(x0, x1).i1)
+    for block in (7, 64, 300):
+        p = BlockOT(block, partition="sorted")(x0, x1)
+        assert sorted(p.i1.tolist()) == list(range(300))
+        assert _cost(x0, x1, p.i1) == pytest.approx(exact, rel=1e-12)
+
+
+@pytest.mark.parametrize("partition", ["sorted", "random"])
+def test_block_ot_is_a_permutation_optimal_within_each_block(partition):
+    g = torch.Generator().manual_seed(18)
+    x0 = torch.randn(1000, 2, generator=g)
+    x1 = sample_toy_moons(1000, g)
+    c = BlockOT(128, partition=partition)
+    p = c(x0, x1, generator=torch.Generator().manual_seed(2))
+    assert sorted(p.i1.tolist()) == list(range(1000))
+    exact = _cost(x0.double(), x1.double(), ExactOT()(x0, x1).i1)
+    ours = _cost(x0.double(), x1.double(), p.i1)
+    indep = _cost(x0.double(), x1.double(), torch.arange(1000))
+    assert exact <= ours * (1 + 1e-9) and ours < indep
+    # no pair can be improved by a swap inside its block (2-opt optimality of each block)
+    assert BlockOT(2000)(x0, x1).i1.tolist() == ExactOT()(x0, x1).i1.tolist()  # one block = exact
+
+
+def sample_toy_moons(n, g):
+    from flowmatch.data import sample_toy
+
+    return sample_toy("moons", n, generator=g)
+
+
+# --------------------------------------------------------------------------------------------
+# Unbalanced and partial OT
+# --------------------------------------------------------------------------------------------
+
+
+def _with_outlier(seed=19, n=40):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    x0[0] = torch.tensor([40.0, 40.0], dtype=torch.float64)  # far from every target
+    x1 = torch.randn(n, 2, generator=g, dtype=torch.float64) + 0.5
+    return x0, x1
+
+
+def test_partial_ot_drops_the_outlier_and_is_optimal():
+    x0, x1 = _with_outlier()
+    p = PartialOT(mass=39 / 40)(x0, x1)
+    assert len(p) == 39 and 0 not in p.i0.tolist()
+    assert len(set(p.i1.tolist())) == 39 and len(set(p.i0.tolist())) == 39
+    # brute force on a tiny problem: best 3 pairs out of 5 x 5
+    g = torch.Generator().manual_seed(20)
+    a, b = torch.randn(5, 2, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
+    q = PartialOT(mass=0.6)(a, b)
+    C = squared_cost(a, b)
+    best = min(float(C[list(r), list(c)].sum()) for r in itertools.combinations(range(5), 3)
+               for c in itertools.permutations(range(5), 3))
+    assert len(q) == 3 and float(C[q.i0, q.i1].sum()) == pytest.approx(best, rel=1e-9)
+    assert torch.equal(PartialOT(1.0)(a, b).i1, ExactOT()(a, b).i1)
+
+
+def test_unbalanced_ot_gives_the_outlier_little_mass_and_tends_to_balanced():
+    x0, x1 = _with_outlier()
+    c = UnbalancedOT(reg=0.05, reg_m=0.05)
+    plan = c.plan(x0, x1)
+    assert torch.isfinite(plan).all()
+    assert float(plan[0].sum()) < 0.05 * float(plan[1:].sum(1).mean())
+    p = c(x0, x1, generator=torch.Generator().manual_seed(0))
+    assert len(p) == 40 and 0 not in p.i0.tolist()  # joint sampling skips the outlier
+    # reg_m -> inf: the balanced entropic plan
+    y0, y1 = x0[1:], x1[1:]
+    big = UnbalancedOT(reg=0.5, reg_m=1e4).plan(y0, y1)
+    bal = Sinkhorn(0.5, tol=1e-9, max_iter=5000).plan(y0, y1).plan
+    torch.testing.assert_close(big, bal, atol=2e-4 / 39, rtol=0.05)
+
+
+def test_new_couplings_bad_input():
+    with pytest.raises(ValueError, match="mass must be in \\(0, 1\\], got 0"):
+        PartialOT(0)
+    with pytest.raises(ValueError, match="block_size must be a positive integer, got 0"):
+        BlockOT(0)
+    with pytest.raises(ValueError, match="unknown sampling 'multinomial'"):
+        Sinkhorn(0.1, sampling="multinomial")
+    with pytest.raises(ValueError, match="cond_weight must be a finite number >= 0, got -1"):
+        ConditionalOT(-1)
+    with pytest.raises(ValueError, match="needs n <= m"):
+        pairs_from_plan(torch.zeros(3, 2), "sequential", (torch.arange(3), torch.zeros(3, 2)))
+    assert isinstance(get_coupling("block", block_size=64), BlockOT)

@@ -1,0 +1,246 @@
+"""The compiled kernel behind :mod:`flowmatch.assignment`: an epsilon-scaling auction in C.
+
+The C source below is compiled once, on first use, with the system C compiler (``$CC``, else
+``cc``/``gcc``/``clang``) into a shared library cached under ``$FLOWMATCH_CACHE_DIR`` (default
+``$XDG_CACHE_HOME/flowmatch`` or ``~/.cache/flowmatch``), named by a hash of the source, the flags
+and the platform, and loaded with :mod:`ctypes`. ctypes releases the GIL during the call, so
+solves in worker threads run in parallel with training. Without a compiler (or with
+``FLOWMATCH_NO_NATIVE=1``) :func:`load` returns None and callers fall back to POT's network
+simplex; :func:`build_error` says why.
+
+Algorithm (Bertsekas 1988, "The auction algorithm: a distributed relaxation method for the
+assignment problem"; epsilon scaling: Bertsekas & Eckstein 1988). Minimise sum_i C[i, s(i)] over
+permutations s. Column j has a price p_j; row i's value of column j is C_ij + p_j. An unassigned
+row bids for its best column j1, raising p_j1 by (w2 - w1) + eps (w1, w2: its best and second-best
+values) and evicting the previous owner. At the end of a phase every row i is assigned and
+satisfies eps-complementary slackness, C_is(i) + p_s(i) <= min_j (C_ij + p_j) + eps. Then
+
+    primal - dual <= n eps,   primal = sum_i C_is(i),   dual = sum_i min_j (C_ij + p_j) - sum_j p_j,
+
+where ``dual`` is the value of the feasible dual solution (u_i = min_j (C_ij + p_j), v_j = -p_j)
+and hence a lower bound on the optimum (LP duality). The kernel runs phases with eps divided by
+``factor`` until that certified gap is at most ``rtol * |primal| + atol``; the result is optimal
+to that certified tolerance (1e-12 relative by default, i.e. to the rounding of the cost itself).
+Each row keeps its best four columns and a threshold (the fifth-best value at its last full
+scan); since prices only rise, a bid whose two best listed values are below the threshold needs no
+full scan (Bertsekas' "third best" trick, generalised).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+from pathlib import Path
+
+__all__ = ["load", "build_error", "cache_dir", "SOURCE"]
+
+SOURCE = r"""
+#include <stdint.h>
+#include <math.h>
+#include <float.h>
+
+#define FM_K 4
+
+static inline void fm_insert(double w, int64_t j, double *bv, int64_t *bj)
+{
+    int k = FM_K;
+    while (k > 0 && w < bv[k - 1]) { bv[k] = bv[k - 1]; bj[k] = bj[k - 1]; k--; }
+    bv[k] = w; bj[k] = j;
+}
+
+/* The FM_K best columns of a row (values row[j] + price[j]) and the (FM_K+1)-th best value.
+   Blocks of 8 are first compared by their minimum, which keeps the insertion branch rare. */
+static void fm_full_scan(int64_t n, const double *row, const double *price, int64_t *cand, double *thr)
+{
+    double bv[FM_K + 1]; int64_t bj[FM_K + 1];
+    for (int k = 0; k <= FM_K; k++) { bv[k] = INFINITY; bj[k] = -1; }
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        double w[8], m = INFINITY;
+        for (int q = 0; q < 8; q++) { w[q] = row[j + q] + price[j + q]; m = w[q] < m ? w[q] : m; }
+        if (m < bv[FM_K]) {
+            for (int q = 0; q < 8; q++) if (w[q] < bv[FM_K]) fm_insert(w[q], j + q, bv, bj);
+        }
+    }
+    for (; j < n; j++) {
+        double w = row[j] + price[j];
+        if (w < bv[FM_K]) fm_insert(w, j, bv, bj);
+    }
+    for (int k = 0; k < FM_K; k++) cand[k] = bj[k];
+    *thr = bv[FM_K];
+}
+
+/* Best column of a row and the best and second-best values, from the candidate list when the
+   list provably still holds them (prices only rise), else after a full scan. */
+static int64_t fm_best_two(int64_t n, const double *row, const double *price, int64_t *cand,
+                           double *thr, double *w1o, double *w2o, int64_t *scans)
+{
+    for (int attempt = 0; ; attempt++) {
+        double w1 = INFINITY, w2 = INFINITY; int64_t j1 = -1;
+        for (int k = 0; k < FM_K; k++) {
+            int64_t j = cand[k];
+            if (j < 0) continue;
+            double w = row[j] + price[j];
+            if (w < w1) { w2 = w1; w1 = w; j1 = j; } else if (w < w2) { w2 = w; }
+        }
+        if (attempt > 0 || w2 <= *thr) {
+            if (*thr < w2) w2 = *thr;
+            *w1o = w1; *w2o = w2;
+            return j1;
+        }
+        fm_full_scan(n, row, price, cand, thr);
+        (*scans)++;
+    }
+}
+
+/* Min-cost assignment of an n x n row-major cost matrix (n >= 2, finite entries).
+   out: [primal, dual, eps of the last phase, bids, full scans, phases].
+   Returns 0 when the certified gap primal - dual <= rtol |primal| + atol, 1 when max_bids was
+   reached, 2 when eps reached the resolution of the prices before the gap did. */
+int fm_auction(int64_t n, const double *C, double eps0, double eps_final, double factor,
+               double rtol, double atol, int64_t max_bids,
+               int64_t *assign, double *price, int64_t *owner, int64_t *queue,
+               int64_t *cand, double *thr, double *out)
+{
+    int64_t bids = 0, scans = 0, phases = 0;
+    int status = 0;
+    double eps = eps0, primal = 0.0, dual = 0.0, cmax = 0.0;
+    for (int64_t k = 0; k < n * n; k++) { double a = fabs(C[k]); if (a > cmax) cmax = a; }
+    for (int64_t j = 0; j < n; j++) { owner[j] = -1; price[j] = 0.0; }
+    for (int64_t i = 0; i < n; i++) { assign[i] = -1; fm_full_scan(n, C + i * n, price, cand + i * FM_K, thr + i); }
+    for (;;) {
+        phases++;
+        /* keep the rows that satisfy eps-complementary slackness, queue the others */
+        int64_t qn = 0;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t a = assign[i];
+            if (a >= 0) {
+                const double *row = C + i * n;
+                double w1, w2;
+                fm_best_two(n, row, price, cand + i * FM_K, thr + i, &w1, &w2, &scans);
+                if (row[a] + price[a] <= w1 + eps) continue;
+                owner[a] = -1; assign[i] = -1;
+            }
+            queue[qn++] = i;
+        }
+        int64_t qh = 0, qt = qn % n;
+        while (qn > 0) {
+            if (bids >= max_bids) { status = 1; break; }
+            int64_t i = queue[qh]; qh = (qh + 1) % n; qn--;
+            const double *row = C + i * n;
+            double w1, w2;
+            int64_t j1 = fm_best_two(n, row, price, cand + i * FM_K, thr + i, &w1, &w2, &scans);
+            bids++;
+            price[j1] += (w2 - w1) + eps;
+            int64_t prev = owner[j1];
+            owner[j1] = i; assign[i] = j1;
+            if (prev >= 0) { assign[prev] = -1; queue[qt] = prev; qt = (qt + 1) % n; qn++; }
+        }
+        if (status) break;
+        if (eps <= eps_final) {
+            /* certificate: primal cost and the value of the feasible dual (u = row minima, v = -p) */
+            double pmax = 0.0, psum = 0.0;
+            primal = 0.0; dual = 0.0;
+            for (int64_t j = 0; j < n; j++) { psum += price[j]; if (fabs(price[j]) > pmax) pmax = fabs(price[j]); }
+            for (int64_t i = 0; i < n; i++) {
+                const double *row = C + i * n;
+                double m = INFINITY;
+                for (int64_t j = 0; j < n; j++) { double w = row[j] + price[j]; if (w < m) m = w; }
+                primal += row[assign[i]];
+                dual += m;
+            }
+            dual -= psum;
+            if (primal - dual <= rtol * fabs(primal) + atol) break;
+            if (eps <= 16.0 * DBL_EPSILON * (cmax + pmax)) { status = 2; break; }
+            eps_final = eps / factor;
+        }
+        eps = eps / factor;
+        if (eps < eps_final) eps = eps_final;
+    }
+    out[0] = primal; out[1] = dual; out[2] = eps; out[3] = (double)bids; out[4] = (double)scans;
+    out[5] = (double)phases;
+    return status;
+}
+"""
+
+_FLAGS = ["-O3", "-std=c99", "-fPIC", "-shared", "-ffp-contract=off"]
+_LOCK = threading.Lock()
+_STATE: dict[str, object] = {}
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept: $FLOWMATCH_CACHE_DIR, else $XDG_CACHE_HOME/flowmatch."""
+    env = os.environ.get("FLOWMATCH_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "flowmatch"
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or ""
+    cc = cc.split()[0] if cc.split() else ""
+    for cand in ([cc] if cc else []) + ["cc", "gcc", "clang"]:
+        path = shutil.which(cand)
+        if path:
+            return path
+    return None
+
+
+def _build() -> ctypes.CDLL:
+    if sys.platform.startswith("win"):
+        raise OSError("the native kernel is not built on Windows")
+    cc = _compiler()
+    if cc is None:
+        raise OSError("no C compiler found (set CC, or install cc/gcc/clang)")
+    key = hashlib.sha256("\0".join([SOURCE, *_FLAGS, sys.platform, platform.machine()]).encode()).hexdigest()[:16]
+    out_dir = cache_dir()
+    lib_path = out_dir / f"fm_auction_{key}.so"
+    if not lib_path.is_file():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            src = Path(tmp) / "fm_auction.c"
+            src.write_text(SOURCE)
+            tmp_lib = Path(tmp) / lib_path.name
+            proc = subprocess.run([cc, *_FLAGS, "-o", str(tmp_lib), str(src), "-lm"],
+                                  capture_output=True, text=True, timeout=120)
+            if proc.returncode != 0:
+                raise OSError(f"{cc} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+            os.replace(tmp_lib, lib_path)  # atomic: concurrent builders all end with a whole file
+    lib = ctypes.CDLL(str(lib_path))
+    f = lib.fm_auction
+    i64, dbl, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+    f.argtypes = [i64, ptr, dbl, dbl, dbl, dbl, dbl, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
+    f.restype = ctypes.c_int
+    return lib
+
+
+def load() -> ctypes.CDLL | None:
+    """The compiled kernel, built on first call; None when it cannot be built (see build_error)."""
+    if "lib" in _STATE:
+        return _STATE["lib"]  # type: ignore[return-value]
+    with _LOCK:
+        if "lib" not in _STATE:
+            if os.environ.get("FLOWMATCH_NO_NATIVE"):
+                _STATE["error"] = "disabled by FLOWMATCH_NO_NATIVE"
+                _STATE["lib"] = None
+            else:
+                try:
+                    _STATE["lib"] = _build()
+                except (OSError, subprocess.SubprocessError) as e:
+                    _STATE["error"] = str(e)
+                    _STATE["lib"] = None
+    return _STATE["lib"]  # type: ignore[return-value]
+
+
+def build_error() -> str | None:
+    """Why :func:`load` returned None (None when the kernel is loaded or not yet tried)."""
+    return _STATE.get("error")  # type: ignore[return-value]

@@ -1,0 +1,453 @@
+"""Cost of the minibatch OT coupling: ``flowmatch bench coupling``.
+
+Prints, side by side from one process (every figure a median over interleaved repeats, so that
+load from other processes hits all variants alike):
+
+1. **Step time** of training the 3x64 SELU MLP with I-CFM and with OT-CFM, for data of 2
+   (N(0, I) -> moons), 64 and 3072 dimensions (N(0, I) -> a 10-component Gaussian mixture) at
+   batch 128, 256, 512 and 1024, through :class:`flowmatch.train.Trainer`: OT-CFM with the exact
+   coupling solved inline (``coupling_workers=0``) and prefetched in a worker thread
+   (``coupling_workers=1``), with the compiled auction (``auto``) and with POT's ``emd`` (the
+   previous default), and TorchCFM's ``ExactOptimalTransportConditionalFlowMatcher`` when
+   ``torchcfm`` is importable. Columns: ms per step, ratio to I-CFM (and its distance from 1.2),
+   the coupling's solve time alone (cost matrix + solver, no training), the fraction of distinct
+   pairs in a batch and the batch's total transport cost relative to POT's exact optimum; above
+   batch 256 also block OT (random blocks of 256, prefetched).
+2. **Large batches** (4096 to 16384, 2D): :class:`flowmatch.couplings.BlockOT` (sorted and
+   random partitions) against the exact full-batch optimum where it is computed, its solve time,
+   and the I-CFM / OT-CFM step time with the block coupling prefetched.
+3. **Quality** (``--quality``): equal training on N(0, I) -> moons, then W2 (Euler 100), NPE and
+   W2 after 1, 2 and 4 Euler steps, for exact OT against POT's plan sampled with replacement (as
+   TorchCFM does) at batch 256, and exact full-batch OT against block OT at batch 1024.
+
+This module is a thin script over the library (:mod:`flowmatch.couplings`, :mod:`flowmatch.train`,
+:mod:`flowmatch.evaluate`); the CLI only parses flags.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flowmatch import methods
+from flowmatch._io import atomic_write_text, write_json
+from flowmatch.assignment import native_available, solve_assignment
+from flowmatch.couplings import BlockOT, Coupling, ExactOT, Pairing, pairs_from_plan
+from flowmatch.data import sample_toy
+from flowmatch.data.batches import TensorBatches
+from flowmatch.matcher import FlowMatcher
+from flowmatch.models import MLP
+from flowmatch.paths import LinearPath
+from flowmatch.train import Trainer, TrainerConfig
+
+__all__ = ["CouplingBenchSettings", "CouplingBenchResult", "run_coupling_bench", "WithReplacementOT"]
+
+
+@dataclass
+class CouplingBenchSettings:
+    """What ``flowmatch bench coupling`` measures (defaults: the full benchmark, ~15 min on 2 cores)."""
+
+    dims: tuple[int, ...] = (2, 64, 3072)
+    batches: tuple[int, ...] = (128, 256, 512, 1024)
+    steps: int = 40  # timed training steps per measurement at batch 256 (scaled by 256/batch)
+    repeats: int = 5  # interleaved repeats; the tables show medians
+    workers: int = 1  # coupling_workers of the prefetched OT-CFM rows
+    large: tuple[int, ...] = (4096, 8192, 16384)
+    block_size: int = 512
+    exact_large_max: int = 4096  # exact full-batch optimum computed up to this batch (for block rows)
+    threads: int = 1  # torch threads during the benchmark
+    seed: int = 0
+    torchcfm: bool = True
+    quality: bool = False
+    quality_steps: int = 3000
+    quality_seeds: int = 3
+    quality_block: int = 256
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "CouplingBenchSettings":
+        """A smoke run: 2D and 64D, batch 128 and 256, few steps, one large batch."""
+        base = dict(dims=(2, 64), batches=(128, 256), steps=6, repeats=2, large=(4096,), exact_large_max=0,
+                    quality_steps=60, quality_seeds=1)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+
+@dataclass
+class CouplingBenchResult:
+    """Rows of the three tables, their Markdown, and the files written."""
+
+    rows: list[dict[str, Any]]
+    large_rows: list[dict[str, Any]]
+    quality_rows: list[dict[str, Any]]
+    table: str
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+class WithReplacementOT(Coupling):
+    """The exact OT plan sampled with replacement: n pairs iid from P / sum P (TorchCFM's OT-CFM).
+
+    For equal batches P is a permutation / n, so the pairs are n uniform draws (with replacement)
+    of the n optimal pairs: about 63% distinct. Here only as the baseline of the quality table.
+    """
+
+    def prepare(self, x0, x1, *, cond=None, generator=None):
+        u = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64)
+        return lambda: self._solve(x0, x1, u)
+
+    def pair(self, x0, x1, *, generator=None) -> Pairing:
+        return self.prepare(x0, x1, generator=generator)()
+
+    def _solve(self, x0, x1, u) -> Pairing:
+        n = x0.shape[0]
+        perm = ExactOT()(x0, x1).i1.cpu()
+        log_plan = torch.full((n, n), -math.inf, dtype=torch.float64)
+        log_plan[torch.arange(n), perm] = 0.0
+        i0, i1 = pairs_from_plan(log_plan, "joint", (u,))
+        return Pairing(i0.to(x0.device), i1.to(x1.device))
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+
+
+def _mixture(n: int, dim: int, generator: torch.Generator) -> Tensor:
+    centres = torch.randn(10, dim, generator=torch.Generator().manual_seed(1234))
+    k = torch.randint(0, 10, (n,), generator=generator)
+    return centres[k] + 0.5 * torch.randn(n, dim, generator=generator)
+
+
+def _pools(dim: int, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Source and target training sets (n rows each): N(0, I) -> moons (2D) or the mixture."""
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(n, dim, generator=g)
+    x1 = sample_toy("moons", n, generator=g) if dim == 2 else _mixture(n, dim, g)
+    return x0, x1
+
+
+def _batch(dim: int, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    return _pools(dim, n, seed + 17)
+
+
+# ----------------------------------------------------------------------------------------------
+# timing helpers
+
+
+def _median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs)) if xs else math.nan
+
+
+def _trainer(matcher: FlowMatcher, dim: int, batch: int, steps: int, workers: int,
+             pools: tuple[Tensor, Tensor], seed: int) -> Trainer:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MLP(dim)
+    cfg = TrainerConfig(steps=steps, batch_size=batch, seed=seed, quiet=True, log_every=10**9,
+                        checkpoint_every=10**9, coupling_workers=workers)
+    return Trainer(model, matcher, TensorBatches(pools[0]), TensorBatches(pools[1]), cfg)
+
+
+def _time_trainer(make: Callable[[], Trainer]) -> tuple[float, float]:
+    """(wall ms, process CPU ms) per training step."""
+    t = make()
+    start, cpu = time.perf_counter(), time.process_time()
+    t.fit()
+    return ((time.perf_counter() - start) / t.config.steps * 1e3,
+            (time.process_time() - cpu) / t.config.steps * 1e3)
+
+
+def _torchcfm_step_fn(dim: int, batch: int, pools: tuple[Tensor, Tensor], seed: int):
+    """One TorchCFM OT-CFM training step (their matcher, our MLP and AdamW), or None."""
+    try:
+        from torchcfm.conditional_flow_matching import ExactOptimalTransportConditionalFlowMatcher
+    except ImportError:
+        return None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MLP(dim)
+    fm = ExactOptimalTransportConditionalFlowMatcher(sigma=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    src, tgt = TensorBatches(pools[0]), TensorBatches(pools[1])
+    g = torch.Generator().manual_seed(seed)
+
+    def step() -> None:
+        x0, x1 = src(batch, generator=g), tgt(batch, generator=g)
+        t, xt, ut = fm.sample_location_and_conditional_flow(x0, x1)
+        loss = torch.mean((model(xt, t) - ut) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _time_steps(step: Callable[[], None], steps: int) -> tuple[float, float]:
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        step()
+    return ((time.perf_counter() - start) / steps * 1e3, (time.process_time() - cpu) / steps * 1e3)
+
+
+def _time_call(fn: Callable[[], Any], repeats: int) -> float:
+    ts = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - start)
+    return _median(ts) * 1e3
+
+
+def _pair_stats(x0: Tensor, x1: Tensor, i0: Tensor, i1: Tensor, opt_cost: float) -> tuple[float, float]:
+    """(fraction of distinct pairs, total squared cost of the pairs / exact optimum)."""
+    n = x0.shape[0]
+    a, b = x0.double().reshape(n, -1), x1.double().reshape(n, -1)
+    cost = float(((a[i0] - b[i1]) ** 2).sum())
+    distinct = len(set(zip(i0.tolist(), i1.tolist()))) / len(i0)
+    return distinct, cost / opt_cost if opt_cost > 0 else math.nan
+
+
+def _torchcfm_pairs(x0: Tensor, x1: Tensor):
+    from torchcfm.optimal_transport import OTPlanSampler
+
+    sampler = OTPlanSampler(method="exact")
+    pi = sampler.get_map(x0, x1)
+    i, j = sampler.sample_map(pi, x0.shape[0], replace=True)
+    return sampler, torch.as_tensor(i), torch.as_tensor(j)
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. step time table
+
+
+def _step_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    has_tcfm = s.torchcfm and _torchcfm_step_fn(2, 8, _pools(2, 64, 0), 0) is not None
+    for dim in s.dims:
+        for batch in s.batches:
+            steps = max(4, round(s.steps * 256 / batch / (4 if dim >= 1024 else 1)))
+            pools = _pools(dim, max(4 * batch, 4096), s.seed)
+            variants: dict[str, Callable[[], tuple[float, float]]] = {
+                "i-cfm": lambda: _time_trainer(lambda: _trainer(
+                    methods.get("i-cfm"), dim, batch, steps, 0, pools, s.seed)),
+                "ot-cfm auction inline": lambda: _time_trainer(lambda: _trainer(
+                    FlowMatcher(LinearPath(0.1), ExactOT()), dim, batch, steps, 0, pools, s.seed)),
+                f"ot-cfm auction prefetch({s.workers})": lambda: _time_trainer(lambda: _trainer(
+                    FlowMatcher(LinearPath(0.1), ExactOT()), dim, batch, steps, s.workers, pools, s.seed)),
+                "ot-cfm emd inline": lambda: _time_trainer(lambda: _trainer(
+                    FlowMatcher(LinearPath(0.1), ExactOT("emd")), dim, batch, steps, 0, pools, s.seed)),
+                f"ot-cfm emd prefetch({s.workers})": lambda: _time_trainer(lambda: _trainer(
+                    FlowMatcher(LinearPath(0.1), ExactOT("emd")), dim, batch, steps, s.workers, pools, s.seed)),
+            }
+            block = BlockOT(s.quality_block)
+            if batch > s.quality_block:
+                variants[f"ot-cfm block{s.quality_block} prefetch({s.workers})"] = lambda: _time_trainer(
+                    lambda: _trainer(FlowMatcher(LinearPath(0.1), block), dim, batch, steps, s.workers, pools, s.seed))
+            if has_tcfm:
+                tstep = _torchcfm_step_fn(dim, batch, pools, s.seed)
+                variants["torchcfm ot-cfm"] = lambda: _time_steps(tstep, steps)
+            if batch <= 256:  # warm-up (compiles the kernel, fills caches)
+                for fn in variants.values():
+                    fn()
+            times: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
+            for _ in range(s.repeats):
+                for name, fn in variants.items():
+                    times[name].append(fn())
+            # the coupling alone, and the quality of its pairs, on one batch
+            x0, x1 = _batch(dim, batch, s.seed)
+            cost = ExactOT().cost(x0.double(), x1.double()).numpy()
+            opt = solve_assignment(cost, solver="emd").cost
+            solve = {
+                "ot-cfm auction": _time_call(lambda: ExactOT()(x0, x1), s.repeats),
+                "ot-cfm emd": _time_call(lambda: ExactOT("emd")(x0, x1), s.repeats),
+            }
+            stats = {
+                "ot-cfm auction": _pair_stats(x0, x1, torch.arange(batch), ExactOT()(x0, x1).i1, opt),
+                "ot-cfm emd": _pair_stats(x0, x1, torch.arange(batch), ExactOT("emd")(x0, x1).i1, opt),
+            }
+            if batch > s.quality_block:
+                gb = torch.Generator().manual_seed(s.seed)
+                solve["ot-cfm block"] = _time_call(lambda: block(x0, x1, generator=gb), s.repeats)
+                stats["ot-cfm block"] = _pair_stats(x0, x1, torch.arange(batch), block(x0, x1, generator=gb).i1, opt)
+            if has_tcfm:
+                sampler, i, j = _torchcfm_pairs(x0, x1)
+                solve["torchcfm ot-cfm"] = _time_call(lambda: sampler.sample_plan(x0, x1), s.repeats)
+                stats["torchcfm ot-cfm"] = _pair_stats(x0, x1, i, j, opt)
+            base = _median([t[0] for t in times["i-cfm"]])
+            base_cpu = _median([t[1] for t in times["i-cfm"]])
+            for name, ts in times.items():
+                key = next((k for k in solve if name.startswith(k)), None)
+                ms, cpu_ms = _median([t[0] for t in ts]), _median([t[1] for t in ts])
+                row = {"dim": dim, "batch": batch, "method": name, "step_ms": ms, "ratio": ms / base,
+                       "cpu_ms": cpu_ms, "cpu_ratio": cpu_ms / base_cpu,
+                       "solve_ms": solve.get(key, math.nan) if key else math.nan,
+                       "distinct": stats[key][0] if key else math.nan,
+                       "cost_vs_emd": stats[key][1] if key else math.nan, "steps": steps,
+                       "step_ms_all": ts}
+                rows.append(row)
+            if log:
+                log(f"dim {dim:>4} batch {batch:>4}: " + ", ".join(
+                    f"{r['method']} {r['step_ms']:.1f} ms ({r['ratio']:.2f}x)" for r in rows[-len(times):]))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. large batches
+
+
+def _large_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for batch in s.large:
+        x0, x1 = _batch(2, batch, s.seed)
+        reps = max(1, min(3, s.repeats))
+        exact_cost = exact_ms = math.nan
+        if batch <= s.exact_large_max:
+            start = time.perf_counter()
+            p = ExactOT()(x0, x1)
+            exact_ms = (time.perf_counter() - start) * 1e3
+            exact_cost = float(((x0.double() - x1.double()[p.i1]) ** 2).sum())
+        pools = _pools(2, max(2 * batch, 10_000), s.seed)
+        steps = max(3, round(s.steps * 256 / batch))
+        g = torch.Generator().manual_seed(s.seed)
+        icfm = [_time_trainer(lambda: _trainer(methods.get("i-cfm"), 2, batch, steps, 0, pools, s.seed))[0]
+                for _ in range(reps)]
+        for partition in ("sorted", "random"):
+            coupling = BlockOT(s.block_size, partition=partition)
+            solve_ms = _time_call(lambda: coupling(x0, x1, generator=g), reps)
+            p = coupling(x0, x1, generator=g)
+            cost = float(((x0.double() - x1.double()[p.i1]) ** 2).sum())
+            step = [_time_trainer(lambda: _trainer(FlowMatcher(LinearPath(0.1), coupling), 2, batch, steps,
+                                                   s.workers, pools, s.seed))[0] for _ in range(reps)]
+            row = {"batch": batch, "coupling": f"block {s.block_size} {partition}", "solve_ms": solve_ms,
+                   "cost_vs_exact": cost / exact_cost if exact_cost == exact_cost else math.nan,
+                   "exact_solve_ms": exact_ms, "icfm_step_ms": _median(icfm), "ot_step_ms": _median(step),
+                   "ratio": _median(step) / _median(icfm),
+                   "distinct": len(set(p.i1.tolist())) / batch,
+                   "cost_matrix_mib_full_float32": batch * batch * 4 / 2**20,
+                   "cost_matrix_mib_blocks": (-(-batch // s.block_size)) * s.block_size ** 2 * 8 / 2**20}
+            rows.append(row)
+            if log:
+                log(f"large batch {batch}: {row['coupling']}: solve {solve_ms:.0f} ms, cost/exact "
+                    f"{row['cost_vs_exact']:.4f}, step ratio {row['ratio']:.2f}")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. quality after equal training
+
+
+def _quality_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
+    from flowmatch.evaluate import evaluate_model, w2_at_steps
+
+    g = torch.Generator().manual_seed(s.seed + 99)
+    x0_test = torch.randn(2000, 2, generator=g)
+    x1_test = sample_toy("moons", 2000, generator=g)
+    cases = [
+        (256, "exact (permutation)", lambda: ExactOT()),
+        (256, "emd plan, with replacement", lambda: WithReplacementOT()),
+        (1024, "exact full batch", lambda: ExactOT()),
+        (1024, f"block {s.quality_block} sorted", lambda: BlockOT(s.quality_block, partition="sorted")),
+        (1024, f"block {s.quality_block} random", lambda: BlockOT(s.quality_block, partition="random")),
+    ]
+    rows = []
+    for batch, name, make in cases:
+        per_seed = []
+        for seed in range(s.quality_seeds):
+            pools = _pools(2, 10_000, 1000 + seed)
+            t = _trainer(FlowMatcher(LinearPath(0.1), make()), 2, batch, s.quality_steps, s.workers, pools, seed)
+            t.config.lr_schedule = "cosine"
+            start = time.perf_counter()
+            t.fit()
+            wall = time.perf_counter() - start
+            model = t.model.eval()
+            rep = evaluate_model(model, x0_test, x1_test, solver="euler", steps=100, dopri5=False)
+            few = w2_at_steps(model, x0_test, x1_test, (1, 2, 4))
+            per_seed.append({"w2": rep.w2, "npe": rep.npe, "w2_1": few[1], "w2_2": few[2], "w2_4": few[4],
+                             "train_s": wall})
+        row = {"batch": batch, "coupling": name, "seeds": s.quality_seeds, "steps": s.quality_steps}
+        for k in per_seed[0]:
+            vals = [p[k] for p in per_seed]
+            row[k] = float(np.mean(vals))
+            row[k + "_std"] = float(np.std(vals))
+        rows.append(row)
+        if log:
+            log(f"quality batch {batch} {name}: W2 {row['w2']:.3f} NPE {row['npe']:.3f} "
+                f"W2@1,2,4 {row['w2_1']:.3f} {row['w2_2']:.3f} {row['w2_4']:.3f} ({row['train_s']:.0f} s)")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# tables
+
+
+def _f(v: float, digits: int = 2) -> str:
+    return "-" if v != v else f"{v:.{digits}f}"
+
+
+def format_tables(rows, large_rows, quality_rows, s: CouplingBenchSettings) -> str:
+    out = [f"torch threads {s.threads}; medians of {s.repeats} interleaved repeats; exact solver "
+           f"{'auction (compiled)' if native_available() else 'emd (no C compiler)'}", ""]
+    out += ["| dim | batch | method | ms/step | ratio to I-CFM | ratio - 1.2 | CPU ms/step | CPU ratio | "
+            "coupling solve ms | distinct pairs | cost / emd optimum |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['dim']} | {r['batch']} | {r['method']} | {_f(r['step_ms'])} | {_f(r['ratio'])} | "
+                   f"{'-' if r['method'] == 'i-cfm' else _f(r['ratio'] - 1.2)} | {_f(r['cpu_ms'])} | "
+                   f"{_f(r['cpu_ratio'])} | {_f(r['solve_ms'])} | "
+                   f"{_f(r['distinct'] * 100, 1) + '%' if r['distinct'] == r['distinct'] else '-'} | "
+                   f"{_f(r['cost_vs_emd'], 7)} |")
+    if large_rows:
+        out += ["", "Large batches (2D N(0, I) -> moons), block coupling prefetched "
+                f"(coupling_workers={s.workers}):", "",
+                "| batch | coupling | solve ms | cost / exact | exact solve ms | I-CFM ms/step | "
+                "OT-CFM ms/step | ratio | cost matrix MiB (blocks; full n^2 float32) |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in large_rows:
+            out.append(f"| {r['batch']} | {r['coupling']} | {_f(r['solve_ms'], 0)} | {_f(r['cost_vs_exact'], 4)} | "
+                       f"{_f(r['exact_solve_ms'], 0)} | {_f(r['icfm_step_ms'])} | {_f(r['ot_step_ms'])} | "
+                       f"{_f(r['ratio'])} | {_f(r['cost_matrix_mib_blocks'], 1)}; "
+                       f"{_f(r['cost_matrix_mib_full_float32'], 0)} |")
+    if quality_rows:
+        out += ["", f"Quality after equal training (N(0, I) -> moons, {s.quality_steps} steps, cosine lr, "
+                f"{s.quality_seeds} seed(s), 2000 test points; mean ± std):", "",
+                "| batch | coupling | W2 (Euler 100) | NPE | W2 1 step | W2 2 steps | W2 4 steps | train s |",
+                "|---|---|---|---|---|---|---|---|"]
+        for r in quality_rows:
+            out.append(f"| {r['batch']} | {r['coupling']} | " + " | ".join(
+                f"{r[k]:.3f}±{r[k + '_std']:.3f}" for k in ("w2", "npe", "w2_1", "w2_2", "w2_4"))
+                + f" | {r['train_s']:.0f} |")
+    return "\n".join(out)
+
+
+def run_coupling_bench(out: str | Path | None, settings: CouplingBenchSettings | None = None, *,
+                       log: Callable[[str], None] | None = print) -> CouplingBenchResult:
+    """Run the benchmark; write ``table.md`` and ``results.json`` into ``out`` (None: nothing written)."""
+    s = settings or CouplingBenchSettings()
+    before = torch.get_num_threads()
+    torch.set_num_threads(s.threads)
+    try:
+        if s.torchcfm and log:
+            try:
+                import torchcfm  # noqa: F401
+            except ImportError:
+                log("torchcfm is not importable: its rows are skipped (pip install --no-deps torchcfm)")
+        rows = _step_rows(s, log)
+        large = _large_rows(s, log) if s.large else []
+        quality = _quality_rows(s, log) if s.quality else []
+    finally:
+        torch.set_num_threads(before)
+    table = format_tables(rows, large, quality, s)
+    res = CouplingBenchResult(rows, large, quality, table)
+    if out is not None:
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(d / "table.md", table + "\n")
+        write_json(d / "results.json", {"settings": asdict(s), "steps": rows, "large": large, "quality": quality})
+        res.files = {"table": d / "table.md", "results": d / "results.json"}
+    return res

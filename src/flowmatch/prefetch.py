@@ -1,0 +1,194 @@
+"""Prefetching training batches with their pairings: the coupling of steps k+1..k+q is solved in
+worker threads while step k trains.
+
+The pairing depends only on the data (x0, x1, cond) and on random numbers the coupling draws
+(:meth:`flowmatch.couplings.Coupling.prepare`), never on the model, so it can be computed ahead.
+Everything random is drawn in the calling (main) thread, in step order, from one generator: the
+batches, then the coupling's own draws; only the thunk that builds the cost and runs the solver
+goes to a worker. Hence the pairs of a prefetched run are exactly those of an inline run
+(``workers=0``) with the same generator state, whatever the number of workers and the timing.
+The expensive part of the thunk runs without the GIL (the auction kernel via ctypes, POT's emd,
+torch ops), so one worker overlaps a full CPU core with training.
+
+An exception raised while drawing ahead (a failing source, or a KeyboardInterrupt) is held and
+raised when its step comes, so it surfaces where it would inline.
+
+Checkpoints: the generator runs up to ``depth`` steps ahead of training. :meth:`BatchPrefetcher.state`
+is the generator state just after the last *consumed* step (recorded before each draw), which is
+what a checkpoint must store; :meth:`BatchPrefetcher.rewind` drops the queued steps and puts that
+state back, so an interrupted or resumed run redraws the same batches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from flowmatch.couplings import Pairing
+
+__all__ = ["StepBatch", "BatchPrefetcher", "auto_workers"]
+
+
+@dataclass
+class StepBatch:
+    """One step's data: x0 (B, *dims), x1 (B, *dims), cond attached to x1 (or None), and the
+    pairing of x0 and x1 (None for the identity coupling)."""
+
+    x0: Tensor
+    x1: Tensor
+    cond: Tensor | None
+    pairing: Pairing | None
+
+
+#: What a draw function returns: x0, x1, cond and the coupling's thunk (None: identity).
+Drawn = tuple[Tensor, Tensor, "Tensor | None", "Callable[[], Pairing] | None"]
+
+
+@dataclass
+class _Item:
+    state_before: Tensor
+    x0: Tensor
+    x1: Tensor
+    cond: Tensor | None
+    thunk: Callable[[], Pairing] | None
+    future: Future | None
+
+
+def auto_workers(coupling_is_identity: bool) -> int:
+    """Default number of coupling workers: 1 when there is a pairing to compute and more than one
+    CPU, else 0 (inline). One worker overlaps the solve with the training step; on the 2-core
+    development machine a second worker measured no faster (``flowmatch bench coupling``)."""
+    if coupling_is_identity:
+        return 0
+    return 1 if (os.cpu_count() or 1) > 1 else 0
+
+
+class BatchPrefetcher:
+    """Draws step batches in order and solves their pairings ``depth`` steps ahead.
+
+    Args:
+        draw: called in the main thread, once per step, in step order; draws the step's batches
+            and the coupling's random numbers from ``generator`` and returns
+            ``(x0, x1, cond, thunk)`` with ``thunk()`` -> :class:`Pairing` (or None).
+        generator: the generator ``draw`` uses; its state is recorded before every draw.
+        workers: threads that run the thunks; 0 runs each thunk inline when its step comes.
+        depth: steps drawn ahead (default ``workers + 1``, so a worker is never idle).
+        limit: total number of steps to draw (None: unlimited); nothing is drawn past it, so the
+            generator ends where an inline run leaves it.
+
+    Use as a context manager (or call :meth:`close`) to stop the threads.
+    """
+
+    def __init__(
+        self,
+        draw: Callable[[], Drawn],
+        generator: torch.Generator,
+        *,
+        workers: int = 1,
+        depth: int | None = None,
+        limit: int | None = None,
+    ):
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+            raise ValueError(f"depth must be a positive integer, got {depth!r}")
+        self.draw = draw
+        self.generator = generator
+        self.workers = workers
+        self.depth = 0 if workers == 0 else (depth if depth is not None else workers + 1)
+        self.limit = limit
+        self._drawn = 0  # steps drawn so far (queued or consumed)
+        self._consumed = 0  # steps handed out by next() (the last one possibly still in progress)
+        self._current_state: Tensor | None = None  # generator state before the step in progress
+        self._queue: deque[_Item] = deque()
+        self._pending: BaseException | None = None  # raised while drawing ahead; re-raised in order
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="flowmatch-coupling") if workers else None
+
+    # ------------------------------------------------------------------ drawing
+    def _can_draw(self) -> bool:
+        return self.limit is None or self._drawn < self.limit
+
+    def _draw_one(self) -> _Item:
+        state = self.generator.get_state()
+        x0, x1, cond, thunk = self.draw()
+        future = self._pool.submit(thunk) if (self._pool is not None and thunk is not None) else None
+        self._drawn += 1
+        return _Item(state, x0, x1, cond, thunk, future)
+
+    def _fill(self) -> None:
+        while self._pending is None and len(self._queue) < self.depth and self._can_draw():
+            state = self.generator.get_state()
+            try:
+                item = self._draw_one()
+            except BaseException as e:  # noqa: BLE001 - a source failed (or was interrupted) ahead
+                # of its step: undo the partial draw and raise it when that step comes, as inline
+                self.generator.set_state(state)
+                self._pending = e
+                return
+            self._queue.append(item)
+
+    def next(self) -> StepBatch:
+        """The next step's batch with its pairing (waits for the worker if it is not done)."""
+        if not self._queue and not self._can_draw():
+            raise RuntimeError(f"the prefetcher has drawn its limit of {self.limit} steps")
+        self._consumed += 1
+        if self._queue:
+            item = self._queue.popleft()
+            self._current_state = item.state_before
+        else:
+            self._current_state = self.generator.get_state()
+            if self._pending is not None:
+                pending, self._pending = self._pending, None
+                raise pending
+            item = self._draw_one()
+        self._fill()  # keep the workers busy before waiting on this step's pairing
+        if item.future is not None:
+            pairing = item.future.result()
+        else:
+            pairing = item.thunk() if item.thunk is not None else None
+        return StepBatch(item.x0, item.x1, item.cond, pairing)
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> Tensor:
+        """Generator state after the last step handed out by :meth:`next` (before any queued draw)."""
+        return self._queue[0].state_before if self._queue else self.generator.get_state()
+
+    def rewind(self, *, include_current: bool = False) -> Tensor:
+        """Drop the queued steps and put the generator back where they started.
+
+        With ``include_current`` the last step handed out by :meth:`next` is undone too (it was
+        interrupted), and the generator goes back to before its draws. Returns the state set.
+        """
+        target = self._current_state if (include_current and self._current_state is not None) else self.state()
+        if include_current and self._current_state is not None:
+            self._consumed -= 1
+            self._current_state = None
+        for item in self._queue:
+            if item.future is not None:
+                item.future.cancel()
+        self._queue.clear()
+        self._pending = None
+        self._drawn = self._consumed
+        self.generator.set_state(target)
+        return target
+
+    def close(self) -> None:
+        """Stop the workers (queued steps are dropped; call :meth:`rewind` first to keep the state)."""
+        for item in self._queue:
+            if item.future is not None:
+                item.future.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> "BatchPrefetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
