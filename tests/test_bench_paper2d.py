@@ -184,7 +184,9 @@ def test_two_rectified_flow_is_straighter_than_its_parent():
     r1 = evaluate_model(parent, xt0, xt1, steps=50, dopri5=False)
     r2 = evaluate_model(res.model, xt0, xt1, steps=50, dopri5=False)
     assert r2.straightness < 0.3 * r1.straightness
-    assert r2.npe < r1.npe
+    # NPE is not asserted: it compares the flow's energy with W2^2(q0, q1), and a 300-step reflow can
+    # undershoot that energy as easily as the parent overshoots it (seen: 0.105 vs 0.025 after the
+    # trainer's random stream changed), so its order is not a property of reflow.
     assert w2_at_steps(res.model, xt0, xt1, [1])[1] < w2_at_steps(parent, xt0, xt1, [1])[1]
     # the coupling's transport cost does not grow (Liu et al., Theorem 3.5), up to the fit's error
     assert reflow_pairs(res.model, res.pairs.x0).transport_cost() <= 1.01 * res.pairs.transport_cost()

@@ -24,8 +24,18 @@ _LAZY = {
     "SampleResult": "flowmatch.solvers",
     "sample": "flowmatch.solvers",
     "ode_solvers": "flowmatch.solvers",
+    "sample_sde": "flowmatch.sde",
+    "FlowAndScore": "flowmatch.models",
+    "log_likelihood": "flowmatch.likelihood",
+    "encode": "flowmatch.likelihood",
+    "decode": "flowmatch.likelihood",
+    "LikelihoodResult": "flowmatch.likelihood",
+    "ConditionalMLP": "flowmatch.models",
+    "UNet": "flowmatch.models",
+    "GuidedModel": "flowmatch.guidance",
+    "guided": "flowmatch.guidance",
 }
-_SUBMODULES = ("methods", "paths", "couplings")
+_SUBMODULES = ("methods", "paths", "couplings", "gaussian_bridge")
 
 
 def __getattr__(name: str) -> Any:
@@ -52,6 +62,17 @@ __all__ = [
     "SampleResult",
     "sample",
     "ode_solvers",
+    "sample_sde",
+    "FlowAndScore",
+    "gaussian_bridge",
+    "log_likelihood",
+    "encode",
+    "decode",
+    "LikelihoodResult",
+    "ConditionalMLP",
+    "UNet",
+    "GuidedModel",
+    "guided",
     "methods",
     "paths",
     "couplings",

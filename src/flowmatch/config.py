@@ -28,9 +28,31 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["RunConfig", "load_toml", "dump_toml", "SOLVER_CHOICES"]
+__all__ = ["RunConfig", "load_toml", "dump_toml", "parse_int_list", "SOLVER_CHOICES", "COND_CHOICES",
+           "MODEL_CHOICES"]
 
 SOLVER_CHOICES = ("euler", "midpoint", "heun", "rk4", "dopri5")
+COND_CHOICES = ("none", "label")
+MODEL_CHOICES = ("auto", "mlp", "unet")
+
+
+def parse_int_list(name: str, text: str, *, allow_empty: bool = False) -> tuple[int, ...] | None:
+    """``"1,2,2"`` -> (1, 2, 2); ``"auto"`` -> None; ``"none"``/``""`` -> () when allowed."""
+    if not isinstance(text, str):
+        raise ValueError(f"{name} must be a comma-separated list of positive integers or 'auto', got {text!r}")
+    t = text.strip().lower()
+    if t == "auto":
+        return None
+    if allow_empty and t in ("", "none"):
+        return ()
+    try:
+        values = tuple(int(v) for v in t.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        extra = ", 'none'" if allow_empty else ""
+        raise ValueError(f"{name} must be a comma-separated list of positive integers, 'auto'{extra}, got {text!r}")
+    return values
 
 
 @dataclass
@@ -46,11 +68,20 @@ class RunConfig:
     # method
     method: str = "ot-cfm"
     sigma: float | None = None  # None: the method's paper default
+    score: bool | None = None  # learn the score too ([SF]2M); None: the method's default (sb-cfm: true)
+    # conditioning and classifier-free guidance
+    cond: str = "none"  # "none", or "label": condition on the class labels of the target data
+    guidance_dropout: float = 0.0  # probability of training a pair with the null condition
     # model
+    model: str = "auto"  # "auto": unet for image data, mlp otherwise; or "mlp" / "unet"
     hidden: int = 64
     depth: int = 3
     activation: str = "selu"
     time_embedding: str = "concat"
+    unet_width: int = 32  # channels of the UNet's first level
+    unet_mults: str = "auto"  # channel multiplier per level, e.g. "1,2,2"; auto: from the image size
+    unet_attention: str = "auto"  # resolutions with self-attention, e.g. "16,8"; "none"; auto: 16 px
+    unet_blocks: int = 1  # residual blocks per UNet level
     # optimisation
     steps: int = 20_000
     batch_size: int = 512
@@ -61,6 +92,9 @@ class RunConfig:
     ema_decay: float = 0.0  # 0: off; else weights averaged with this decay are used to sample
     seed: int = 0
     device: str = "auto"
+    # threads that solve the couplings of the next steps while a step trains; "auto": 1 when the
+    # method pairs its batches (ot-cfm, sb-cfm) and there are 2+ CPUs, else 0 (inline)
+    coupling_workers: int | str = "auto"
     # bookkeeping
     log_every: int = 50
     checkpoint_every: int = 1000
@@ -68,6 +102,7 @@ class RunConfig:
     # evaluation at the end of training
     eval_solver: str = "euler"
     eval_steps: int = 100
+    eval_guidance: float = 1.0  # guidance scale of the final evaluation and sample grid (cond runs)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -85,15 +120,27 @@ class RunConfig:
         if self.sigma is not None:
             self.sigma = check_nonnegative_float("sigma", self.sigma)
             methods.get(self.method, sigma=self.sigma)  # method-specific sigma rules
+        if self.score is not None and not isinstance(self.score, bool):
+            raise ValueError(f"score must be true or false, got {self.score!r}")
+        if self.score and not spec.learns_score:
+            learners = ", ".join(n for n in methods.names() if methods.spec(n).learns_score)
+            raise ValueError(f"score = true needs a method that learns a score ({learners}), "
+                             f"got method {self.method!r}")
         if spec.requires_gaussian_source and self.source != "gaussian":
             raise ValueError(
                 f"method {self.method!r} flows from N(0, I) and needs --source gaussian, got {self.source!r}"
             )
         for name in ("n_train", "n_test", "hidden", "depth", "steps", "batch_size", "log_every",
-                     "checkpoint_every", "keep_checkpoints", "eval_steps"):
+                     "checkpoint_every", "keep_checkpoints", "eval_steps", "unet_width", "unet_blocks"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        w = self.coupling_workers
+        if isinstance(w, str) and w.strip().isdigit():
+            w = int(w.strip())
+        if not (w == "auto" or (isinstance(w, int) and not isinstance(w, bool) and w >= 0)):
+            raise ValueError(f"coupling_workers must be 'auto' or an integer >= 0, got {self.coupling_workers!r}")
+        self.coupling_workers = w
         self.lr = check_positive_float("lr", self.lr)
         check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         self.weight_decay = check_nonnegative_float("weight_decay", self.weight_decay)
@@ -105,6 +152,17 @@ class RunConfig:
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
         check_choice("time_embedding", self.time_embedding, ("concat", "sinusoidal"))
         check_choice("eval_solver", self.eval_solver, SOLVER_CHOICES)
+        check_choice("cond", self.cond, COND_CHOICES)
+        check_choice("model", self.model, MODEL_CHOICES)
+        self.guidance_dropout = check_probability("guidance_dropout", self.guidance_dropout)
+        if self.guidance_dropout == 1.0:
+            raise ValueError("guidance_dropout must be < 1 (1 never trains the condition), got 1.0")
+        if self.guidance_dropout > 0 and self.cond == "none":
+            raise ValueError(f"guidance_dropout needs a condition (--cond label), got cond 'none' "
+                             f"with guidance_dropout {self.guidance_dropout}")
+        self.eval_guidance = check_nonnegative_float("eval_guidance", self.eval_guidance)
+        parse_int_list("unet_mults", self.unet_mults)
+        parse_int_list("unet_attention", self.unet_attention, allow_empty=True)
         if not (self.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         return self
@@ -115,6 +173,14 @@ class RunConfig:
         from flowmatch import methods
 
         return methods.spec(self.method).default_sigma if self.sigma is None else self.sigma
+
+    @property
+    def resolved_score(self) -> bool:
+        """Whether the run learns a score (FlowAndScore model, SDE sampling): ``score``, or the
+        method's default (true for sb-cfm)."""
+        from flowmatch import methods
+
+        return methods.spec(self.method).learns_score if self.score is None else self.score
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

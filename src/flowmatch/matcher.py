@@ -12,13 +12,17 @@ path (Tong et al., Theorem 3.2), so integrating v_theta from t = 0 to 1 generate
 
 from __future__ import annotations
 
+import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from flowmatch._validate import check_probability
-from flowmatch.couplings import Coupling, Independent
+from flowmatch.conditioning import drop_condition
+from flowmatch.couplings import Coupling, Independent, Pairing
 from flowmatch.paths import ProbabilityPath
 
 __all__ = ["PathSample", "UniformTime", "FlowMatcher"]
@@ -72,6 +76,14 @@ class UniformTime:
         return f"UniformTime(low={self.low!r}, high={self.high!r})"
 
 
+def _takes_cond(coupling: Coupling) -> bool:
+    """Whether ``coupling(x0, x1, generator=..., cond=...)`` is accepted."""
+    try:
+        return "cond" in inspect.signature(coupling.__call__).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+
+
 class FlowMatcher:
     """Draws conditional path samples and computes the CFM loss.
 
@@ -81,6 +93,9 @@ class FlowMatcher:
         time_sampler: a callable ``(n, path, device=, dtype=, generator=) -> t`` (default
             :class:`UniformTime` over the path's interval).
         name: a label for logs (the method name when built by :func:`flowmatch.methods.get`).
+        cond_dropout: probability p with which each pair's condition is replaced by the null
+            condition (classifier-free guidance, Ho & Salimans 2022; see
+            :mod:`flowmatch.conditioning` and :mod:`flowmatch.guidance`); 0 keeps every condition.
 
     Example:
         >>> import torch
@@ -99,6 +114,7 @@ class FlowMatcher:
         time_sampler=None,
         *,
         name: str | None = None,
+        cond_dropout: float = 0.0,
     ):
         if not isinstance(path, ProbabilityPath):
             raise TypeError(f"path must be a ProbabilityPath, got {type(path).__name__}")
@@ -109,6 +125,16 @@ class FlowMatcher:
         self.coupling = coupling
         self.time_sampler = UniformTime() if time_sampler is None else time_sampler
         self.name = name or type(path).__name__
+        self.cond_dropout = cond_dropout
+
+    @property
+    def cond_dropout(self) -> float:
+        """Probability of replacing a pair's condition by the null condition (0: never)."""
+        return self._cond_dropout
+
+    @cond_dropout.setter
+    def cond_dropout(self, p: float) -> None:
+        self._cond_dropout = check_probability("cond_dropout", p)
 
     def sample(
         self,
@@ -117,11 +143,17 @@ class FlowMatcher:
         cond: Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
+        pairing: Pairing | None = None,
     ) -> PathSample:
         """Pair the batches, draw t and eps, and return x_t with its target velocity u_t.
 
         x0 (B, *dims) from the source, x1 (B, *dims) from the target, cond (B, ...) attached to x1.
-        The coupling runs first, then t, then eps: all from ``generator`` in that order.
+        The coupling runs first, then t, then eps, then (when there is a condition and
+        ``cond_dropout > 0``) the condition-dropout draws: all from ``generator`` in that order. A
+        coupling whose ``__call__`` takes ``cond`` (e.g. :class:`flowmatch.cond_coupling.WithinLabels`)
+        receives it, to pair only samples of equal condition. A precomputed ``pairing`` (e.g. from
+        :meth:`prepare_pairing` run ahead in a worker, or set by :meth:`use_pairing`) replaces the
+        coupling call.
         """
         if x0.shape != x1.shape:
             raise ValueError(
@@ -131,8 +163,14 @@ class FlowMatcher:
             raise ValueError(
                 f"cond must have one row per sample, got {cond.shape[0]} rows for a batch of {x1.shape[0]}"
             )
-        if not self.coupling.is_identity:
-            pairing = self.coupling(x0, x1, generator=generator)
+        if pairing is None:
+            pairing = getattr(self, "_pairing_override", None)
+        if pairing is None and not self.coupling.is_identity:
+            if cond is not None and _takes_cond(self.coupling):
+                pairing = self.coupling(x0, x1, generator=generator, cond=cond)
+            else:
+                pairing = self.coupling(x0, x1, generator=generator)
+        if pairing is not None:
             x0, x1 = pairing.apply(x0, x1)
             if cond is not None:
                 cond = cond[pairing.i1]
@@ -143,6 +181,8 @@ class FlowMatcher:
             eps = torch.zeros_like(x0)
         x_t = self.path.x_t(x0, x1, t, eps)
         u_t = self.path.u_t(x0, x1, t, eps)
+        if cond is not None and self.cond_dropout > 0:
+            cond = drop_condition(cond, self.cond_dropout, generator=generator)
         return PathSample(t=t, x_t=x_t, u_t=u_t, x0=x0, x1=x1, eps=eps, cond=cond)
 
     def loss(
@@ -153,10 +193,42 @@ class FlowMatcher:
         cond: Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
+        pairing: Pairing | None = None,
     ) -> Tensor:
         """CFM loss E ||v_theta(t, x_t) - u_t||^2, averaged over the batch and the dimensions."""
-        s = self.sample(x0, x1, cond, generator=generator)
+        s = self.sample(x0, x1, cond, generator=generator, pairing=pairing)
         return self.loss_from_sample(model, s)
+
+    def prepare_pairing(
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        cond: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Callable[[], Pairing] | None:
+        """The coupling's draws now, its work later: :meth:`Coupling.prepare` as :meth:`sample` calls it.
+
+        Returns None for the identity coupling, else a thunk (safe to run in another thread) whose
+        pairing, passed to :meth:`sample`, gives what ``sample(x0, x1, cond, generator=g)`` gives
+        with the coupling's draws taken from ``g`` here.
+        """
+        if self.coupling.is_identity:
+            return None
+        if cond is not None and _takes_cond(self.coupling):
+            return self.coupling.prepare(x0, x1, cond=cond, generator=generator)
+        return self.coupling.prepare(x0, x1, generator=generator)
+
+    @contextmanager
+    def use_pairing(self, pairing: Pairing | None) -> Iterator[None]:
+        """Within the block, :meth:`sample` (so :meth:`loss` and subclasses' losses) uses ``pairing``
+        instead of running the coupling (None: run it as usual)."""
+        previous = getattr(self, "_pairing_override", None)
+        self._pairing_override = pairing
+        try:
+            yield
+        finally:
+            self._pairing_override = previous
 
     @staticmethod
     def loss_from_sample(model: nn.Module, s: PathSample) -> Tensor:

@@ -16,10 +16,11 @@ the training loop from a generator seeded with ``seed``, so the two streams neve
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +30,7 @@ from flowmatch._io import atomic_write_text, write_json
 from flowmatch.checkpoint import latest_checkpoint, load_checkpoint
 from flowmatch.config import RunConfig, dump_toml
 from flowmatch.data import DataSplit, make_split, resolve_distribution
+from flowmatch.data.images import is_image_spec
 from flowmatch.data.batches import StreamBatches, TensorBatches
 from flowmatch.evaluate import EvalReport, evaluate_model
 from flowmatch.models import MLP
@@ -38,24 +40,47 @@ __all__ = ["RunData", "LoadedRun", "build_data", "build_model", "train_run", "lo
            "evaluate_run", "plot_run", "DATA_SEED_OFFSET"]
 
 DATA_SEED_OFFSET = 1_000_003
+SCORE_SEED_OFFSET = 7_919  # initial weights of the score network of [SF]2M runs
 CONFIG_FILE = "config.toml"
 #: Settings that may differ between a run and its resumption (the rest must match).
 RESUME_MAY_CHANGE = frozenset({"steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                               "eval_solver", "eval_steps", "device"})
+                               "eval_solver", "eval_steps", "eval_guidance", "device", "coupling_workers"})
 
 
 @dataclass
 class RunData:
-    """Train/test splits of source and target, all (N, D) tensors on the CPU."""
+    """Train/test splits of source and target, all (N, D) tensors on the CPU.
+
+    Image data (:mod:`flowmatch.data.images`): the splits are (N, C, H, W), ``shape`` is (C, H, W),
+    ``dim`` is C * H * W, ``labels`` holds the class labels (N,) of the target's train and test
+    parts (or None) and ``classes`` their names; the source is N(0, I) noise of that shape.
+    """
 
     source: DataSplit
     target: DataSplit
     source_is_stream: bool
     dim: int
+    shape: tuple[int, ...] | None = None
+    labels: DataSplit | None = None
+    classes: tuple[str, ...] = ()
+
+    @property
+    def is_image(self) -> bool:
+        """Whether the samples are images (C, H, W)."""
+        return self.shape is not None and len(self.shape) == 3
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
 
 def build_data(cfg: RunConfig) -> RunData:
     """Resolve the source and target specs and draw their splits (deterministic in cfg.seed)."""
+    if is_image_spec(cfg.target):
+        return _build_image_data(cfg)
+    if cfg.cond == "label":
+        raise ValueError(f"cond 'label' needs labelled image data (digits, mnist, cifar10, a folder with "
+                         f"class subfolders or an .npz with labels), got target {cfg.target!r}")
     target = resolve_distribution(cfg.target)
     source = resolve_distribution(cfg.source, dim=target.dim if cfg.source == "gaussian" else None)
     if source.dim != target.dim:
@@ -70,12 +95,80 @@ def build_data(cfg: RunConfig) -> RunData:
     return RunData(src_split, tgt_split, source.is_builtin and cfg.source == "gaussian", target.dim)
 
 
-def build_model(cfg: RunConfig, dim: int) -> nn.Module:
-    """The velocity MLP of the config, initialised from ``cfg.seed`` without touching global RNG."""
+def _build_image_data(cfg: RunConfig) -> RunData:
+    """Image target: train/test images (and labels), N(0, I) noise of the same shape as source."""
+    from flowmatch.data.images import image_split
+
+    if cfg.source != "gaussian":
+        raise ValueError(f"image targets flow from noise and need --source gaussian, got {cfg.source!r}")
+    g = torch.Generator().manual_seed(cfg.seed + DATA_SEED_OFFSET)
+    sp = image_split(cfg.target, n_test=cfg.n_test, generator=g)
+    shape = tuple(int(s) for s in sp.train.shape[1:])
+    if cfg.cond == "label" and sp.train_labels is None:
+        raise ValueError(f"cond 'label' needs labelled images (class subfolders, or an .npz with labels), "
+                         f"got {cfg.target!r} without labels")
+    noise = DataSplit(train=torch.empty((0, *shape)), test=torch.randn((sp.test.shape[0], *shape), generator=g))
+    labels = DataSplit(sp.train_labels, sp.test_labels) if sp.train_labels is not None else None
+    return RunData(noise, DataSplit(sp.train, sp.test), True, math.prod(shape), shape, labels, sp.classes)
+
+
+def build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = None,
+                num_classes: int = 0) -> nn.Module:
+    """The velocity network of the config, initialised from ``cfg.seed`` without touching global RNG.
+
+    ``cfg.model``: ``mlp`` (vectors of ``dim``), ``unet`` (images of ``shape`` (C, H, W)) or ``auto``
+    (the UNet for images). With ``cfg.cond == "label"`` the network is class-conditional over
+    ``num_classes`` classes, with a learned null class for classifier-free guidance.
+    """
+    if cfg.resolved_score:
+        # [SF]2M (sb-cfm): a velocity and a score network of the same architecture in one FlowAndScore;
+        # the velocity network is initialised exactly as in a flow-only run, the score network
+        # from seed + SCORE_SEED_OFFSET.
+        from flowmatch.models import FlowAndScore
+
+        flow_cfg = cfg.replace(score=False)
+        flow = build_model(flow_cfg, dim, shape=shape, num_classes=num_classes)
+        score = build_model(flow_cfg.replace(seed=cfg.seed + SCORE_SEED_OFFSET), dim, shape=shape,
+                            num_classes=num_classes)
+        return FlowAndScore(flow, score)
+    is_image = shape is not None and len(shape) == 3
+    kind = ("unet" if is_image else "mlp") if cfg.model == "auto" else cfg.model
+    k = num_classes if cfg.cond == "label" else 0
+    if cfg.cond == "label" and k < 1:
+        raise ValueError(f"cond 'label' needs the number of classes, got {num_classes!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return MLP(dim, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation,
-                   time_embedding=cfg.time_embedding)
+        if kind == "unet":
+            if not is_image:
+                raise ValueError(f"model 'unet' needs image data (N, C, H, W), got samples of shape {shape or (dim,)}")
+            from flowmatch.image_run import build_unet
+
+            return build_unet(cfg, shape, num_classes=k)
+        if is_image:
+            raise ValueError(f"model 'mlp' needs vector data (N, D), got images of shape {shape}; use --model unet")
+        kw = dict(hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation, time_embedding=cfg.time_embedding)
+        if k:
+            from flowmatch.models.cond import ConditionalMLP
+
+            return ConditionalMLP(dim, num_classes=k, **kw)
+        return MLP(dim, **kw)
+
+
+def _build_matcher(cfg: RunConfig, data: RunData):
+    """The method's objective; for conditional runs with condition dropout, and a coupling that pairs
+    only within labels (:class:`flowmatch.cond_coupling.WithinLabels`)."""
+    fm = methods.get(cfg.method, sigma=cfg.sigma)
+    if cfg.cond == "none":
+        return fm
+    if not methods.spec(cfg.method).simulation_free:
+        raise ValueError(f"method {cfg.method!r} does not take a condition; use a flow matching method")
+    from flowmatch.cond_coupling import WithinLabels
+    from flowmatch.matcher import _takes_cond
+
+    fm.cond_dropout = cfg.guidance_dropout
+    if not fm.coupling.is_identity and not _takes_cond(fm.coupling):
+        fm.coupling = WithinLabels(fm.coupling)
+    return fm
 
 
 def _trainer_config(cfg: RunConfig, quiet: bool) -> TrainerConfig:
@@ -83,24 +176,36 @@ def _trainer_config(cfg: RunConfig, quiet: bool) -> TrainerConfig:
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule=cfg.lr_schedule, weight_decay=cfg.weight_decay,
         grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, seed=cfg.seed, log_every=cfg.log_every,
         checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints, quiet=quiet,
+        coupling_workers=_coupling_workers(cfg),
     )
+
+
+def _coupling_workers(cfg: RunConfig) -> int:
+    """cfg.coupling_workers with "auto" resolved (flowmatch.prefetch.auto_workers)."""
+    if cfg.coupling_workers != "auto":
+        return int(cfg.coupling_workers)
+    from flowmatch.prefetch import auto_workers
+
+    coupling = getattr(methods.get(cfg.method, sigma=cfg.sigma), "coupling", None)  # cnf has none
+    return auto_workers(coupling is None or coupling.is_identity)
 
 
 def _make_trainer(cfg: RunConfig, data: RunData, out: Path | None, quiet: bool) -> Trainer:
     device = resolve_device(cfg.device)
     if data.source_is_stream:
-        dim = data.dim
+        dims = data.shape if data.shape is not None else (data.dim,)
         source = StreamBatches(
-            lambda n, generator=None: torch.randn(n, dim, generator=generator, device=device),
+            lambda n, generator=None: torch.randn((n, *dims), generator=generator, device=device),
             device=device, name="source",
         )
     else:
         source = TensorBatches(data.source.train.to(device), name="source training")
-    target = TensorBatches(data.target.train.to(device), name="target training")
+    labels = data.labels.train.to(device) if (cfg.cond == "label" and data.labels is not None) else None
+    target = TensorBatches(data.target.train.to(device), name="target training", cond=labels)
     return Trainer(
-        build_model(cfg, data.dim), methods.get(cfg.method, sigma=cfg.sigma), source, target,
-        _trainer_config(cfg, quiet), run_dir=out, device=device,
-        metadata={"method": cfg.method, "dim": data.dim},
+        build_model(cfg, data.dim, shape=data.shape, num_classes=data.num_classes), _build_matcher(cfg, data),
+        source, target, _trainer_config(cfg, quiet), run_dir=out, device=device,
+        metadata={"method": cfg.method, "dim": data.dim, "cond": cfg.cond, "score": cfg.resolved_score},
     )
 
 
@@ -154,7 +259,13 @@ def train_run(
         write_config(cfg, out_path)
     result = trainer.fit(resume=resume)
     report = None
-    if evaluate:
+    if evaluate and data.is_image:
+        if data.labels is not None:  # the image metrics' classifier needs labels
+            from flowmatch.image_run import evaluate_image_model
+
+            report = evaluate_image_model(trainer.sampling_model, data, cfg, out_path,
+                                          guidance=(cfg.eval_guidance,))
+    elif evaluate:
         report = evaluate_model(
             trainer.sampling_model, data.source.test.to(trainer.device),
             data.target.test.to(trainer.device), solver=cfg.eval_solver, steps=cfg.eval_steps,
@@ -162,7 +273,10 @@ def train_run(
     if out_path is not None:
         summary = {"train": {"steps": result.step, "final_loss": result.final_loss,
                              "train_time_s": result.elapsed_s, "steps_per_s": result.steps_per_s},
-                   "method": cfg.method, "source": cfg.source, "target": cfg.target}
+                   "method": cfg.method, "source": cfg.source, "target": cfg.target,
+                   "score": cfg.resolved_score}
+        if cfg.cond != "none":
+            summary["cond"] = cfg.cond
         if report is not None:
             summary["eval"] = report.to_dict()
         write_json(out_path / "metrics.json", summary)
@@ -199,16 +313,29 @@ def load_run(run_dir: str | Path, *, device: str = "auto", use_ema: bool = True)
     if latest_checkpoint(path / "checkpoints") is None:
         raise ValueError(f"run directory {str(path)!r} has no checkpoint yet")
     ck = load_checkpoint(path / "checkpoints")
+    if cfg.score is None and cfg.resolved_score and not any(k.startswith("score_net.") for k in ck.model):
+        cfg = cfg.replace(score=False)  # an sb-cfm run trained before sb-cfm learned its score
     data = build_data(cfg)
-    model = build_model(cfg, data.dim)
+    model = build_model(cfg, data.dim, shape=data.shape, num_classes=data.num_classes)
     model.load_state_dict(ck.ema if (use_ema and ck.ema is not None) else ck.model)
     dev = resolve_device(device)
     return LoadedRun(cfg, model.to(dev).eval(), data, ck.step, path, dev)
 
 
 def evaluate_run(run: LoadedRun, *, solver: str | None = None, steps: int | None = None,
-                 n: int | None = None) -> EvalReport:
-    """Evaluate a loaded run on its held-out test split (the first ``n`` test points)."""
+                 n: int | None = None, guidance: Sequence[float] | None = None):
+    """Evaluate a loaded run on its held-out test split (the first ``n`` test points).
+
+    Image runs return an :class:`flowmatch.image_metrics.ImageEvalReport` (classifier accuracy and
+    Fréchet distance at each ``guidance`` scale, default the run's ``eval_guidance``); the others an
+    :class:`~flowmatch.evaluate.EvalReport`.
+    """
+    if run.data.is_image:
+        from flowmatch.image_run import evaluate_image_model
+
+        w = tuple(guidance) if guidance is not None else (run.config.eval_guidance,)
+        return evaluate_image_model(run.model, run.data, run.config, run.path, guidance=w, solver=solver,
+                                    steps=steps, n=n)
     x0 = run.data.source.test[:n].to(run.device)
     x1 = run.data.target.test[:n].to(run.device)
     return evaluate_model(run.model, x0, x1, solver=solver or run.config.eval_solver,
@@ -217,9 +344,18 @@ def evaluate_run(run: LoadedRun, *, solver: str | None = None, steps: int | None
 
 def plot_run(out: Path, model: nn.Module, data: RunData, cfg: RunConfig,
              *, solver: str | None = None, steps: int | None = None) -> dict[str, Path]:
-    """samples.png, trajectories.png and loss.png of a run."""
+    """samples.png, trajectories.png and loss.png of a run (image runs: a samples.png grid, one row
+    per class for class-conditional runs, at the run's ``eval_guidance``; and loss.png)."""
     from flowmatch import plots
     from flowmatch.solvers import sample
+
+    if data.is_image:
+        from flowmatch.image_run import plot_image_samples
+
+        written = {"samples": plot_image_samples(model, data, cfg, out / "samples.png", solver=solver, steps=steps)}
+        if (out / "log.csv").is_file():
+            written["loss"] = plots.plot_loss_csv(out / "log.csv", out / "loss.png")
+        return written
 
     x0 = data.source.test.to(next(model.parameters()).device)
     res = sample(model, x0, solver=solver or cfg.eval_solver, steps=steps or cfg.eval_steps,

@@ -4,13 +4,18 @@ atomic checkpoints.
 One step (Tong et al. TMLR 2024, Algorithm 1): draw x0 from the source and x1 from the target,
 let the FlowMatcher pair them and draw (t, x_t, u_t), regress v_theta(t, x_t) on u_t with AdamW.
 
-All randomness of the loop (batches, coupling draws, t, eps) comes from one ``torch.Generator``
-seeded by ``seed``, whose state is saved in every checkpoint: a run resumed from a checkpoint on
-the same machine takes exactly the same steps as one that was never interrupted.
+All randomness of the loop comes from two ``torch.Generator``s seeded from ``seed``: ``generator``
+draws the batches and the coupling's own random numbers, ``path_generator`` draws t, eps (and
+condition dropout). Both states are saved in every checkpoint: a run resumed from a checkpoint on
+the same machine takes exactly the same steps as one that was never interrupted. The split lets
+the batches and pairings of later steps be drawn and solved ahead, in worker threads, while the
+current step trains (``coupling_workers``, :mod:`flowmatch.prefetch`), with the same pairs and
+weights as with ``coupling_workers=0``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -35,11 +40,14 @@ from flowmatch._validate import (
 from flowmatch._io import atomic_write_text
 from flowmatch.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from flowmatch.matcher import FlowMatcher
+from flowmatch.prefetch import BatchPrefetcher, StepBatch
 
 __all__ = ["TrainerConfig", "TrainResult", "EMA", "Trainer", "resolve_device", "learning_rate"]
 
 LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "elapsed_s")
 LR_SCHEDULES = ("constant", "cosine")
+#: The path generator (t, eps) is seeded with seed + this offset.
+PATH_SEED_OFFSET = 3_000_017
 
 
 def learning_rate(base_lr: float, schedule: str, step: int, total: int) -> float:
@@ -82,10 +90,15 @@ class TrainerConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     quiet: bool = False
+    #: threads that compute the pairings of the next steps while a step trains (0: inline)
+    coupling_workers: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
+        w = self.coupling_workers
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise ValueError(f"coupling_workers must be an integer >= 0, got {w!r}")
         self.lr = check_positive_float("lr", self.lr)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         self.weight_decay = check_nonnegative_float("weight_decay", self.weight_decay)
@@ -156,7 +169,8 @@ class Trainer:
         model: velocity network ``model(x, t, cond=None)``; moved to ``device``.
         matcher: a :class:`~flowmatch.matcher.FlowMatcher`.
         source, target: callables ``(n, generator=None) -> (n, *dims)`` tensors on ``device``
-            (see :mod:`flowmatch.data.batches`).
+            (see :mod:`flowmatch.data.batches`); the target may return a pair ``(x1, cond)``,
+            whose condition (labels ``(n,)`` or features ``(n, ...)``) goes to the matcher.
         config: :class:`TrainerConfig`.
         run_dir: where ``log.csv`` and ``checkpoints/`` go; None trains in memory only.
         device: torch device for the model and the generator.
@@ -204,6 +218,8 @@ class Trainer:
         )
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.path_generator = torch.Generator(device=self.device).manual_seed(config.seed + PATH_SEED_OFFSET)
+        self._prefetcher: BatchPrefetcher | None = None
         self.step = 0
         self._elapsed_before = 0.0
         self._loss_sum = 0.0
@@ -223,7 +239,8 @@ class Trainer:
             model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
             ema=self.ema.model.state_dict() if self.ema is not None else None,
-            rng={"generator": self.generator.get_state()},
+            rng={"generator": self._prefetcher.state() if self._prefetcher is not None else self.generator.get_state(),
+                 "path_generator": self.path_generator.get_state()},
             state={
                 "elapsed_s": self._elapsed(),
                 "loss_sum": self._loss_sum,
@@ -250,6 +267,8 @@ class Trainer:
                 raise ValueError(f"checkpoint {str(ck.path)!r} has no EMA weights but ema_decay > 0")
             self.ema.model.load_state_dict(ck.ema)
         self.generator.set_state(ck.rng["generator"].to(torch.uint8).cpu())
+        if "path_generator" in ck.rng:
+            self.path_generator.set_state(ck.rng["path_generator"].to(torch.uint8).cpu())
         self.step = ck.step
         self._elapsed_before = float(ck.state.get("elapsed_s", 0.0))
         self._loss_sum = float(ck.state.get("loss_sum", 0.0))
@@ -288,9 +307,13 @@ class Trainer:
         lr = learning_rate(cfg.lr, cfg.lr_schedule, self.step, cfg.steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x0 = self.source(cfg.batch_size, generator=self.generator)
-        x1 = self.target(cfg.batch_size, generator=self.generator)
-        loss = self.matcher.loss(self.model, x0, x1, generator=self.generator)
+        batch = self._prefetcher.next() if self._prefetcher is not None else self._inline_batch()
+        use_pairing = getattr(self.matcher, "use_pairing", None)  # objectives without a coupling lack it
+        with use_pairing(batch.pairing) if use_pairing is not None else contextlib.nullcontext():
+            if batch.cond is not None:
+                loss = self.matcher.loss(self.model, batch.x0, batch.x1, batch.cond, generator=self.path_generator)
+            else:
+                loss = self.matcher.loss(self.model, batch.x0, batch.x1, generator=self.path_generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -300,6 +323,23 @@ class Trainer:
             self.ema.update(self.model)
         self.step += 1
         return loss.detach()
+
+    def _draw_step(self):
+        """One step's draws from ``generator``, in order: x0, x1 (and its condition), then the
+        coupling's random numbers; returns them with the thunk that computes the pairing."""
+        n = self.config.batch_size
+        x0 = self.source(n, generator=self.generator)
+        x1 = self.target(n, generator=self.generator)
+        cond = None
+        if isinstance(x1, tuple):  # a labelled target: (x1, cond), cond attached to x1
+            x1, cond = x1
+        prepare = getattr(self.matcher, "prepare_pairing", None)
+        thunk = prepare(x0, x1, cond, generator=self.generator) if prepare is not None else None
+        return x0, x1, cond, thunk
+
+    def _inline_batch(self) -> StepBatch:
+        x0, x1, cond, thunk = self._draw_step()
+        return StepBatch(x0, x1, cond, thunk() if thunk is not None else None)
 
     def _grad_norm(self) -> float:
         norms = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
@@ -328,21 +368,26 @@ class Trainer:
         log = self._open_log(resumed=resume)
         writer = csv.writer(log) if log is not None else None
         losses: list[tuple[int, float]] = []
-        loss_acc = torch.zeros((), device=self.device)
+        # float64 (MPS has none): a log window split by a checkpoint sums to the same logged mean
+        loss_acc = torch.zeros((), device=self.device,
+                               dtype=torch.float32 if self.device.type == "mps" else torch.float64)
         self.model.train()
         self._t_start = time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=self.step, disable=cfg.quiet, desc="train", unit="step",
                    dynamic_ncols=True, leave=True)
         step0 = self.step
         interrupt = _DeferredInterrupt()
+        self._prefetcher = BatchPrefetcher(self._draw_step, self.generator, workers=cfg.coupling_workers,
+                                           limit=cfg.steps - self.step)
         try:
             with interrupt:
                 while self.step < cfg.steps:
-                    rng_before = self.generator.get_state()
+                    path_before = self.path_generator.get_state()
                     try:
                         loss_acc += self.train_step()
                     except KeyboardInterrupt:  # raised inside a step: undo its draws
-                        self.generator.set_state(rng_before)
+                        self._prefetcher.rewind(include_current=True)
+                        self.path_generator.set_state(path_before)
                         raise
                     self._loss_count += 1
                     bar.update(1)
@@ -373,6 +418,9 @@ class Trainer:
             bar.close()
             if log is not None:
                 log.close()
+            self._prefetcher.rewind()  # the generator back at the last completed step
+            self._prefetcher.close()
+            self._prefetcher = None
         self._flush_loss(loss_acc)
         self.save()
         ran = self.step - step0

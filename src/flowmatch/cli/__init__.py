@@ -14,12 +14,12 @@ import os
 import sys
 from typing import Sequence
 
-from flowmatch.cli import demo, evaluate, plot, sample, train
+from flowmatch.cli import bench, demo, encode, evaluate, plot, sample, train
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: Subcommand modules, in the order --help lists them.
-COMMANDS = [train, sample, evaluate, plot, demo]
+COMMANDS = [train, sample, evaluate, encode, plot, demo, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from flowmatch.cli._common import add_common, add_device, comma_list
+from flowmatch.cli._common import add_common, add_device, comma_list, default_threads_for_small_models
 
 NAME = "demo"
 HELP = "train OT-CFM and I-CFM on gaussian -> moons, evaluate and plot"
@@ -27,6 +27,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from flowmatch.demo import run_demo
+
+    default_threads_for_small_models(args, small_model=True)
 
     run_demo(args.out, methods=comma_list(args.methods),
              steps=args.steps, device=args.device, seed=args.seed, quiet=args.quiet)

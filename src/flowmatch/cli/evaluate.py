@@ -19,6 +19,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="solver steps (default: the run's eval_steps)")
     p.add_argument("--n", type=int, default=None, help="use the first N test points (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--guidance", default=None,
+                   help="image runs: comma-separated guidance scales to evaluate, e.g. 0,1,2,4 "
+                        "(default: the run's eval_guidance); prints classifier accuracy and FD per scale")
+    p.add_argument("--nll", action="store_true",
+                   help="also the mean test negative log-likelihood (nats and bits/dim; needs --source gaussian); "
+                   "it integrates with --solver, default dopri5")
+    p.add_argument("--divergence", default="exact", help="--nll divergence: exact or hutchinson (default: exact)")
+    p.add_argument("--probes", type=int, default=1, help="--nll Hutchinson probes per point (default: 1)")
+    p.add_argument("--atol", type=float, default=1e-5, help="--nll dopri5 absolute tolerance (default: 1e-5)")
+    p.add_argument("--rtol", type=float, default=1e-5, help="--nll dopri5 relative tolerance (default: 1e-5)")
     add_device(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -35,13 +45,85 @@ def run(args: argparse.Namespace) -> int:
         from flowmatch._validate import check_positive_int
 
         n = check_positive_int("--n", n)
+    if run.data.is_image:
+        return _image_eval(args, run, n)
+    if args.guidance is not None:
+        raise ValueError(f"--guidance applies to image runs, got target {run.config.target!r}")
+    if args.nll:
+        _check_nll_flags(args)
+        if run.config.source != "gaussian":
+            raise ValueError(f"--nll needs a run whose source density is known (--source gaussian), "
+                             f"got source {run.config.source!r}")
+        cond = getattr(run.config, "cond", "none")
+        if cond != "none":
+            raise ValueError(f"--nll supports unconditional runs, got a run with cond {cond!r}")
     rep = evaluate_run(run, solver=args.solver, steps=args.steps, n=n)
+    nll = _test_nll(run, args, n) if args.nll else None
     if args.json:
-        print(json.dumps(rep.to_dict(), indent=2))
+        out = rep.to_dict()
+        if nll is not None:
+            out["nll"] = nll
+        print(json.dumps(out, indent=2))
     elif not args.quiet:
         print(f"{args.run}: {run.config.method}, step {run.step}, {rep.n_test} test points")
         print(format_table([eval_row(run.config.method, rep, None)]))
         print(f"W1 {rep.w1:.4f}  MMD {rep.mmd:.2e}  straightness {rep.straightness:.4f}")
+        if nll is not None:
+            print(f"test NLL {nll['nll_nats']:.4f} nats  {nll['bits_per_dim']:.4f} bits/dim  "
+                  f"({nll['divergence']} divergence, {nll['solver']}, NFE {nll['nfe']}, {nll['n']} points)")
     return 0
+
+
+def _image_eval(args: argparse.Namespace, run, n: int | None) -> int:
+    """Image runs: classifier accuracy and Fréchet distance per guidance scale (flowmatch.image_metrics)."""
+    import math
+
+    from flowmatch.cli._common import comma_list
+    from flowmatch.image_run import image_table
+    from flowmatch.run import evaluate_run
+
+    if args.nll:
+        raise ValueError("--nll is not available for image runs")
+    scales = None
+    if args.guidance is not None:
+        try:
+            scales = [float(v) for v in comma_list(args.guidance)]
+        except ValueError:
+            scales = []
+        if not scales or not all(math.isfinite(w) for w in scales):
+            raise ValueError(f"--guidance must be comma-separated numbers, e.g. 0,1,2,4, got {args.guidance!r}")
+    rep = evaluate_run(run, solver=args.solver, steps=args.steps, n=n, guidance=scales)
+    if args.json:
+        print(json.dumps(rep.to_dict(), indent=2))
+    elif not args.quiet:
+        print(f"{args.run}: {run.config.method}, step {run.step}, cond {run.config.cond}")
+        print(image_table(rep))
+    return 0
+
+
+def _check_nll_flags(args: argparse.Namespace) -> None:
+    from flowmatch._validate import check_choice, check_positive_float, check_positive_int
+    from flowmatch.likelihood import DIVERGENCES
+
+    check_choice("--divergence", args.divergence, DIVERGENCES)
+    check_positive_int("--probes", args.probes)
+    check_positive_float("--atol", args.atol)
+    check_positive_float("--rtol", args.rtol)
+
+
+def _test_nll(run, args: argparse.Namespace, n: int | None) -> dict:
+    """Mean -log p_1 of the first n held-out target points under the run's flow."""
+    import torch
+
+    from flowmatch.likelihood import log_likelihood
+
+    x = run.data.target.test[:n].to(run.device)
+    solver = args.solver or "dopri5"
+    steps = args.steps or run.config.eval_steps
+    res = log_likelihood(run.model, x, divergence=args.divergence, n_probes=args.probes, solver=solver,
+                         steps=steps, atol=args.atol, rtol=args.rtol, chunk_size=4096,
+                         generator=torch.Generator().manual_seed(0))
+    return {"nll_nats": res.mean_nll, "bits_per_dim": res.mean_bits_per_dim, "divergence": args.divergence,
+            "solver": solver, "nfe": res.nfe, "n": int(x.shape[0])}
 
 

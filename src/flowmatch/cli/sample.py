@@ -21,15 +21,47 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=1e-5, help="dopri5 absolute tolerance")
     p.add_argument("--rtol", type=float, default=1e-5, help="dopri5 relative tolerance")
     p.add_argument("--seed", type=int, default=0, help="seed of the source draw (default: 0)")
-    p.add_argument("--out", required=True, help="output .npy file")
+    p.add_argument("--out", default=None, help="output .npy file (required unless --grid is given)")
     p.add_argument("--trajectory", default=None, help="also save the trajectory (T+1, N, D) to this .npy")
     p.add_argument("--plot", default=None, help="also plot the samples against the test target to this PNG")
     p.add_argument("--no-ema", action="store_true", help="sample with the raw weights, not the EMA")
     p.add_argument("--chunk-size", type=int, default=None, help="integrate at most this many samples at once")
+    p.add_argument("--sde", action="store_true",
+                   help="sample the Schrodinger-bridge SDE dX = [v + (sigma^2/2) s] dt + sigma dW by "
+                        "Euler-Maruyama with --steps steps (runs that learned a score: sb-cfm)")
+    p.add_argument("--cond", default=None,
+                   help="class-conditional runs: the class of every sample (index or name); default: "
+                        "the classes in turn, n/K samples each")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale w of conditional runs: v = v_null + w (v_cond - v_null); "
+                        "0 unconditional, 1 conditional (default: 1)")
+    p.add_argument("--grid", default=None, help="image runs: also write the samples as a PNG grid to this file")
     add_device(p)
     add_common(p)
     p.set_defaults(func=run)
     return p
+
+
+def _conditioning(args: argparse.Namespace, run, n: int):
+    """The field to integrate and its condition: the guided model and labels for conditional runs."""
+    import torch
+
+    from flowmatch.guidance import guided
+
+    if run.config.cond != "label":
+        if args.cond is not None or args.guidance is not None:
+            raise ValueError(f"--cond and --guidance need a class-conditional run (trained with --cond label), "
+                             f"got cond {run.config.cond!r} in {args.run!r}")
+        return run.model, None
+    from flowmatch.image_run import parse_cond
+
+    k = run.data.num_classes
+    if args.cond is not None:
+        labels = torch.full((n,), parse_cond(str(args.cond), run.data.classes), dtype=torch.long)
+    else:
+        labels = torch.arange(k).repeat_interleave(-(-n // k))[:n]
+    w = 1.0 if args.guidance is None else args.guidance
+    return guided(run.model, w), labels.to(run.device)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,25 +74,70 @@ def run(args: argparse.Namespace) -> int:
     from flowmatch.solvers import sample
 
     n = check_positive_int("--n", args.n)
-    if not str(args.out).endswith(".npy"):
+    if args.out is None and args.grid is None:
+        raise ValueError("sample needs --out FILE.npy or --grid FILE.png, got neither")
+    if args.out is not None and not str(args.out).endswith(".npy"):
         raise ValueError(f"--out must be a .npy file, got {args.out!r}")
+    if args.grid is not None and not str(args.grid).lower().endswith(".png"):
+        raise ValueError(f"--grid must be a .png file, got {args.grid!r}")
     run = load_run(args.run, device=args.device, use_ema=not args.no_ema)
+    if args.grid is not None and not run.data.is_image:
+        raise ValueError(f"--grid needs an image run, got target {run.config.target!r}")
     src = resolve_distribution(run.config.source, dim=run.data.dim if run.config.source == "gaussian" else None)
-    x0 = src.sample(n, generator=torch.Generator().manual_seed(args.seed)).to(run.device)
-    res = sample(run.model, x0, solver=args.solver, steps=args.steps, atol=args.atol, rtol=args.rtol,
-                 return_trajectory=args.trajectory is not None, chunk_size=args.chunk_size)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, res.x.cpu().numpy())
+    g = torch.Generator().manual_seed(args.seed)
+    x0 = src.sample(n, generator=g).to(run.device)
+    if run.data.shape is not None:  # images: the flat N(0, I) draw in the shape (n, C, H, W)
+        x0 = x0.reshape(n, *run.data.shape)
+    field, cond = _conditioning(args, run, n)
+    if args.sde:
+        res = _sample_sde(args, run, x0, g, cond)
+    else:
+        res = sample(field, x0, solver=args.solver, steps=args.steps, atol=args.atol, rtol=args.rtol,
+                     return_trajectory=args.trajectory is not None, chunk_size=args.chunk_size, cond=cond)
+    label = "euler-maruyama sde" if args.sde else args.solver
+    out = Path(args.out) if args.out is not None else None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, res.x.cpu().numpy())
+    if args.grid is not None:
+        from flowmatch.plots import plot_image_grid
+
+        per_row = -(-n // run.data.num_classes) if (cond is not None and args.cond is None) else None
+        rows = list(run.data.classes) if per_row is not None else None
+        grid = plot_image_grid(res.x.clamp(-1, 1).cpu(), args.grid, ncols=per_row, row_labels=rows)
     if args.trajectory is not None:
         np.save(args.trajectory, res.trajectory.cpu().numpy())
     if args.plot is not None:
         from flowmatch import plots
 
         plots.plot_samples(res.x.cpu(), run.data.target.test, args.plot, source=x0.cpu(),
-                           title=f"{run.config.method}: {args.solver} {args.steps}")
+                           title=f"{run.config.method}: {label} {args.steps}")
     if not args.quiet:
-        print(f"wrote {n} samples of dimension {run.data.dim} to {out} ({args.solver}, NFE {res.nfe})")
+        where = " and ".join(str(f) for f in (out, grid if args.grid is not None else None) if f is not None)
+        extra = "" if cond is None else f", guidance {1.0 if args.guidance is None else args.guidance}"
+        print(f"wrote {n} samples of dimension {run.data.dim} to {where} ({label}, NFE {res.nfe}{extra})")
     return 0
+
+
+def _sample_sde(args: argparse.Namespace, run, x0, g, cond=None):
+    """``--sde``: Euler-Maruyama with the run's sigma; the noise generator is seeded from ``g``
+    after the source draw, so ``--seed`` fixes both. Conditional runs: the condition goes to both
+    fields (guidance scale 1; other scales are not defined for the score here)."""
+    import torch
+
+    from flowmatch.models import has_score
+    from flowmatch.sde import sample_sde
+
+    if not has_score(run.model):
+        raise ValueError(f"--sde needs a run that learned a score (method sb-cfm with score = true), "
+                         f"got method {run.config.method!r} without a score in {args.run!r}")
+    if args.solver != "euler":
+        raise ValueError(f"--sde integrates by Euler-Maruyama; --solver must be left at euler, got {args.solver!r}")
+    if getattr(args, "guidance", None) not in (None, 1.0):
+        raise ValueError(f"--sde samples the conditional fields as trained (guidance 1); got --guidance {args.guidance}")
+    seed = int(torch.randint(0, 2**62, (1,), generator=g))
+    noise_gen = torch.Generator(device=x0.device).manual_seed(seed)
+    return sample_sde(run.model, x0, sigma=run.config.resolved_sigma, steps=args.steps, generator=noise_gen,
+                      cond=cond, return_trajectory=args.trajectory is not None, chunk_size=args.chunk_size)
 
 

@@ -7,7 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from flowmatch.cli._common import add_common
+from flowmatch.cli._common import add_common, default_threads_for_small_models
 
 NAME = "train"
 HELP = "train a model into a run directory"
@@ -15,12 +15,25 @@ HELP = "train a model into a run directory"
 # Help text of every RunConfig field (flag --name-with-dashes).
 _HELP = {
     "source": "source distribution q0: a built-in name (gaussian, moons, 8gaussians, ...) or a .npy/.npz/.csv/.pt file",
-    "target": "target distribution q1: a built-in name or a data file of shape (N, D)",
+    "target": "target distribution q1: a built-in name or a data file of shape (N, D); images: digits, "
+              "mnist, cifar10 (local torchvision data), a folder of PNG/JPG (classes from subfolders) or "
+              "a .npy (N, C, H, W) / .npz with images and labels",
     "n_train": "training points drawn per built-in distribution (files: all rows but the test part)",
     "n_test": "held-out points per distribution, used by the evaluation",
     "test_split": "built-in data: fresh (independent test draw) or paper (random split of one draw)",
-    "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf",
+    "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf; or cnf (maximum-likelihood CNF baseline)",
     "sigma": "path noise sigma (fm: sigma_min); default: the method's paper value",
+    "score": "true/false: also learn the score of the path ([SF]2M), so that `flowmatch sample --sde` "
+             "works; default: the method's (true for sb-cfm; other methods cannot)",
+    "cond": "condition the model on the target's class labels: none or label",
+    "guidance_dropout": "probability of training a pair with the null condition, for classifier-free "
+                        "guidance at sampling (0: off; e.g. 0.1)",
+    "model": "velocity network: auto (unet for image data, mlp otherwise), mlp or unet",
+    "unet_width": "channels of the UNet's first level",
+    "unet_mults": "UNet channel multiplier per level, e.g. 1,2,2 (auto: from the image size)",
+    "unet_attention": "image resolutions (px) with self-attention in the UNet besides its middle block, "
+                      "e.g. 16,8; none; auto: the 16 px level",
+    "unet_blocks": "residual blocks per UNet level",
     "hidden": "width of each hidden layer of the MLP",
     "depth": "number of hidden layers of the MLP",
     "activation": "MLP activation: selu, silu, relu, gelu, tanh, elu",
@@ -39,7 +52,24 @@ _HELP = {
     "keep_checkpoints": "how many checkpoints to keep",
     "eval_solver": "solver for the final evaluation: euler, midpoint, heun, rk4, dopri5",
     "eval_steps": "solver steps for the final evaluation",
+    "coupling_workers": "threads that solve the couplings (OT) of the next steps while a step trains: "
+                        "an integer >= 0 (0: inline) or auto (1 when the method pairs its batches and "
+                        "there are 2+ CPUs); the results are the same for every value",
+    "eval_guidance": "guidance scale w of the final evaluation and sample grid of conditional runs "
+                     "(0: unconditional, 1: conditional)",
 }
+
+
+def _bool_flag(text: str) -> bool:
+    """'true'/'false' (also yes/no, 1/0) -> bool."""
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"must be true or false, got {text!r}")
+    return value
+
+
+#: Flag types of the RunConfig fields whose default is None.
+_NONE_DEFAULT_TYPES = {"sigma": float, "score": _bool_flag}
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -48,7 +78,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 
     for f in fields(RunConfig):
         default = f.default
-        kind = {int: int, float: float, str: str}.get(type(default), float if f.name == "sigma" else str)
+        kind = {int: int, float: float, str: str}.get(type(default), _NONE_DEFAULT_TYPES.get(f.name, str))
         shown = default if default is not None else "method default"
         p.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
@@ -79,6 +109,7 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from flowmatch.config import RunConfig, load_toml
+    from flowmatch.data.images import is_image_spec
     from flowmatch.report import eval_row, format_table
     from flowmatch.run import CONFIG_FILE, train_run
 
@@ -94,12 +125,18 @@ def run(args: argparse.Namespace) -> int:
         settings.update(load_toml(args.config))
     settings.update(_explicit(args))
     cfg = RunConfig.from_dict(settings)
+    default_threads_for_small_models(args, small_model=cfg.model == "mlp" or (
+        cfg.model == "auto" and not is_image_spec(cfg.target)))
     _, result, report = train_run(cfg, args.out, resume=args.resume, force=args.force,
                                   quiet=args.quiet, plots=not args.no_plots)
     if not args.quiet:
         print(f"trained {cfg.method} for {result.step} steps in {result.elapsed_s:.1f} s "
               f"({result.steps_per_s:.1f} steps/s); final loss {result.final_loss:.4f}")
-        if report is not None:
+        if report is not None and hasattr(report, "real_fd"):  # image runs: classifier metrics
+            from flowmatch.image_run import image_table
+
+            print(image_table(report))
+        elif report is not None:
             print(format_table([eval_row(cfg.method, report, result.elapsed_s)]))
         print(f"run directory: {args.out}")
     return 0

@@ -18,12 +18,21 @@ __all__ = ["TensorBatches", "StreamBatches"]
 
 
 class TensorBatches:
-    """Batches of ``n`` distinct rows of ``data`` (N, *dims), a fresh uniform subset per call."""
+    """Batches of ``n`` distinct rows of ``data`` (N, *dims), a fresh uniform subset per call.
 
-    def __init__(self, data: Tensor, *, name: str = "data"):
+    With ``cond`` (N, ...) (class labels or condition features, one row per data row) each call
+    returns the pair ``(data[idx], cond[idx])``: the condition stays attached to its sample.
+    """
+
+    def __init__(self, data: Tensor, *, name: str = "data", cond: Tensor | None = None):
         if data.dim() < 2 or data.shape[0] == 0:
             raise ValueError(f"{name} must be a non-empty (N, *dims) tensor, got shape {tuple(data.shape)}")
+        if cond is not None and (cond.dim() < 1 or cond.shape[0] != data.shape[0]):
+            raise ValueError(
+                f"{name} conditions must have one row per data row ({data.shape[0]}), got shape {tuple(cond.shape)}"
+            )
         self.data = data
+        self.cond = None if cond is None else cond.to(data.device)
         self.name = name
 
     @property
@@ -39,10 +48,12 @@ class TensorBatches:
                 f"batch size must not exceed the {self.name} set of {len(self)} rows, got {n}"
             )
 
-    def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor | tuple[Tensor, Tensor]:
         n = check_positive_int("batch size", n)
         self.check_batch_size(n)
         idx = torch.randperm(len(self), generator=generator, device=self.data.device)[:n]
+        if self.cond is not None:
+            return self.data[idx], self.cond[idx]
         return self.data[idx]
 
 

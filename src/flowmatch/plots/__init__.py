@@ -18,12 +18,14 @@ per method with the same projection and identical axis limits in every subplot, 
 be compared by eye; :func:`plot_loss_curves` overlays several training curves on one axis.
 
 Layout: :mod:`flowmatch.plots.samples`, :mod:`flowmatch.plots.trajectories` and
-:mod:`flowmatch.plots.loss` hold the figures; :mod:`flowmatch.plots._common` the shared input
+:mod:`flowmatch.plots.loss` hold the figures (:mod:`flowmatch.plots.images`: PNG grids of
+image samples, with Pillow); :mod:`flowmatch.plots._common` the shared input
 checks, projection, figure layout and atomic writing.
 """
 
 from __future__ import annotations
 
+from flowmatch.plots.images import plot_image_grid
 from flowmatch.plots.loss import plot_loss, plot_loss_csv, plot_loss_curves
 from flowmatch.plots.samples import plot_sample_panels, plot_samples
 from flowmatch.plots.trajectories import plot_trajectories, plot_trajectory_panels
@@ -36,4 +38,5 @@ __all__ = [
     "plot_sample_panels",
     "plot_trajectory_panels",
     "plot_loss_curves",
+    "plot_image_grid",
 ]
