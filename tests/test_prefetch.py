@@ -169,3 +169,18 @@ def test_bad_worker_counts_are_rejected():
         TrainerConfig(coupling_workers=-1)
     with pytest.raises(ValueError, match="workers must be an integer >= 0, got 1.5"):
         BatchPrefetcher(lambda: None, torch.Generator(), workers=1.5)
+
+
+def test_run_config_coupling_workers_give_the_same_run(tmp_path):
+    from flowmatch.config import RunConfig
+    from flowmatch.run import train_run
+
+    base = dict(target="moons", n_train=256, n_test=32, hidden=16, batch_size=32, steps=12, log_every=4,
+                checkpoint_every=5)
+    kw = dict(quiet=True, evaluate=False, plots=False)
+    a, _, _ = train_run(RunConfig(coupling_workers=0, **base), tmp_path / "a", **kw)
+    b, _, _ = train_run(RunConfig(coupling_workers="2", **base), tmp_path / "b", **kw)  # a CLI string
+    _same_state(a, b)
+    assert RunConfig.from_toml(tmp_path / "b" / "config.toml").coupling_workers == 2
+    with pytest.raises(ValueError, match="coupling_workers must be 'auto' or an integer >= 0, got 'many'"):
+        RunConfig(coupling_workers="many")

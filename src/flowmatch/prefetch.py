@@ -61,12 +61,16 @@ class _Item:
 
 
 def auto_workers(coupling_is_identity: bool) -> int:
-    """Default number of coupling workers: 1 when there is a pairing to compute and more than one
-    CPU, else 0 (inline). One worker overlaps the solve with the training step; on the 2-core
-    development machine a second worker measured no faster (``flowmatch bench coupling``)."""
+    """Default number of coupling workers: 1 when there is a pairing to compute and at least 3 CPUs
+    (one for training, one for the solver, one to spare), else 0 (inline).
+
+    On the 2-vCPU development VM, whose second vCPU is mostly busy with other jobs, one worker
+    measured no consistent gain over inline (wins and losses of up to 25% either way across the
+    cells of ``flowmatch bench coupling``), hence inline there. The results do not depend on it.
+    """
     if coupling_is_identity:
         return 0
-    return 1 if (os.cpu_count() or 1) > 1 else 0
+    return 1 if (os.cpu_count() or 1) >= 3 else 0
 
 
 class BatchPrefetcher:

@@ -1,7 +1,8 @@
 """Cost of the minibatch OT coupling: ``flowmatch bench coupling``.
 
 Prints, side by side from one process (every figure a median over interleaved repeats, so that
-load from other processes hits all variants alike):
+load from other processes hits all variants alike; ratios are taken within each repeat, then the
+median, and come as wall time and as process CPU time, the latter insensitive to other jobs):
 
 1. **Step time** of training the 3x64 SELU MLP with I-CFM and with OT-CFM, for data of 2
    (N(0, I) -> moons), 64 and 3072 dimensions (N(0, I) -> a 10-component Gaussian mixture) at
@@ -279,13 +280,15 @@ def _step_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
                 sampler, i, j = _torchcfm_pairs(x0, x1)
                 solve["torchcfm ot-cfm"] = _time_call(lambda: sampler.sample_plan(x0, x1), s.repeats)
                 stats["torchcfm ot-cfm"] = _pair_stats(x0, x1, i, j, opt)
-            base = _median([t[0] for t in times["i-cfm"]])
-            base_cpu = _median([t[1] for t in times["i-cfm"]])
+            base = times["i-cfm"]
             for name, ts in times.items():
                 key = next((k for k in solve if name.startswith(k)), None)
                 ms, cpu_ms = _median([t[0] for t in ts]), _median([t[1] for t in ts])
-                row = {"dim": dim, "batch": batch, "method": name, "step_ms": ms, "ratio": ms / base,
-                       "cpu_ms": cpu_ms, "cpu_ratio": cpu_ms / base_cpu,
+                # ratios paired by repeat (same minute of machine load), then the median
+                ratio = _median([t[0] / b[0] for t, b in zip(ts, base)])
+                cpu_ratio = _median([t[1] / b[1] for t, b in zip(ts, base)])
+                row = {"dim": dim, "batch": batch, "method": name, "step_ms": ms, "ratio": ratio,
+                       "cpu_ms": cpu_ms, "cpu_ratio": cpu_ratio,
                        "solve_ms": solve.get(key, math.nan) if key else math.nan,
                        "distinct": stats[key][0] if key else math.nan,
                        "cost_vs_emd": stats[key][1] if key else math.nan, "steps": steps,
@@ -391,7 +394,8 @@ def _f(v: float, digits: int = 2) -> str:
 
 
 def format_tables(rows, large_rows, quality_rows, s: CouplingBenchSettings) -> str:
-    out = [f"torch threads {s.threads}; medians of {s.repeats} interleaved repeats; exact solver "
+    out = [f"torch threads {s.threads}; medians of {s.repeats} interleaved repeats (ratios paired within a "
+           f"repeat); CPU = process CPU time; exact solver "
            f"{'auction (compiled)' if native_available() else 'emd (no C compiler)'}", ""]
     out += ["| dim | batch | method | ms/step | ratio to I-CFM | ratio - 1.2 | CPU ms/step | CPU ratio | "
             "coupling solve ms | distinct pairs | cost / emd optimum |",

@@ -286,7 +286,8 @@ def _train_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSetting
                 data, parent: dict[str, Any] | None, timing: dict[str, Any]):
     """Train the model of a cell: (model, TrainResult, device)."""
     if method == "2-rf":
-        assert parent is not None  # internal: the caller computes or reuses the rf cell first
+        if parent is None:  # the caller computes or reuses the rf cell first
+            raise RuntimeError("2-rf cell needs its rf parent cell, got None")
         device = resolve_device(s.device)
         rf = _load_model(cfg, _cell_dir(out, task.key, "rf", seed) / "model.safetensors", device)
         t0 = time.perf_counter()

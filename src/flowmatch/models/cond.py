@@ -88,7 +88,8 @@ class CondEmbedding(nn.Module):
     def forward(self, cond: Tensor | None, batch: int) -> Tensor:
         if self.table is not None:
             return self.table(self.label_index(cond, batch))
-        assert self.null is not None
+        if self.null is None:  # unreachable: __init__ sets a table or a null vector
+            raise RuntimeError("CondEmbedding has neither a label table nor a null vector")
         if cond is None:
             return self.null.expand(batch, -1)
         if is_label(cond):

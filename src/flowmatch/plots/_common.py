@@ -250,11 +250,16 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
             f"unsupported image format {fmt!r} for {str(dest)!r}; use one of: "
             f"{', '.join(sorted(supported))}"
         )
+    return write_atomic(dest, lambda fh: fig.savefig(fh, format=fmt, dpi=_DPI))
+
+
+def write_atomic(dest: Path, write) -> Path:
+    """Call ``write(binary_file)`` on a temporary file next to ``dest``, then os.replace it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=_DPI)
+            write(fh)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
         os.replace(tmp, dest)
     except BaseException:

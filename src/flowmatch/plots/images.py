@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from flowmatch._validate import check_positive_int
+from flowmatch.plots._common import write_atomic
 
 __all__ = ["plot_image_grid", "image_grid_array"]
 
@@ -103,16 +103,4 @@ def plot_image_grid(
         raise ValueError(f"image grids are written as PNG; the path must end in .png, got {str(dest)!r}")
     if dest.suffix == "":
         dest = dest.with_suffix(".png")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format="PNG")
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return dest
+    return write_atomic(dest, lambda fh: img.save(fh, format="PNG"))
