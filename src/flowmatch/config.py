@@ -93,7 +93,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     # threads that solve the couplings of the next steps while a step trains; "auto": 1 when the
-    # method pairs its batches (ot-cfm, sb-cfm) and there are 3+ CPUs, else 0 (inline)
+    # method pairs its batches (ot-cfm, sb-cfm) and there are 2+ CPUs, else 0 (inline)
     coupling_workers: int | str = "auto"
     # bookkeeping
     log_every: int = 50

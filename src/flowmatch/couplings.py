@@ -296,10 +296,14 @@ class BlockOT(Coupling):
       slabs onto slabs: measured 27% above the exact optimum on N(0, I) -> moons (n = 2048,
       blocks of 256) where random blocks are 5% above (``flowmatch bench coupling``).
 
-    A batch of at most ``block_size`` rows is paired by exact OT as a whole.
+    A batch of at most ``block_size`` rows is paired by exact OT as a whole. Measured on
+    N(0, I) -> moons (random blocks; batch 1024 / 4096): blocks of 64 cost 1.19 / 1.19 times the
+    exact optimum, 128: 1.09 / 1.10, 256: 1.05 / 1.05, 512: 1.02 / 1.02, solved in 11, 16, 23, 33 ms
+    at 1024 (exact: about 90 ms) and 46, 59, 89, 120 ms at 4096 (exact: 1.6 s). After equal
+    training at batch 1024, blocks of 128 or 256 give W2 and NPE within 5% of exact full-batch OT.
     """
 
-    def __init__(self, block_size: int = 512, *, partition: str = "random", solver: str = "auto"):
+    def __init__(self, block_size: int = 256, *, partition: str = "random", solver: str = "auto"):
         self.block_size = check_positive_int("block_size", block_size)
         self.partition = check_choice("partition", partition, ("sorted", "random"))
         self.solver = check_choice("solver", solver, SOLVERS)

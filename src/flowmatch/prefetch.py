@@ -61,16 +61,17 @@ class _Item:
 
 
 def auto_workers(coupling_is_identity: bool) -> int:
-    """Default number of coupling workers: 1 when there is a pairing to compute and at least 3 CPUs
-    (one for training, one for the solver, one to spare), else 0 (inline).
+    """Default number of coupling workers: 1 when there is a pairing to compute and at least 2 CPUs
+    (one trains, one solves the next steps' couplings), else 0 (inline).
 
-    On the 2-vCPU development VM, whose second vCPU is mostly busy with other jobs, one worker
-    measured no consistent gain over inline (wins and losses of up to 25% either way across the
-    cells of ``flowmatch bench coupling``), hence inline there. The results do not depend on it.
+    Measured with ``flowmatch bench coupling`` on the 2-vCPU development VM: while the second vCPU
+    was free, one worker beat inline in every cell (e.g. batch 256, 2D: OT-CFM step 1.78x I-CFM
+    instead of 2.61x; 64D: 1.21x instead of 2.06x); while other jobs kept both vCPUs busy it was a
+    wash (wins and losses within the noise). The results do not depend on it.
     """
     if coupling_is_identity:
         return 0
-    return 1 if (os.cpu_count() or 1) >= 3 else 0
+    return 1 if (os.cpu_count() or 1) >= 2 else 0
 
 
 class BatchPrefetcher:

@@ -79,6 +79,8 @@ def add_coupling(benches) -> argparse.ArgumentParser:
     p.add_argument("--exact-large-max", type=int, default=None,
                    help="compute the exact full-batch optimum up to this batch (default: 4096)")
     p.add_argument("--quality", action="store_true", help="also train and compare W2 / NPE / few-step W2")
+    p.add_argument("--quality-block", type=int, default=None,
+                   help="block size of the block-OT rows above that batch (step table and quality; default 256)")
     p.add_argument("--quality-steps", type=int, default=None, help="training steps per quality run (default: 3000)")
     p.add_argument("--quality-seeds", type=int, default=None, help="seeds per quality cell (default: 3)")
     p.add_argument("--no-torchcfm", action="store_true", help="skip TorchCFM's rows even when it is installed")
@@ -139,7 +141,7 @@ def run_coupling(args: argparse.Namespace) -> int:
         batches=_int_tuple("--batches", args.batches) if args.batches is not None else None,
         steps=args.steps, repeats=args.repeats, workers=args.workers, large=large,
         block_size=args.block_size, exact_large_max=args.exact_large_max, quality_steps=args.quality_steps,
-        quality_seeds=args.quality_seeds, seed=args.seed,
+        quality_seeds=args.quality_seeds, quality_block=args.quality_block, seed=args.seed,
         threads=args.threads, quality=True if args.quality else None,
         torchcfm=False if args.no_torchcfm else None,
     )

@@ -54,7 +54,7 @@ _HELP = {
     "eval_steps": "solver steps for the final evaluation",
     "coupling_workers": "threads that solve the couplings (OT) of the next steps while a step trains: "
                         "an integer >= 0 (0: inline) or auto (1 when the method pairs its batches and "
-                        "there are 3+ CPUs); the results are the same for every value",
+                        "there are 2+ CPUs); the results are the same for every value",
     "eval_guidance": "guidance scale w of the final evaluation and sample grid of conditional runs "
                      "(0: unconditional, 1: conditional)",
 }
