@@ -10,7 +10,7 @@ import torch
 
 import flowmatch
 from flowmatch import methods
-from flowmatch.cond_coupling import WithinLabels, condition_groups
+from flowmatch.couplings import WithinLabels, condition_groups
 from flowmatch.conditioning import NULL_LABEL, drop_condition, null_like, null_mask
 from flowmatch.couplings import ExactOT, Pairing, Sinkhorn
 from flowmatch.data.batches import TensorBatches

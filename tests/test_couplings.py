@@ -141,7 +141,7 @@ def test_get_coupling_and_bad_input():
 # Conditional couplings: label-restricted OT and the mixed data + condition cost
 # --------------------------------------------------------------------------------------------
 
-from flowmatch.cond_coupling import WithinLabels  # noqa: E402
+from flowmatch.couplings import WithinLabels  # noqa: E402
 from flowmatch.couplings import (  # noqa: E402
     BlockOT,
     ConditionalOT,
@@ -275,7 +275,7 @@ def test_plan_sampling_laws_on_a_3x3_plan():
     counts_rows = torch.zeros(3, 3)
     perms = {}
     trials = 1500
-    from flowmatch.couplings import _draw_sampling_noise
+    from flowmatch.couplings.sampling import draw_sampling_noise as _draw_sampling_noise
 
     for _ in range(trials):
         i0, i1 = pairs_from_plan(lp, "rows", _draw_sampling_noise("rows", 3, 3, g))

@@ -150,7 +150,7 @@ class FlowMatcher:
         x0 (B, *dims) from the source, x1 (B, *dims) from the target, cond (B, ...) attached to x1.
         The coupling runs first, then t, then eps, then (when there is a condition and
         ``cond_dropout > 0``) the condition-dropout draws: all from ``generator`` in that order. A
-        coupling whose ``__call__`` takes ``cond`` (e.g. :class:`flowmatch.cond_coupling.WithinLabels`)
+        coupling whose ``__call__`` takes ``cond`` (e.g. :class:`flowmatch.couplings.WithinLabels`)
         receives it, to pair only samples of equal condition. A precomputed ``pairing`` (e.g. from
         :meth:`prepare_pairing` run ahead in a worker, or set by :meth:`use_pairing`) replaces the
         coupling call.

@@ -156,13 +156,13 @@ def build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = Non
 
 def _build_matcher(cfg: RunConfig, data: RunData):
     """The method's objective; for conditional runs with condition dropout, and a coupling that pairs
-    only within labels (:class:`flowmatch.cond_coupling.WithinLabels`)."""
+    only within labels (:class:`flowmatch.couplings.WithinLabels`)."""
     fm = methods.get(cfg.method, sigma=cfg.sigma)
     if cfg.cond == "none":
         return fm
     if not methods.spec(cfg.method).simulation_free:
         raise ValueError(f"method {cfg.method!r} does not take a condition; use a flow matching method")
-    from flowmatch.cond_coupling import WithinLabels
+    from flowmatch.couplings import WithinLabels
     from flowmatch.matcher import _takes_cond
 
     fm.cond_dropout = cfg.guidance_dropout

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from flowmatch.conditioning import check_cond, is_label, null_mask
-from flowmatch.couplings import Coupling, Pairing
+from flowmatch.couplings.base import Coupling, Pairing
 
 __all__ = ["WithinLabels", "condition_groups"]
 
