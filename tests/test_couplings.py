@@ -255,7 +255,7 @@ def test_sampling_without_replacement_gives_distinct_pairs(sampling, reg):
         p = Sinkhorn(reg, sampling=sampling, max_iter=5000)(x0, x1, generator=torch.Generator().manual_seed(1))
     assert torch.equal(p.i0, torch.arange(96))
     assert sorted(p.i1.tolist()) == list(range(96))  # a permutation: 100% distinct pairs
-    rows = Sinkhorn(reg)(x0, x1, generator=torch.Generator().manual_seed(1))
+    rows = Sinkhorn(reg, max_iter=5000)(x0, x1, generator=torch.Generator().manual_seed(1))
     if reg == 100.0:  # nearly the product plan: rows sampling repeats targets, these never do
         assert len(set(rows.i1.tolist())) < 80
 
@@ -266,6 +266,48 @@ def test_round_of_a_sinkhorn_plan_is_the_exact_ot_permutation():
     exact = ExactOT()(x0, x1).i1
     for reg in (0.05, 1.0, 10.0):  # whatever the regularisation
         assert torch.equal(Sinkhorn(reg, sampling="round")(x0, x1).i1, exact)
+
+
+def test_gumbel_pairs_without_sinkhorn_equal_the_pairs_of_the_converged_plan():
+    # perturb-and-MAP sees the plan only through sum_i log P_is(i), in which the Sinkhorn
+    # potentials are a constant: exact OT of C / eps - G gives the plan's pairs, at any eps.
+    from flowmatch.couplings.sampling import draw_sampling_noise, pairs_from_plan as from_plan
+
+    g = torch.Generator().manual_seed(21)
+    x0 = torch.randn(64, 2, generator=g, dtype=torch.float64)
+    x1 = torch.randn(64, 2, generator=g, dtype=torch.float64) * 1.5 + 1
+    for reg in (0.05, 0.5, 5.0):
+        c = Sinkhorn(reg, sampling="gumbel", max_iter=20000, tol=1e-10)
+        res = c.plan(x0, x1)
+        assert res.converged
+        noise = draw_sampling_noise("gumbel", 64, 64, torch.Generator().manual_seed(int(reg * 100)))
+        _, via_plan = from_plan(res.log_plan, "gumbel", noise)
+        direct = c._solve(x0, x1, noise)
+        assert torch.equal(direct.i1, via_plan)
+    # and where Sinkhorn cannot converge (clusters far apart, tiny epsilon) it needs no fallback
+    far = torch.cat([x0[:32] - 40, x0[32:] + 40])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = Sinkhorn(1e-4, sampling="gumbel", max_iter=20)(far, x1, generator=torch.Generator().manual_seed(0))
+    assert sorted(p.i1.tolist()) == list(range(64))
+
+
+def test_sinkhorn_gives_up_early_only_when_the_measured_rate_cannot_reach_tol():
+    from flowmatch.data.toy2d import sample_toy
+
+    g = torch.Generator().manual_seed(3)  # clusters far apart at epsilon = 2: slow, linear rate
+    x0 = sample_toy("moons-wide", 96, generator=g).double()
+    x1 = sample_toy("8gaussians-wide", 96, generator=g).double()
+    C = squared_cost(x0, x1)
+    patient = sinkhorn_log(C, 2.0, max_iter=800, tol=1e-12, warn=False, give_up_early=False)
+    early = sinkhorn_log(C, 2.0, max_iter=800, tol=1e-12, warn=False)
+    assert not patient.converged and not early.converged  # the outcome is the same ...
+    assert early.n_iter < 0.75 * patient.n_iter  # ... sooner
+    # a reachable tolerance is reached, in exactly the same iterations as without the rule
+    on_time = sinkhorn_log(C, 2.0, max_iter=800, tol=1e-6, warn=False)
+    plain = sinkhorn_log(C, 2.0, max_iter=800, tol=1e-6, warn=False, give_up_early=False)
+    assert on_time.converged and on_time.n_iter == plain.n_iter
+    torch.testing.assert_close(on_time.plan, plain.plan, rtol=0, atol=0)
 
 
 def test_plan_sampling_laws_on_a_3x3_plan():

@@ -104,6 +104,19 @@ class SinkhornResult:
     converged: bool
 
 
+def _hopeless(history: dict[int, float], it: int, err: float, tol: float, max_iter: int,
+              window: int, min_iter: int) -> bool:
+    """Whether reaching ``tol`` at the linear rate measured over the last ``window`` iterations
+    would take more than twice the ``max_iter - it`` iterations left."""
+    before = history.get(it - window)
+    if it < min_iter or before is None or not before > 0 or not err > 0:
+        return False
+    decades_per_iter = math.log10(before / err) / window
+    if decades_per_iter <= 0:  # stalled (at the dtype's precision, or diverging)
+        return True
+    return math.log10(err / tol) / decades_per_iter > 2 * (max_iter - it)
+
+
 def sinkhorn_log(
     cost: Tensor,
     epsilon: float,
@@ -113,6 +126,7 @@ def sinkhorn_log(
     check_every: int = 10,
     warn: bool = True,
     eps_scaling: bool = True,
+    give_up_early: bool = True,
 ) -> SinkhornResult:
     """Entropic OT between uniform marginals by Sinkhorn iterations in the log domain.
 
@@ -133,6 +147,14 @@ def sinkhorn_log(
     of the final level (``max_iter`` counts those). Runs on the cost's device and dtype. If the
     error does not reach ``tol`` a :class:`SinkhornWarning` is issued (when ``warn``) and the last
     plan is returned.
+
+    Sinkhorn converges linearly, with a rate that degrades like exp(-gap / epsilon) when the
+    plan is made of clusters far apart (moons-wide -> 8gaussians-wide at epsilon = 2: about one
+    decade of error per 250 iterations). With ``give_up_early`` (default), after at least
+    10 ``check_every`` final-level iterations the rate measured over the last 5 ``check_every``
+    is extrapolated: when reaching ``tol`` at that rate would take more than twice the iterations
+    left (or the error stalls), the run stops there as not converged: the outcome of running out
+    of ``max_iter``, sooner.
     """
     epsilon = check_positive_float("epsilon", epsilon)
     max_iter = check_positive_int("max_iter", max_iter)
@@ -161,6 +183,7 @@ def sinkhorn_log(
     f, g = f * (prev_eps / epsilon), g * (prev_eps / epsilon)
     scaled = cost / epsilon
     err = float("inf")
+    history: dict[int, float] = {}
     it = 0
     for it in range(1, max_iter + 1):
         f = -torch.logsumexp(g[None, :] - scaled + log_b, dim=1)
@@ -170,6 +193,9 @@ def sinkhorn_log(
             row = torch.logsumexp(log_plan, dim=1).exp()
             err = float((row - 1.0 / n).abs().sum())
             if err <= tol:
+                break
+            history[it] = err
+            if give_up_early and _hopeless(history, it, err, tol, max_iter, 5 * check_every, 10 * check_every):
                 break
     log_plan = f[:, None] + g[None, :] - scaled + (log_a + log_b)
     converged = err <= tol

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from flowmatch._validate import check_choice, check_positive_float, check_positive_int
+from flowmatch.assignment import solve_assignment
 from flowmatch.couplings.base import Coupling, Pairing, _check_batches
 from flowmatch.couplings.exact import ExactOT
 from flowmatch.couplings.sampling import SAMPLINGS, draw_sampling_noise, pairs_from_plan
@@ -37,6 +38,12 @@ class Sinkhorn(Coupling):
     cost's scale), a :class:`~flowmatch.transport.SinkhornWarning` says so and ``fallback``
     decides: ``"exact"`` (default) pairs by exact OT, the epsilon -> 0 limit of the plan;
     ``"plan"`` samples the unconverged plan anyway. The result is never NaN.
+
+    ``gumbel`` and ``round`` never run Sinkhorn. They depend on the plan only through the score
+    sum_i log P_is(i) of a permutation s, and with log P_ij = (f_i + g_j - C_ij) / epsilon + const
+    the potentials add the same constant to every permutation's score: ``gumbel`` is exact OT of
+    C / epsilon - G (G iid Gumbel), ``round`` exact OT of C. One assignment solve, the pairs of
+    the converged plan, at any epsilon (no convergence to wait for, no fallback).
     """
 
     def __init__(
@@ -83,6 +90,8 @@ class Sinkhorn(Coupling):
         return self.prepare(x0, x1, generator=generator)()
 
     def _solve(self, x0: Tensor, x1: Tensor, noise) -> Pairing:
+        if self.sampling in ("gumbel", "round") and x0.shape[0] == x1.shape[0]:
+            return self._solve_by_assignment(x0, x1, noise)
         res = self.plan(x0, x1, warn=False)
         if not res.converged:
             use_exact = self.fallback == "exact" and x0.shape[0] == x1.shape[0]
@@ -98,6 +107,14 @@ class Sinkhorn(Coupling):
                 return ExactOT().pair(x0, x1)
         i0, i1 = pairs_from_plan(res.log_plan, self.sampling, noise)
         return Pairing(i0.to(x0.device), i1.to(x1.device))
+
+    def _solve_by_assignment(self, x0: Tensor, x1: Tensor, noise) -> Pairing:
+        """``gumbel`` / ``round`` pairs as one assignment (see the class docstring)."""
+        if self.sampling == "round":
+            return ExactOT().pair(x0, x1)
+        cost = squared_cost(x0.detach().double(), x1.detach().double()).cpu()
+        perm = solve_assignment((cost / self.epsilon(cost) - noise[0]).numpy()).perm
+        return Pairing(torch.arange(x0.shape[0], device=x0.device), torch.from_numpy(perm).to(x1.device))
 
 
 class UnbalancedOT(Coupling):
