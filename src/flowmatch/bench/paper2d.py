@@ -34,28 +34,29 @@ ones. A finished cell computed with other settings is an error (use another ``--
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-from flowmatch import methods as method_registry
 from flowmatch._io import atomic_write_text, write_json
-from flowmatch._validate import (
-    check_nonnegative_float,
-    check_positive_float,
-    check_positive_int,
+from flowmatch.bench.paper2d_report import _sinkhorn_note, format_paper2d_table, result_row, write_csv
+from flowmatch.bench.paper2d_setup import (
+    FLOOR_SEED_OFFSET,
+    METHODS,
+    RESULT_VERSION,
+    TASKS,
+    Paper2DResult,
+    Paper2DSettings,
+    Task,
+    _check_seq,
+    benchmark_cells,
 )
-from flowmatch.bench.published import published_2d
 from flowmatch.config import RunConfig
 from flowmatch.data import resolve_distribution
 from flowmatch.evaluate import evaluate_model, w2_at_steps, w2_sampling_floor
@@ -66,163 +67,6 @@ from flowmatch.transport import SinkhornWarning
 
 __all__ = ["Task", "TASKS", "METHODS", "Paper2DSettings", "Paper2DResult", "benchmark_cells",
            "run_paper2d", "format_paper2d_table", "FLOOR_SEED_OFFSET"]
-
-#: The floor's second test set is drawn from a generator seeded with seed + this offset
-#: (the data split of a seed uses seed + flowmatch.run.DATA_SEED_OFFSET).
-FLOOR_SEED_OFFSET = 2_000_029
-RESULT_VERSION = 1
-_RUNCONFIG_FIELDS = frozenset(f.name for f in fields(RunConfig))
-
-
-@dataclass(frozen=True)
-class Task:
-    """One benchmark task: a source and a target (built-in names) and the papers' label."""
-
-    key: str
-    label: str
-    source: str
-    target: str
-
-
-TASKS: dict[str, Task] = {
-    t.key: t
-    for t in [
-        Task("n-8gaussians", "N→8gaussians", "gaussian", "8gaussians"),
-        Task("moons-8gaussians", "moons→8gaussians", "moons-wide", "8gaussians-wide"),
-        Task("n-moons", "N→moons", "gaussian", "moons"),
-        Task("n-scurve", "N→scurve", "gaussian", "scurve"),
-    ]
-}
-
-#: Bench methods: the registry's names, plus ``2-rf`` (the 2-rectified flow, one reflow of rf).
-METHODS = ("ot-cfm", "i-cfm", "fm", "sb-cfm", "vp-cfm", "rf", "2-rf")
-
-
-def _check_seq(name: str, values: Sequence[str], choices: Sequence[str]) -> list[str]:
-    if isinstance(values, str):
-        values = [values]
-    out = []
-    for v in values:
-        if v not in choices:
-            raise ValueError(f"unknown {name} {v!r}; choose from: {', '.join(choices)}")
-        if v not in out:
-            out.append(v)
-    if not out:
-        raise ValueError(f"at least one {name} is needed, got none")
-    return out
-
-
-@dataclass
-class Paper2DSettings:
-    """Settings of the 2D benchmark; the defaults are the paper's setup."""
-
-    steps: int = 20_000
-    batch_size: int = 512
-    seeds: int = 5  # seeds 0 .. seeds-1
-    n_train: int = 10_000
-    n_test: int = 1_000
-    sigma: float = 0.1  # ot-cfm, i-cfm, fm, vp-cfm; sb-cfm keeps its default, rf is 0
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    hidden: int = 64
-    depth: int = 3
-    eval_steps: int = 100  # Euler steps of the main W2 and NPE
-    euler_steps: tuple[int, ...] = (1, 2, 4, 8, 100)  # the few-step W2 sweep
-    atol: float = 1e-4  # dopri5 NFE tolerance
-    rtol: float = 1e-4
-    reflow_solver: str = "dopri5"  # the solver that makes the 2-rf pairs
-    reflow_tol: float = 1e-5
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "seeds", "n_train", "n_test", "hidden", "depth", "eval_steps"):
-            setattr(self, name, check_positive_int(name, getattr(self, name)))
-        if self.n_test < 2:
-            raise ValueError(f"n_test must be at least 2, got {self.n_test}")
-        if self.batch_size > self.n_train:
-            raise ValueError(f"batch_size must not exceed n_train ({self.n_train}), got {self.batch_size}")
-        self.sigma = check_nonnegative_float("sigma", self.sigma)
-        self.lr = check_positive_float("lr", self.lr)
-        self.weight_decay = check_nonnegative_float("weight_decay", self.weight_decay)
-        self.atol = check_positive_float("atol", self.atol)
-        self.rtol = check_positive_float("rtol", self.rtol)
-        self.reflow_tol = check_positive_float("reflow_tol", self.reflow_tol)
-        if isinstance(self.euler_steps, (int, str)):
-            raise ValueError(f"euler_steps must be a sequence of positive integers, got {self.euler_steps!r}")
-        self.euler_steps = tuple(dict.fromkeys(check_positive_int("euler_steps", k) for k in self.euler_steps))
-        if not self.euler_steps:
-            raise ValueError("euler_steps must hold at least one step count, got none")
-        RunConfig(device=self.device)  # validates the device name
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> "Paper2DSettings":
-        """A tiny configuration that runs the whole pipeline in seconds (a smoke test, not a result)."""
-        base = dict(steps=10, batch_size=64, seeds=1, n_train=256, n_test=128)
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base)
-
-    @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.seeds))
-
-    def method_sigma(self, method: str) -> float | None:
-        """The sigma a method trains with (None: the registry's default, i.e. sb-cfm's 1.0)."""
-        if method in ("rf", "2-rf"):
-            return 0.0
-        if method == "sb-cfm":
-            return None
-        return self.sigma
-
-    def run_config(self, task: Task, method: str, seed: int) -> RunConfig:
-        """The RunConfig of a cell (``2-rf`` uses its parent ``rf`` run's config)."""
-        base = "rf" if method == "2-rf" else method
-        extra: dict[str, Any] = {}
-        if "score" in _RUNCONFIG_FIELDS and getattr(method_registry.spec(base), "learns_score", False):
-            # the table's SB-CFM is the flow-only ODE model; its score-learning variant ([SF]2M) is
-            # another row of the paper
-            extra["score"] = False
-        return RunConfig(
-            source=task.source, target=task.target, n_train=self.n_train, n_test=self.n_test,
-            test_split="paper", method=base, sigma=self.method_sigma(base), hidden=self.hidden,
-            depth=self.depth, activation="selu", steps=self.steps, batch_size=self.batch_size,
-            lr=self.lr, weight_decay=self.weight_decay, seed=seed, device=self.device,
-            eval_solver="euler", eval_steps=self.eval_steps, **extra,
-        )
-
-    def fingerprint(self, method: str) -> dict[str, Any]:
-        """The settings a cell's result depends on (compared when a cell is reused)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("seeds", "device", "sigma",
-                                                                  "reflow_solver", "reflow_tol")}
-        d["euler_steps"] = list(self.euler_steps)
-        d["sigma"] = self.method_sigma(method)
-        if method == "2-rf":
-            d["reflow_solver"] = self.reflow_solver
-            d["reflow_tol"] = self.reflow_tol
-        return d
-
-
-def benchmark_cells(tasks: Sequence[str], methods: Sequence[str]) -> list[tuple[str, str]]:
-    """(task, method) pairs to run; FM needs a Gaussian source, so moons -> 8gaussians has no FM."""
-    out = []
-    for t in tasks:
-        for m in methods:
-            if m == "fm" and TASKS[t].source != "gaussian":
-                continue
-            out.append((t, m))
-    return out
-
-
-@dataclass
-class Paper2DResult:
-    """What :func:`run_paper2d` did: every cell's row, the floors, the table and the files."""
-
-    rows: list[dict[str, Any]]
-    floors: dict[tuple[str, int], float]
-    table: str
-    computed: list[tuple[str, str, int]] = field(default_factory=list)
-    reused: list[tuple[str, str, int]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    files: dict[str, Path] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------- cells
@@ -357,108 +201,6 @@ def _floor(out: Path, task: Task, seed: int, s: Paper2DSettings, force: bool) ->
     return floor, True
 
 
-# ------------------------------------------------------------------------------------- report
-
-
-def _sinkhorn_note(res: dict[str, Any]) -> str:
-    n = res.get("sinkhorn_not_converged", 0)
-    return f", Sinkhorn unconverged at {n}/{res['settings']['steps']} steps" if n else ""
-
-
-def _row(res: dict[str, Any], floor: float) -> dict[str, Any]:
-    c, st, m, t = res["cell"], res["settings"], res["metrics"], res["timing"]
-    row = {"task": c["task"], "source": c["source"], "target": c["target"], "method": c["method"],
-           "seed": c["seed"], "steps": st["steps"], "batch_size": st["batch_size"],
-           "sigma": "" if st["sigma"] is None else st["sigma"], "n_train": st["n_train"],
-           "n_test": st["n_test"]}
-    row.update(m)
-    row["w2_floor"] = floor
-    for k in ("train_time_s", "steps_per_s", "pair_time_s", "pair_nfe", "parent_train_time_s",
-              "total_time_s"):
-        row[k] = t.get(k, "")
-    row["final_loss"] = res.get("final_loss")
-    row["sinkhorn_not_converged"] = res.get("sinkhorn_not_converged", 0)
-    row["device"] = res.get("device", "")
-    row["computed_at"] = res.get("computed_at", "")
-    return row
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k, "")) for k in cols})
-    return atomic_write_text(path, buf.getvalue())
-
-
-def _mean_std(values: list[float], digits: int) -> str:
-    vals = [float(v) for v in values if v is not None and v != "" and math.isfinite(float(v))]
-    if not vals:
-        return "-"
-    mean = sum(vals) / len(vals)
-    if len(vals) == 1:
-        return f"{mean:.{digits}f}"
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-    return f"{mean:.{digits}f}±{std:.{digits}f}"
-
-
-def format_paper2d_table(rows: list[dict[str, Any]], s: Paper2DSettings) -> str:
-    """The Markdown report: one line per (task, method), mean ± sample std over seeds, with the
-    [SF]2M Table 2 values beside ours and the sampling floor of each task."""
-    if not rows:
-        raise ValueError("format_paper2d_table needs at least one row, got none")
-    sweep = [k for k in s.euler_steps if k != s.eval_steps]
-    header = (["task", "method", "seeds", f"W2 (Euler {s.eval_steps})", "W2 paper", "NPE",
-               "NPE paper", "NFE dopri5"] + [f"W2 Euler {k}" for k in sweep]
-              + ["train s", "W2 floor"])
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["task"], r["method"]), []).append(r)
-    body = []
-    for (task, method), rs in groups.items():
-        label = TASKS[task].label
-        pw, pn = published_2d(method, label, "w2"), published_2d(method, label, "npe")
-        time_key = "total_time_s" if method == "2-rf" else "train_time_s"
-        body.append([label, method, str(len(rs)), _mean_std([r["w2"] for r in rs], 3),
-                     pw.format() if pw else "—", _mean_std([r["npe"] for r in rs], 3),
-                     pn.format() if pn else "—", _mean_std([r["nfe_dopri5"] for r in rs], 0)]
-                    + [_mean_std([r[f"w2_euler_{k}"] for r in rs], 3) for k in sweep]
-                    + [_mean_std([r[time_key] for r in rs], 1), _mean_std([r["w2_floor"] for r in rs], 3)])
-    width = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, width)) + " |"
-
-    seeds = sorted({r["seed"] for r in rows})
-    sb = method_registry.spec("sb-cfm").default_sigma
-    lines = [
-        "# 2D benchmark (Tong et al. TMLR 2024, Table 2): flowmatch bench paper2d",
-        "",
-        f"Setup: {s.depth}x{s.hidden} SELU MLP, AdamW lr {s.lr:g} weight decay {s.weight_decay:g}, "
-        f"batch {s.batch_size}, {s.steps} steps, sigma {s.sigma:g} (sb-cfm: its default {sb}, "
-        f"rf/2-rf: 0); {s.n_train} train / {s.n_test} test "
-        f"points per distribution (one draw split at random); seeds {', '.join(map(str, seeds))}.",
-        f"W2: exact, test sources pushed by Euler with {s.eval_steps} steps vs the {s.n_test} test "
-        f"targets; NPE along the same trajectories; NFE of dopri5 (atol {s.atol:g}, rtol {s.rtol:g}). "
-        "Cells: mean±std (sample std) over seeds.",
-        "",
-        line(header),
-        "|" + "|".join("-" * (w + 2) for w in width) + "|",
-        *(line(b) for b in body),
-        "",
-        "W2 paper / NPE paper: Tong et al. AISTATS 2024 ([SF]2M), Table 2 (5 seeds, 10k test points; "
-        "see flowmatch/bench/published.py). W2 depends on the test size: compare ours with the floor "
-        "column (W2 between the test set and an independent test set drawn the same way), not with 0.",
-    ]
-    if any(r["method"] == "2-rf" for r in rows):
-        lines.append("2-rf is the 2-rectified flow (one reflow of rf, pairs by "
-                     f"{s.reflow_solver} at tol {s.reflow_tol:g}), set beside the papers' RF row; its "
-                     "train s counts rf's training, the pairs and the reflow training.")
-    return "\n".join(lines) + "\n"
 
 
 def _plot_task(out: Path, task: Task, methods: list[str], seed: int, s: Paper2DSettings) -> dict[str, Path]:
@@ -564,11 +306,11 @@ def run_paper2d(
             res = get(task, m, seed)
             if (t, seed) not in result.floors:
                 result.floors[(t, seed)], _ = _floor(out, task, seed, s, force)
-            result.rows.append(_row(res, result.floors[(t, seed)]))
+            result.rows.append(result_row(res, result.floors[(t, seed)]))
 
     result.table = format_paper2d_table(result.rows, s)
     result.files["table"] = atomic_write_text(out / "table.md", result.table)
-    result.files["csv"] = _write_csv(out / "results.csv", result.rows)
+    result.files["csv"] = write_csv(out / "results.csv", result.rows)
     if plots:
         seed = s.seed_list[0]
         for t in task_keys:
