@@ -34,13 +34,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from flowmatch import methods
 from flowmatch._io import atomic_write_text, write_json
-from flowmatch.assignment import native_available, solve_assignment
+from flowmatch.assignment import solve_assignment
+from flowmatch.bench.coupling_report import format_tables
 from flowmatch.couplings import BlockOT, Coupling, ExactOT, Pairing, pairs_from_plan
 from flowmatch.data import sample_toy
 from flowmatch.data.batches import TensorBatches
@@ -341,94 +341,6 @@ def _large_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
     return rows
 
 
-# ----------------------------------------------------------------------------------------------
-# 3. quality after equal training
-
-
-def _quality_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
-    from flowmatch.evaluate import evaluate_model, w2_at_steps
-
-    g = torch.Generator().manual_seed(s.seed + 99)
-    x0_test = torch.randn(2000, 2, generator=g)
-    x1_test = sample_toy("moons", 2000, generator=g)
-    cases = [
-        (256, "exact (permutation)", lambda: ExactOT()),
-        (256, "emd plan, with replacement", lambda: WithReplacementOT()),
-        (1024, "exact full batch", lambda: ExactOT()),
-        (1024, f"block {s.quality_block} sorted", lambda: BlockOT(s.quality_block, partition="sorted")),
-        (1024, f"block {s.quality_block} random", lambda: BlockOT(s.quality_block, partition="random")),
-    ]
-    rows = []
-    for batch, name, make in cases:
-        per_seed = []
-        for seed in range(s.quality_seeds):
-            pools = _pools(2, 10_000, 1000 + seed)
-            t = _trainer(FlowMatcher(LinearPath(0.1), make()), 2, batch, s.quality_steps, s.workers, pools, seed)
-            t.config.lr_schedule = "cosine"
-            start = time.perf_counter()
-            t.fit()
-            wall = time.perf_counter() - start
-            model = t.model.eval()
-            rep = evaluate_model(model, x0_test, x1_test, solver="euler", steps=100, dopri5=False)
-            few = w2_at_steps(model, x0_test, x1_test, (1, 2, 4))
-            per_seed.append({"w2": rep.w2, "npe": rep.npe, "w2_1": few[1], "w2_2": few[2], "w2_4": few[4],
-                             "train_s": wall})
-        row = {"batch": batch, "coupling": name, "seeds": s.quality_seeds, "steps": s.quality_steps}
-        for k in per_seed[0]:
-            vals = [p[k] for p in per_seed]
-            row[k] = float(np.mean(vals))
-            row[k + "_std"] = float(np.std(vals))
-        rows.append(row)
-        if log:
-            log(f"quality batch {batch} {name}: W2 {row['w2']:.3f} NPE {row['npe']:.3f} "
-                f"W2@1,2,4 {row['w2_1']:.3f} {row['w2_2']:.3f} {row['w2_4']:.3f} ({row['train_s']:.0f} s)")
-    return rows
-
-
-# ----------------------------------------------------------------------------------------------
-# tables
-
-
-def _f(v: float, digits: int = 2) -> str:
-    return "-" if v != v else f"{v:.{digits}f}"
-
-
-def format_tables(rows, large_rows, quality_rows, s: CouplingBenchSettings) -> str:
-    out = [f"torch threads {s.threads}; medians of {s.repeats} interleaved repeats (ratios paired within a "
-           f"repeat); CPU = process CPU time; exact solver "
-           f"{'auction (compiled)' if native_available() else 'emd (no C compiler)'}", ""]
-    out += ["| dim | batch | method | ms/step | ratio to I-CFM | ratio - 1.2 | CPU ms/step | CPU ratio | "
-            "coupling solve ms | distinct pairs | cost / emd optimum |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append(f"| {r['dim']} | {r['batch']} | {r['method']} | {_f(r['step_ms'])} | {_f(r['ratio'])} | "
-                   f"{'-' if r['method'] == 'i-cfm' else _f(r['ratio'] - 1.2)} | {_f(r['cpu_ms'])} | "
-                   f"{_f(r['cpu_ratio'])} | {_f(r['solve_ms'])} | "
-                   f"{_f(r['distinct'] * 100, 1) + '%' if r['distinct'] == r['distinct'] else '-'} | "
-                   f"{_f(r['cost_vs_emd'], 7)} |")
-    if large_rows:
-        out += ["", "Large batches (2D N(0, I) -> moons), block coupling prefetched "
-                f"(coupling_workers={s.workers}):", "",
-                "| batch | coupling | solve ms | cost / exact | exact solve ms | I-CFM ms/step | "
-                "OT-CFM ms/step | ratio | cost matrix MiB (blocks; full n^2 float32) |",
-                "|---|---|---|---|---|---|---|---|---|"]
-        for r in large_rows:
-            out.append(f"| {r['batch']} | {r['coupling']} | {_f(r['solve_ms'], 0)} | {_f(r['cost_vs_exact'], 4)} | "
-                       f"{_f(r['exact_solve_ms'], 0)} | {_f(r['icfm_step_ms'])} | {_f(r['ot_step_ms'])} | "
-                       f"{_f(r['ratio'])} | {_f(r['cost_matrix_mib_blocks'], 1)}; "
-                       f"{_f(r['cost_matrix_mib_full_float32'], 0)} |")
-    if quality_rows:
-        out += ["", f"Quality after equal training (N(0, I) -> moons, {s.quality_steps} steps, cosine lr, "
-                f"{s.quality_seeds} seed(s), 2000 test points; mean ± std):", "",
-                "| batch | coupling | W2 (Euler 100) | NPE | W2 1 step | W2 2 steps | W2 4 steps | train s |",
-                "|---|---|---|---|---|---|---|---|"]
-        for r in quality_rows:
-            out.append(f"| {r['batch']} | {r['coupling']} | " + " | ".join(
-                f"{r[k]:.3f}±{r[k + '_std']:.3f}" for k in ("w2", "npe", "w2_1", "w2_2", "w2_4"))
-                + f" | {r['train_s']:.0f} |")
-    return "\n".join(out)
-
-
 def run_coupling_bench(out: str | Path | None, settings: CouplingBenchSettings | None = None, *,
                        log: Callable[[str], None] | None = print) -> CouplingBenchResult:
     """Run the benchmark; write ``table.md`` and ``results.json`` into ``out`` (None: nothing written)."""
@@ -443,7 +355,9 @@ def run_coupling_bench(out: str | Path | None, settings: CouplingBenchSettings |
                 log("torchcfm is not importable: its rows are skipped (pip install --no-deps torchcfm)")
         rows = _step_rows(s, log)
         large = _large_rows(s, log) if s.large else []
-        quality = _quality_rows(s, log) if s.quality else []
+        if s.quality:
+            from flowmatch.bench.coupling_quality import quality_rows
+        quality = quality_rows(s, log) if s.quality else []
     finally:
         torch.set_num_threads(before)
     table = format_tables(rows, large, quality, s)
