@@ -90,15 +90,11 @@ class ProbabilityPath(ABC):
         return f"{type(self).__name__}({fields})"
 
 
-class LinearPath(ProbabilityPath):
-    """Straight interpolant with constant noise (I-CFM, OT-CFM; sigma = 0 gives rectified flow).
+class _StraightMean(ProbabilityPath):
+    """Paths whose mean is the straight line mu_t = t x1 + (1 - t) x0 and whose noise scale is
+    ``self.sigma`` (stochastic when sigma > 0)."""
 
-    mu_t = t x1 + (1 - t) x0,  sigma_t = sigma,  u_t = x1 - x0.
-    Tong et al. TMLR 2024, eq. (14)-(15); Liu et al. ICLR 2023 (rectified flow) for sigma = 0.
-    """
-
-    def __init__(self, sigma: float = 0.0):
-        self.sigma = check_nonnegative_float("sigma", sigma)
+    sigma: float
 
     @property
     def is_stochastic(self) -> bool:
@@ -110,6 +106,17 @@ class LinearPath(ProbabilityPath):
 
     def dmu_t(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
         return x1 - x0
+
+
+class LinearPath(_StraightMean):
+    """Straight interpolant with constant noise (I-CFM, OT-CFM; sigma = 0 gives rectified flow).
+
+    mu_t = t x1 + (1 - t) x0,  sigma_t = sigma,  u_t = x1 - x0.
+    Tong et al. TMLR 2024, eq. (14)-(15); Liu et al. ICLR 2023 (rectified flow) for sigma = 0.
+    """
+
+    def __init__(self, sigma: float = 0.0):
+        self.sigma = check_nonnegative_float("sigma", sigma)
 
     def sigma_t(self, t: Tensor) -> Tensor:
         return torch.full_like(t, self.sigma)
@@ -152,7 +159,7 @@ class GaussianToDataPath(ProbabilityPath):
         return torch.zeros_like(t)
 
 
-class BrownianBridgePath(ProbabilityPath):
+class BrownianBridgePath(_StraightMean):
     """Brownian bridge between x0 and x1 with diffusion sigma (SB-CFM).
 
     mu_t = t x1 + (1 - t) x0,  sigma_t = sigma sqrt(t (1 - t)),
@@ -177,17 +184,6 @@ class BrownianBridgePath(ProbabilityPath):
             )
         self.t_eps = t_eps
         self.t_range = (t_eps, 1.0 - t_eps)
-
-    @property
-    def is_stochastic(self) -> bool:
-        return self.sigma > 0
-
-    def mu_t(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-        tt = pad_t(t, x0)
-        return tt * x1 + (1 - tt) * x0
-
-    def dmu_t(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-        return x1 - x0
 
     def sigma_t(self, t: Tensor) -> Tensor:
         return self.sigma * torch.sqrt(t * (1 - t))
