@@ -65,6 +65,10 @@ class RunConfig:
     n_train: int = 10_000
     n_test: int = 1_000
     test_split: str = "fresh"  # "fresh": independent test draw; "paper": random split of one draw
+    # time-labelled snapshot data (.npz/.csv, or the built-in "bifurcation"): trajectory inference
+    # across consecutive time points; source and target are then unused (flowmatch.trajectory)
+    snapshots: str | None = None
+    holdout: int | None = None  # snapshot runs: index of the intermediate time point left out of training
     # method
     method: str = "ot-cfm"
     sigma: float | None = None  # None: the method's paper default
@@ -95,6 +99,13 @@ class RunConfig:
     # threads that solve the couplings of the next steps while a step trains; "auto": 1 when the
     # method pairs its batches (ot-cfm, sb-cfm) and there are 2+ CPUs, else 0 (inline)
     coupling_workers: int | str = "auto"
+    # data-parallel runs (torchrun): "local" pairs each rank's batch, "global" solves one OT
+    # problem over the batches of all ranks (flowmatch.global_coupling)
+    coupling_scope: str = "local"
+    # GPU speed options (CUDA only; ignored with a warning on other devices): flowmatch.speed
+    bf16: bool = False
+    compile: bool = False
+    tf32: bool = False
     # bookkeeping
     log_every: int = 50
     checkpoint_every: int = 1000
@@ -126,6 +137,7 @@ class RunConfig:
             learners = ", ".join(n for n in methods.names() if methods.spec(n).learns_score)
             raise ValueError(f"score = true needs a method that learns a score ({learners}), "
                              f"got method {self.method!r}")
+        self._validate_snapshots(spec)
         if spec.requires_gaussian_source and self.source != "gaussian":
             raise ValueError(
                 f"method {self.method!r} flows from N(0, I) and needs --source gaussian, got {self.source!r}"
@@ -141,6 +153,12 @@ class RunConfig:
         if not (w == "auto" or (isinstance(w, int) and not isinstance(w, bool) and w >= 0)):
             raise ValueError(f"coupling_workers must be 'auto' or an integer >= 0, got {self.coupling_workers!r}")
         self.coupling_workers = w
+        check_choice("coupling_scope", self.coupling_scope, ("local", "global"))
+        if self.coupling_scope == "global" and self.cond != "none":
+            raise ValueError(f"coupling_scope 'global' needs an unconditional run (cond 'none'), got cond {self.cond!r}")
+        for name in ("bf16", "compile", "tf32"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         self.lr = check_positive_float("lr", self.lr)
         check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         self.weight_decay = check_nonnegative_float("weight_decay", self.weight_decay)
@@ -166,6 +184,22 @@ class RunConfig:
         if not (self.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         return self
+
+    def _validate_snapshots(self, spec) -> None:
+        """Rules of snapshot runs (--snapshots, --holdout)."""
+        if self.snapshots is not None:
+            if not isinstance(self.snapshots, str) or not self.snapshots:
+                raise ValueError(f"snapshots must be a built-in course name or a .npz/.csv file, got {self.snapshots!r}")
+            if not spec.simulation_free or spec.requires_gaussian_source:
+                raise ValueError(f"snapshot runs need a method that flows between data sets (i-cfm, ot-cfm, sb-cfm, "
+                                 f"vp-cfm, rf), got method {self.method!r}")
+            if self.cond != "none":
+                raise ValueError(f"snapshot runs take no condition, got cond {self.cond!r}")
+        if self.holdout is not None:
+            if self.snapshots is None:
+                raise ValueError(f"holdout needs snapshot data (--snapshots), got holdout {self.holdout!r} without it")
+            if isinstance(self.holdout, bool) or not isinstance(self.holdout, int) or self.holdout < 1:
+                raise ValueError(f"holdout must be the index of an intermediate time point (>= 1), got {self.holdout!r}")
 
     @property
     def resolved_sigma(self) -> float:

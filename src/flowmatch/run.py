@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from flowmatch import methods
+from flowmatch import distributed, methods
 from flowmatch._io import atomic_write_text, write_json
 from flowmatch.checkpoint import latest_checkpoint, load_checkpoint
 from flowmatch.config import RunConfig, dump_toml
@@ -33,6 +33,7 @@ from flowmatch.data import DataSplit, make_split, resolve_distribution
 from flowmatch.data.images import is_image_spec
 from flowmatch.data.batches import StreamBatches, TensorBatches
 from flowmatch.evaluate import EvalReport, evaluate_model
+from flowmatch.matcher import FlowMatcher
 from flowmatch.models import MLP
 from flowmatch.train import Trainer, TrainerConfig, TrainResult, resolve_device
 
@@ -44,7 +45,8 @@ SCORE_SEED_OFFSET = 7_919  # initial weights of the score network of [SF]2M runs
 CONFIG_FILE = "config.toml"
 #: Settings that may differ between a run and its resumption (the rest must match).
 RESUME_MAY_CHANGE = frozenset({"steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                               "eval_solver", "eval_steps", "eval_guidance", "device", "coupling_workers"})
+                               "eval_solver", "eval_steps", "eval_guidance", "device", "coupling_workers",
+                               "bf16", "compile", "tf32"})
 
 
 @dataclass
@@ -158,6 +160,12 @@ def _build_matcher(cfg: RunConfig, data: RunData):
     """The method's objective; for conditional runs with condition dropout, and a coupling that pairs
     only within labels (:class:`flowmatch.couplings.WithinLabels`)."""
     fm = methods.get(cfg.method, sigma=cfg.sigma)
+    if cfg.coupling_scope == "global":  # one OT problem over all ranks (cond runs are rejected by RunConfig)
+        if not isinstance(fm, FlowMatcher):
+            raise ValueError(f"coupling_scope 'global' needs a flow matching method, got method {cfg.method!r}")
+        from flowmatch.global_coupling import GlobalCoupling
+
+        fm.coupling = GlobalCoupling(fm.coupling, seed=cfg.seed)
     if cfg.cond == "none":
         return fm
     if not methods.spec(cfg.method).simulation_free:
@@ -176,7 +184,7 @@ def _trainer_config(cfg: RunConfig, quiet: bool) -> TrainerConfig:
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule=cfg.lr_schedule, weight_decay=cfg.weight_decay,
         grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, seed=cfg.seed, log_every=cfg.log_every,
         checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints, quiet=quiet,
-        coupling_workers=_coupling_workers(cfg),
+        coupling_workers=_coupling_workers(cfg), bf16=cfg.bf16, compile=cfg.compile, tf32=cfg.tf32,
     )
 
 
@@ -191,7 +199,7 @@ def _coupling_workers(cfg: RunConfig) -> int:
 
 
 def _make_trainer(cfg: RunConfig, data: RunData, out: Path | None, quiet: bool) -> Trainer:
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))  # cuda:LOCAL_RANK under torchrun
     if data.source_is_stream:
         dims = data.shape if data.shape is not None else (data.dim,)
         source = StreamBatches(
@@ -224,41 +232,33 @@ def train_run(
     Everything that can be checked is checked before the directory is touched, so a bad setting
     leaves no partial run directory behind. An existing non-empty ``out`` needs ``resume`` (continue
     from its latest checkpoint, with its own config.toml) or ``force`` (start over).
+
+    Under torchrun (a process group is initialised) every rank calls this and trains its replica
+    (:mod:`flowmatch.distributed`); only rank 0 writes the directory, evaluates and plots (the other
+    ranks return ``report = None``).
     """
     out_path = Path(out) if out is not None else None
-    if resume:
-        if out_path is None or not (out_path / CONFIG_FILE).is_file():
-            raise ValueError(f"cannot resume: run directory {str(out)!r} has no {CONFIG_FILE}")
-        saved = RunConfig.from_toml(out_path / CONFIG_FILE)
-        for name, value in saved.to_dict().items():
-            if name not in RESUME_MAY_CHANGE and getattr(cfg, name) != value:
-                raise ValueError(
-                    f"cannot resume with a different {name}: the run has {value!r}, got {getattr(cfg, name)!r}"
-                )
-        ck = latest_checkpoint(out_path / "checkpoints")
-        if ck is None:
-            raise ValueError(f"cannot resume: no checkpoint in {str(out_path / 'checkpoints')!r}")
-        done = int(json.loads((ck / "state.json").read_text())["step"])
-        if cfg.steps < done:
-            raise ValueError(f"steps must be >= the checkpoint's step {done}, got {cfg.steps}")
-    elif out_path is not None and out_path.exists() and not out_path.is_dir():
-        raise ValueError(f"the run directory must be a directory, got the file {str(out_path)!r}")
-    elif out_path is not None and out_path.exists() and any(out_path.iterdir()) and not force:
-        raise ValueError(
-            f"run directory {str(out_path)!r} exists and is not empty; pass --resume to continue it "
-            "or --force to overwrite it"
-        )
+    check_run_dir(cfg, out_path, resume=resume, force=force)
+    if cfg.snapshots is not None:  # trajectory inference across time points (flowmatch.snapshot_run)
+        from flowmatch.snapshot_run import train_snapshot_run
+
+        return train_snapshot_run(cfg, out_path, resume=resume, force=force, quiet=quiet, evaluate=evaluate,
+                                  plots=plots)
     data = build_data(cfg)
     trainer = _make_trainer(cfg, data, out_path, quiet)  # checks batch size against the data
-    if out_path is not None and not resume:
+    main = distributed.info().is_main
+    distributed.barrier()  # every rank has checked the directory before rank 0 changes it
+    if main and out_path is not None and not resume:
         if out_path.exists() and force:
             shutil.rmtree(out_path)
         out_path.mkdir(parents=True, exist_ok=True)
         write_config(cfg, out_path)
-    elif out_path is not None and resume:
+    elif main and out_path is not None and resume:
         write_config(cfg, out_path)
     result = trainer.fit(resume=resume)
     report = None
+    if not main:  # only rank 0 evaluates and writes
+        return trainer, result, None
     if evaluate and data.is_image:
         if data.labels is not None:  # the image metrics' classifier needs labels
             from flowmatch.image_run import evaluate_image_model
@@ -283,6 +283,35 @@ def train_run(
         if plots:
             plot_run(out_path, trainer.sampling_model, data, cfg)
     return trainer, result, report
+
+
+def check_run_dir(cfg: RunConfig, out_path: Path | None, *, resume: bool, force: bool) -> None:
+    """The run directory rules of :func:`train_run`, checked before anything is written: ``resume``
+    needs a run with a config and a checkpoint, and the same settings except :data:`RESUME_MAY_CHANGE`;
+    otherwise ``out`` must be new or empty, or ``force`` given."""
+    out = out_path
+    if resume:
+        if out_path is None or not (out_path / CONFIG_FILE).is_file():
+            raise ValueError(f"cannot resume: run directory {str(out)!r} has no {CONFIG_FILE}")
+        saved = RunConfig.from_toml(out_path / CONFIG_FILE)
+        for name, value in saved.to_dict().items():
+            if name not in RESUME_MAY_CHANGE and getattr(cfg, name) != value:
+                raise ValueError(
+                    f"cannot resume with a different {name}: the run has {value!r}, got {getattr(cfg, name)!r}"
+                )
+        ck = latest_checkpoint(out_path / "checkpoints")
+        if ck is None:
+            raise ValueError(f"cannot resume: no checkpoint in {str(out_path / 'checkpoints')!r}")
+        done = int(json.loads((ck / "state.json").read_text())["step"])
+        if cfg.steps < done:
+            raise ValueError(f"steps must be >= the checkpoint's step {done}, got {cfg.steps}")
+    elif out_path is not None and out_path.exists() and not out_path.is_dir():
+        raise ValueError(f"the run directory must be a directory, got the file {str(out_path)!r}")
+    elif out_path is not None and out_path.exists() and any(out_path.iterdir()) and not force:
+        raise ValueError(
+            f"run directory {str(out_path)!r} exists and is not empty; pass --resume to continue it "
+            "or --force to overwrite it"
+        )
 
 
 def write_config(cfg: RunConfig, out: Path) -> None:
@@ -315,7 +344,12 @@ def load_run(run_dir: str | Path, *, device: str = "auto", use_ema: bool = True)
     ck = load_checkpoint(path / "checkpoints")
     if cfg.score is None and cfg.resolved_score and not any(k.startswith("score_net.") for k in ck.model):
         cfg = cfg.replace(score=False)  # an sb-cfm run trained before sb-cfm learned its score
-    data = build_data(cfg)
+    if cfg.snapshots is not None:
+        from flowmatch.snapshot_run import build_snapshot_data
+
+        data = build_snapshot_data(cfg)
+    else:
+        data = build_data(cfg)
     model = build_model(cfg, data.dim, shape=data.shape, num_classes=data.num_classes)
     model.load_state_dict(ck.ema if (use_ema and ck.ema is not None) else ck.model)
     dev = resolve_device(device)
@@ -330,6 +364,10 @@ def evaluate_run(run: LoadedRun, *, solver: str | None = None, steps: int | None
     Fréchet distance at each ``guidance`` scale, default the run's ``eval_guidance``); the others an
     :class:`~flowmatch.evaluate.EvalReport`.
     """
+    if run.config.snapshots is not None:
+        from flowmatch.snapshot_run import evaluate_snapshot_model
+
+        return evaluate_snapshot_model(run.model, run.data, run.config, solver=solver, steps=steps, n=n)
     if run.data.is_image:
         from flowmatch.image_run import evaluate_image_model
 
@@ -349,6 +387,10 @@ def plot_run(out: Path, model: nn.Module, data: RunData, cfg: RunConfig,
     from flowmatch import plots
     from flowmatch.solvers import sample
 
+    if cfg.snapshots is not None:
+        from flowmatch.snapshot_run import plot_snapshot_run
+
+        return plot_snapshot_run(out, model, data, cfg, solver=solver, steps=steps)
     if data.is_image:
         from flowmatch.image_run import plot_image_samples
 

@@ -11,17 +11,18 @@ the same machine takes exactly the same steps as one that was never interrupted.
 the batches and pairings of later steps be drawn and solved ahead, in worker threads, while the
 current step trains (``coupling_workers``, :mod:`flowmatch.prefetch`), with the same pairs and
 weights as with ``coupling_workers=0``.
+
+Under torchrun (a process group initialised before the Trainer is built) the Trainer trains one
+data-parallel replica: ``batch_size`` is the global batch, split evenly over the ranks, each with
+its own seeds; the loss runs inside DistributedDataParallel; only rank 0 writes (see
+:mod:`flowmatch.distributed`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
-import io
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,28 +38,19 @@ from flowmatch._validate import (
     check_positive_int,
     check_probability,
 )
-from flowmatch._io import atomic_write_text
+from flowmatch import distributed
 from flowmatch.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from flowmatch.interrupt import DeferredInterrupt
+from flowmatch.train_log import LOG_COLUMNS, open_log
 from flowmatch.matcher import FlowMatcher
+from flowmatch.optim import EMA, LR_SCHEDULES, learning_rate
 from flowmatch.prefetch import BatchPrefetcher, StepBatch
+from flowmatch.speed import SpeedOptions
 
-__all__ = ["TrainerConfig", "TrainResult", "EMA", "Trainer", "resolve_device", "learning_rate"]
+__all__ = ["TrainerConfig", "TrainResult", "EMA", "Trainer", "resolve_device", "learning_rate", "LOG_COLUMNS"]
 
-LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "elapsed_s")
-LR_SCHEDULES = ("constant", "cosine")
 #: The path generator (t, eps) is seeded with seed + this offset.
 PATH_SEED_OFFSET = 3_000_017
-
-
-def learning_rate(base_lr: float, schedule: str, step: int, total: int) -> float:
-    """Learning rate of optimisation step ``step`` (0-based) out of ``total``.
-
-    constant: base_lr; cosine: base_lr (1 + cos(pi step / total)) / 2 (Loshchilov & Hutter 2017,
-    without restarts). A pure function of the step, so resuming needs no scheduler state.
-    """
-    if schedule == "cosine":
-        return base_lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
-    return base_lr
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -79,7 +71,7 @@ class TrainerConfig:
     """Optimisation and bookkeeping settings of :class:`Trainer`."""
 
     steps: int = 20_000
-    batch_size: int = 512
+    batch_size: int = 512  # the global batch: split evenly over data-parallel ranks
     lr: float = 1e-3
     weight_decay: float = 1e-5
     grad_clip: float = 0.0  # 0 disables clipping
@@ -92,6 +84,10 @@ class TrainerConfig:
     quiet: bool = False
     #: threads that compute the pairings of the next steps while a step trains (0: inline)
     coupling_workers: int = 0
+    #: GPU speed options (CUDA only; ignored with a warning elsewhere): see flowmatch.speed
+    bf16: bool = False
+    compile: bool = False
+    tf32: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
@@ -120,46 +116,7 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
 
 
-class EMA:
-    """Exponential moving average of parameters: theta_ema <- d theta_ema + (1 - d) theta."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for p_ema, p in zip(self.model.parameters(), model.parameters()):
-            p_ema.lerp_(p.detach(), 1.0 - self.decay)
-        for b_ema, b in zip(self.model.buffers(), model.buffers()):
-            b_ema.copy_(b)
-
-
 BatchFn = Callable[..., Tensor]
-
-
-class _DeferredInterrupt:
-    """Context manager that turns the first SIGINT into a flag (main thread only)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def _handler(self, signum, frame) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C interrupts at once
-
-    def __enter__(self) -> "_DeferredInterrupt":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 class Trainer:
@@ -207,18 +164,24 @@ class Trainer:
         self.source = source
         self.target = target
         self.config = config
+        # data parallel (flowmatch.distributed): batch_size is global, each rank draws its share
+        self.dist = distributed.info()
+        self.local_batch_size = distributed.local_batch_size(config.batch_size, self.dist.world_size)
         for batches in (source, target):
             check = getattr(batches, "check_batch_size", None)
             if check is not None:
-                check(config.batch_size)
+                check(self.local_batch_size)
+        self.speed = SpeedOptions(config.bf16, config.compile, config.tf32).for_device(self.device)
+        self._train_module = distributed.wrap_for_training(self.speed.setup(self.model), self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.metadata = metadata or {}
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
-        self.path_generator = torch.Generator(device=self.device).manual_seed(config.seed + PATH_SEED_OFFSET)
+        seed = distributed.rank_seed(config.seed, self.dist.rank)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.path_generator = torch.Generator(device=self.device).manual_seed(seed + PATH_SEED_OFFSET)
         self._prefetcher: BatchPrefetcher | None = None
         self.step = 0
         self._elapsed_before = 0.0
@@ -239,8 +202,9 @@ class Trainer:
             model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
             ema=self.ema.model.state_dict() if self.ema is not None else None,
-            rng={"generator": self._prefetcher.state() if self._prefetcher is not None else self.generator.get_state(),
-                 "path_generator": self.path_generator.get_state()},
+            rng=distributed.gather_states({  # every rank's streams (a collective)
+                "generator": self._prefetcher.state() if self._prefetcher is not None else self.generator.get_state(),
+                "path_generator": self.path_generator.get_state()}),
             state={
                 "elapsed_s": self._elapsed(),
                 "loss_sum": self._loss_sum,
@@ -254,7 +218,10 @@ class Trainer:
         """Write a checkpoint of the current step (no-op without a run directory)."""
         if self.run_dir is None:
             return None
-        return save_checkpoint(self.run_dir / "checkpoints", self._checkpoint(), keep=self.config.keep_checkpoints)
+        ckpt = self._checkpoint()  # on every rank: it gathers their generator states
+        if not self.dist.is_main:  # only rank 0 writes
+            return None
+        return save_checkpoint(self.run_dir / "checkpoints", ckpt, keep=self.config.keep_checkpoints)
 
     def load(self, path: str | Path) -> int:
         """Restore model, optimizer, EMA and generator from a checkpoint; returns its step."""
@@ -266,9 +233,10 @@ class Trainer:
             if ck.ema is None:
                 raise ValueError(f"checkpoint {str(ck.path)!r} has no EMA weights but ema_decay > 0")
             self.ema.model.load_state_dict(ck.ema)
-        self.generator.set_state(ck.rng["generator"].to(torch.uint8).cpu())
-        if "path_generator" in ck.rng:
-            self.path_generator.set_state(ck.rng["path_generator"].to(torch.uint8).cpu())
+        rng = distributed.states_for_rank(ck.rng, self.dist.rank, self.dist.world_size)
+        self.generator.set_state(rng["generator"].to(torch.uint8).cpu())
+        if "path_generator" in rng:
+            self.path_generator.set_state(rng["path_generator"].to(torch.uint8).cpu())
         self.step = ck.step
         self._elapsed_before = float(ck.state.get("elapsed_s", 0.0))
         self._loss_sum = float(ck.state.get("loss_sum", 0.0))
@@ -283,22 +251,9 @@ class Trainer:
         return self._elapsed_before + running
 
     def _open_log(self, resumed: bool):
-        if self.run_dir is None:
+        if self.run_dir is None or not self.dist.is_main:
             return None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / "log.csv"
-        rows: list[list[str]] = []
-        if resumed and path.is_file():  # drop rows written after the checkpoint we resume from
-            with open(path, newline="") as f:
-                reader = csv.reader(f)
-                next(reader, None)
-                rows = [r for r in reader if r and int(r[0]) <= self.step]
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(LOG_COLUMNS)
-        w.writerows(rows)
-        atomic_write_text(path, buf.getvalue())  # a crash here keeps the old log whole
-        return open(path, "a", newline="")
+        return open_log(self.run_dir / "log.csv", keep_until=self.step if resumed else None)
 
     # ------------------------------------------------------------------ loop
     def train_step(self) -> Tensor:
@@ -309,11 +264,14 @@ class Trainer:
             group["lr"] = lr
         batch = self._prefetcher.next() if self._prefetcher is not None else self._inline_batch()
         use_pairing = getattr(self.matcher, "use_pairing", None)  # objectives without a coupling lack it
+        extra = (batch.cond,) if batch.cond is not None else ()
+
+        def loss_of(model: nn.Module) -> Tensor:  # run as the (DDP) module's forward
+            return self.matcher.loss(model, batch.x0, batch.x1, *extra, generator=self.path_generator)
+
         with use_pairing(batch.pairing) if use_pairing is not None else contextlib.nullcontext():
-            if batch.cond is not None:
-                loss = self.matcher.loss(self.model, batch.x0, batch.x1, batch.cond, generator=self.path_generator)
-            else:
-                loss = self.matcher.loss(self.model, batch.x0, batch.x1, generator=self.path_generator)
+            with self.speed.autocast():
+                loss = self._train_module(loss_of)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -327,7 +285,7 @@ class Trainer:
     def _draw_step(self):
         """One step's draws from ``generator``, in order: x0, x1 (and its condition), then the
         coupling's random numbers; returns them with the thunk that computes the pairing."""
-        n = self.config.batch_size
+        n = self.local_batch_size
         x0 = self.source(n, generator=self.generator)
         x1 = self.target(n, generator=self.generator)
         cond = None
@@ -373,10 +331,10 @@ class Trainer:
                                dtype=torch.float32 if self.device.type == "mps" else torch.float64)
         self.model.train()
         self._t_start = time.perf_counter()
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=cfg.quiet, desc="train", unit="step",
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=cfg.quiet or not self.dist.is_main, desc="train", unit="step",
                    dynamic_ncols=True, leave=True)
         step0 = self.step
-        interrupt = _DeferredInterrupt()
+        interrupt = DeferredInterrupt()
         self._prefetcher = BatchPrefetcher(self._draw_step, self.generator, workers=cfg.coupling_workers,
                                            limit=cfg.steps - self.step)
         try:
@@ -390,9 +348,10 @@ class Trainer:
                         self.path_generator.set_state(path_before)
                         raise
                     self._loss_count += 1
+                    distributed.fault_hook(self.step)  # testing hook, no-op unless FLOWMATCH_FAULT_AT_STEP
                     bar.update(1)
                     if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                        self._loss_sum += float(loss_acc)
+                        self._loss_sum += distributed.mean_over_ranks(loss_acc)
                         loss_acc.zero_()
                         mean = self._loss_sum / self._loss_count
                         losses.append((self.step, mean))
@@ -411,8 +370,9 @@ class Trainer:
                     if interrupt.requested:
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
-            self._flush_loss(loss_acc)
-            self.save()  # never lose work: the run resumes from here
+            if self.dist.world_size == 1:  # never lose work (ranks interrupted apart cannot gather)
+                self._flush_loss(loss_acc)
+                self.save()
             raise
         finally:
             bar.close()
@@ -435,4 +395,4 @@ class Trainer:
         )
 
     def _flush_loss(self, loss_acc: Tensor) -> None:
-        self._loss_sum += float(loss_acc)
+        self._loss_sum += distributed.mean_over_ranks(loss_acc)

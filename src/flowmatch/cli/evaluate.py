@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         from flowmatch._validate import check_positive_int
 
         n = check_positive_int("--n", n)
+    if run.config.snapshots is not None:
+        return _snapshot_eval(args, run, n)
     if run.data.is_image:
         return _image_eval(args, run, n)
     if args.guidance is not None:
@@ -98,6 +100,26 @@ def _image_eval(args: argparse.Namespace, run, n: int | None) -> int:
     elif not args.quiet:
         print(f"{args.run}: {run.config.method}, step {run.step}, cond {run.config.cond}")
         print(image_table(rep))
+    return 0
+
+
+def _snapshot_eval(args: argparse.Namespace, run, n: int | None) -> int:
+    """Snapshot runs: the held-out W1 (ODE; SDE too with a score) and the W1 at the training time points;
+    also written to RUN/eval.json."""
+    from flowmatch._io import write_json
+    from flowmatch.run import evaluate_run
+
+    if args.nll or args.guidance is not None:
+        raise ValueError("--nll and --guidance do not apply to snapshot runs")
+    rep = evaluate_run(run, solver=args.solver, steps=args.steps, n=n)
+    out = {"step": run.step, "method": run.config.method, **rep.to_dict()}
+    write_json(run.path / "eval.json", out)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    elif not args.quiet:
+        held = "" if run.data.holdout is None else f", time point {run.data.holdout} held out"
+        print(f"{args.run}: {run.config.method}, step {run.step}, {run.data.full.name}{held}")
+        print(rep.summary())
     return 0
 
 

@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     if args.grid is not None and not str(args.grid).lower().endswith(".png"):
         raise ValueError(f"--grid must be a .png file, got {args.grid!r}")
     run = load_run(args.run, device=args.device, use_ema=not args.no_ema)
+    if getattr(run.config, "snapshots", None) is not None:
+        raise ValueError(f"sample draws from a run's source at t = 0 to 1; {args.run!r} is a snapshot run: push its "
+                         "populations with flowmatch.trajectory_inference.push (see `flowmatch eval`)")
     if args.grid is not None and not run.data.is_image:
         raise ValueError(f"--grid needs an image run, got target {run.config.target!r}")
     src = resolve_distribution(run.config.source, dim=run.data.dim if run.config.source == "gaussian" else None)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,11 @@ _HELP = {
     "n_train": "training points drawn per built-in distribution (files: all rows but the test part)",
     "n_test": "held-out points per distribution, used by the evaluation",
     "test_split": "built-in data: fresh (independent test draw) or paper (random split of one draw)",
+    "snapshots": "time-labelled data for trajectory inference: a .npz (arrays x (N, D) and t (N,)) or a .csv "
+                 "with a header and a time column t or time, or the built-in course bifurcation; trains "
+                 "across consecutive time points (source and target are unused)",
+    "holdout": "snapshot runs: index (0-based, among the sorted time points) of an intermediate time point "
+               "left out of training; eval reports the W1 of the previous time point pushed to it",
     "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf; or cnf (maximum-likelihood CNF baseline)",
     "sigma": "path noise sigma (fm: sigma_min); default: the method's paper value",
     "score": "true/false: also learn the score of the path ([SF]2M), so that `flowmatch sample --sde` "
@@ -39,7 +47,7 @@ _HELP = {
     "activation": "MLP activation: selu, silu, relu, gelu, tanh, elu",
     "time_embedding": "how t enters the MLP: concat or sinusoidal",
     "steps": "optimisation steps",
-    "batch_size": "pairs per step",
+    "batch_size": "pairs per step: the global batch (with --nproc N each process draws batch_size / N)",
     "lr": "AdamW learning rate",
     "lr_schedule": "constant, or cosine decay to 0 over the run",
     "weight_decay": "AdamW weight decay",
@@ -57,6 +65,11 @@ _HELP = {
                         "there are 2+ CPUs); the results are the same for every value",
     "eval_guidance": "guidance scale w of the final evaluation and sample grid of conditional runs "
                      "(0: unconditional, 1: conditional)",
+    "coupling_scope": "data-parallel runs (--nproc, torchrun): local (each process pairs its own batch) or "
+                      "global (one OT problem over the batches of all processes, each keeps its slice)",
+    "bf16": "CUDA only: bfloat16 autocast of the forward pass (ignored with a note on other devices)",
+    "compile": "CUDA only: torch.compile the model for training (ignored with a note on other devices)",
+    "tf32": "CUDA only: TF32 tensor cores for float32 matmuls (ignored with a note on other devices)",
 }
 
 
@@ -69,7 +82,9 @@ def _bool_flag(text: str) -> bool:
 
 
 #: Flag types of the RunConfig fields whose default is None.
-_NONE_DEFAULT_TYPES = {"sigma": float, "score": _bool_flag}
+_NONE_DEFAULT_TYPES = {"sigma": float, "score": _bool_flag, "holdout": int}
+#: How the help shows the default of RunConfig fields whose default is None (else "method default").
+_NONE_DEFAULT_SHOWN = {"snapshots": "none", "holdout": "none"}
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -78,11 +93,13 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 
     for f in fields(RunConfig):
         default = f.default
-        kind = {int: int, float: float, str: str}.get(type(default), _NONE_DEFAULT_TYPES.get(f.name, str))
-        shown = default if default is not None else "method default"
+        kind = {int: int, float: float, str: str, bool: _bool_flag}.get(type(default),
+                                                                        _NONE_DEFAULT_TYPES.get(f.name, str))
+        shown = default if default is not None else _NONE_DEFAULT_SHOWN.get(f.name, "method default")
+        switch = dict(nargs="?", const=True) if isinstance(default, bool) else {}  # --bf16 = --bf16 true
         p.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
-            metavar=f.name.upper(), help=f"{_HELP[f.name]} (default: {shown})",
+            metavar=f.name.upper(), help=f"{_HELP[f.name]} (default: {shown})", **switch,
         )
 
 
@@ -96,6 +113,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="train data-parallel on this many local processes: launches torchrun "
+                   "(torch.distributed.run) with `-m flowmatch train` and these flags; --batch-size is "
+                   "the global batch, split evenly over the processes")
+    p.add_argument("--max-restarts", type=int, default=None,
+                   help="with --nproc: restart the workers this many times after a failure; each restart "
+                   "resumes from the latest checkpoint (default: 0)")
     add_common(p)
     p.set_defaults(func=run)
     return p
@@ -113,8 +137,12 @@ def run(args: argparse.Namespace) -> int:
     from flowmatch.report import eval_row, format_table
     from flowmatch.run import CONFIG_FILE, train_run
 
+    from flowmatch import distributed
+
     if args.out is None:
         raise ValueError("train needs --out RUN_DIR (the run directory to write or, with --resume, to continue)")
+    if distributed.restart_count() > 0:  # torchrun restarted us after a fault: continue the run
+        args.resume, args.force = distributed.restart_resume_mode(args.out)
     settings: dict[str, Any] = {}
     if args.resume:
         run_cfg = Path(args.out) / CONFIG_FILE
@@ -125,20 +153,83 @@ def run(args: argparse.Namespace) -> int:
         settings.update(load_toml(args.config))
     settings.update(_explicit(args))
     cfg = RunConfig.from_dict(settings)
+    if args.nproc is not None or args.max_restarts is not None:
+        return _launch(cfg, args)
     default_threads_for_small_models(args, small_model=cfg.model == "mlp" or (
         cfg.model == "auto" and not is_image_spec(cfg.target)))
-    _, result, report = train_run(cfg, args.out, resume=args.resume, force=args.force,
-                                  quiet=args.quiet, plots=not args.no_plots)
-    if not args.quiet:
+    with distributed.process_group(cfg.device) as dist, _speed_note(cfg, quiet=not dist.is_main):
+        _, result, report = train_run(cfg, args.out, resume=args.resume, force=args.force,
+                                      quiet=args.quiet, plots=not args.no_plots)
+    if not args.quiet and dist.is_main:
         print(f"trained {cfg.method} for {result.step} steps in {result.elapsed_s:.1f} s "
               f"({result.steps_per_s:.1f} steps/s); final loss {result.final_loss:.4f}")
         if report is not None and hasattr(report, "real_fd"):  # image runs: classifier metrics
             from flowmatch.image_run import image_table
 
             print(image_table(report))
+        elif report is not None and hasattr(report, "summary"):  # snapshot runs: held-out W1
+            print(report.summary())
         elif report is not None:
             print(format_table([eval_row(cfg.method, report, result.elapsed_s)]))
         print(f"run directory: {args.out}")
     return 0
 
 
+@contextlib.contextmanager
+def _speed_note(cfg, *, quiet: bool):
+    """GPU speed options asked for off CUDA: one note line (instead of the library's warning)."""
+    from flowmatch.speed import SpeedOptions, SpeedOptionWarning, ignored_message
+    from flowmatch.train import resolve_device
+
+    requested = SpeedOptions(cfg.bf16, cfg.compile, cfg.tf32).requested
+    device = resolve_device(cfg.device)
+    if requested and device.type != "cuda" and not quiet:
+        print(f"flowmatch: note: {ignored_message(requested, device)}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SpeedOptionWarning)
+        yield
+
+
+def _flag_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The ``flowmatch train`` arguments of each torchrun worker: the flags given, minus --nproc
+    and --max-restarts (RunConfig values written back as text)."""
+    argv = ["train"]
+    for name, value in _explicit(args).items():
+        argv += ["--" + name.replace("_", "-"), _flag_text(value)]
+    for name in ("config", "out", "threads"):
+        if getattr(args, name) is not None:
+            argv += ["--" + name, str(getattr(args, name))]
+    for name in ("resume", "force", "no_plots", "quiet"):
+        if getattr(args, name):
+            argv.append("--" + name.replace("_", "-"))
+    return argv
+
+
+def _launch(cfg, args: argparse.Namespace) -> int:
+    """--nproc N: check what can be checked here, then run torchrun with N local workers."""
+    from flowmatch import distributed
+    from flowmatch.run import check_run_dir
+
+    if args.nproc is None:
+        raise ValueError(f"--max-restarts needs --nproc (or pass --max-restarts to torchrun), got --max-restarts "
+                         f"{args.max_restarts}")
+    if distributed.launched_by_torchrun():
+        raise ValueError(f"--nproc launches torchrun itself; inside torchrun leave it out, got --nproc {args.nproc}")
+    nproc = args.nproc
+    if isinstance(nproc, bool) or nproc < 1:
+        raise ValueError(f"nproc must be a positive integer, got {nproc!r}")
+    distributed.local_batch_size(cfg.batch_size, nproc)
+    if distributed.backend_for(cfg.device) == "nccl":
+        import torch
+
+        if nproc > torch.cuda.device_count():
+            raise ValueError(f"nproc must not exceed the {torch.cuda.device_count()} CUDA devices with device "
+                             f"{cfg.device!r}, got {nproc} (use --device cpu for gloo processes)")
+    check_run_dir(cfg, Path(args.out), resume=args.resume, force=args.force)
+    return distributed.launch(nproc, worker_argv(args), max_restarts=args.max_restarts or 0)

@@ -28,6 +28,7 @@ from __future__ import annotations
 from flowmatch.plots.images import plot_image_grid
 from flowmatch.plots.loss import plot_loss, plot_loss_csv, plot_loss_curves
 from flowmatch.plots.samples import plot_sample_panels, plot_samples
+from flowmatch.plots.snapshots import plot_snapshot_trajectories
 from flowmatch.plots.trajectories import plot_trajectories, plot_trajectory_panels
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "plot_trajectory_panels",
     "plot_loss_curves",
     "plot_image_grid",
+    "plot_snapshot_trajectories",
 ]

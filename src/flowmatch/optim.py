@@ -1,0 +1,41 @@
+"""Optimisation helpers of the Trainer: the learning-rate schedule and the EMA of the weights."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["LR_SCHEDULES", "learning_rate", "EMA"]
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(base_lr: float, schedule: str, step: int, total: int) -> float:
+    """Learning rate of optimisation step ``step`` (0-based) out of ``total``.
+
+    constant: base_lr; cosine: base_lr (1 + cos(pi step / total)) / 2 (Loshchilov & Hutter 2017,
+    without restarts). A pure function of the step, so resuming needs no scheduler state.
+    """
+    if schedule == "cosine":
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
+    return base_lr
+
+
+class EMA:
+    """Exponential moving average of parameters: theta_ema <- d theta_ema + (1 - d) theta."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for p_ema, p in zip(self.model.parameters(), model.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - self.decay)
+        for b_ema, b in zip(self.model.buffers(), model.buffers()):
+            b_ema.copy_(b)
