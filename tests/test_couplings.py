@@ -431,3 +431,18 @@ def test_new_couplings_bad_input():
     with pytest.raises(ValueError, match="needs n <= m"):
         pairs_from_plan(torch.zeros(3, 2), "sequential", (torch.arange(3), torch.zeros(3, 2)))
     assert isinstance(get_coupling("block", block_size=64), BlockOT)
+
+
+def test_kernel_and_log_domain_sinkhorn_agree(monkeypatch):
+    import flowmatch.transport as transport
+
+    g = torch.Generator().manual_seed(23)
+    x0, x1 = torch.randn(80, 2, generator=g), torch.randn(70, 2, generator=g) * 2 + 1
+    C = squared_cost(x0, x1)
+    eps = float(C.max() - C.min()) / 150  # within the kernel's range, 4 epsilon-scaling levels
+    kernel = sinkhorn_log(C, eps, max_iter=5000, tol=1e-6)
+    monkeypatch.setattr(transport, "KERNEL_MAX_RATIO", 0.0)  # every level in the log domain
+    logdom = sinkhorn_log(C, eps, max_iter=5000, tol=1e-6)
+    assert kernel.converged and logdom.converged and kernel.plan.dtype == torch.float32
+    torch.testing.assert_close(kernel.plan, logdom.plan, atol=1e-6 / 80, rtol=0)
+    torch.testing.assert_close(kernel.plan.sum(0), torch.full((70,), 1 / 70), atol=1e-6, rtol=0)

@@ -32,6 +32,11 @@ __all__ = [
 ]
 
 
+#: Largest (max C - min C) / epsilon at which Sinkhorn iterates with the kernel exp(-C / epsilon)
+#: (float64) instead of in the log domain.
+KERNEL_MAX_RATIO = 200.0
+
+
 class SinkhornWarning(UserWarning):
     """Sinkhorn stopped before its marginals reached the requested tolerance."""
 
@@ -117,6 +122,46 @@ def _hopeless(history: dict[int, float], it: int, err: float, tol: float, max_it
     return math.log10(err / tol) / decades_per_iter > 2 * (max_iter - it)
 
 
+class _SinkhornStep:
+    """The two half-steps of Sinkhorn at one epsilon, on potentials divided by epsilon:
+
+        f_i = -log sum_j exp(g_j - C_ij / epsilon + log b_j),  g_j likewise over i.
+
+    When the scaled cost range (max C - min C) / epsilon is at most :data:`KERNEL_MAX_RATIO`, they
+    run as matrix-vector products with the kernel K = exp(-(C - min C) / epsilon) in float64,
+    whose entries then stay above e^-200 (and the scalings exp(g) within float64's range): the
+    same numbers as the log-domain form to rounding, several times faster (one exp per entry per
+    level instead of two per iteration), with the potentials kept in float64. Beyond that ratio,
+    the log-domain logsumexp in the cost's dtype.
+    """
+
+    def __init__(self, cost: Tensor, epsilon: float, cmin: float, spread: float):
+        self.dtype = cost.dtype
+        self.kernel = spread / epsilon <= KERNEL_MAX_RATIO
+        if self.kernel:
+            self.K = torch.exp(-(cost.double() - cmin) / epsilon)
+            self.shift = cmin / epsilon  # C / epsilon = (C - min C) / epsilon + shift
+        else:
+            self.scaled = cost / epsilon
+
+    def rows(self, g: Tensor, log_b: float) -> Tensor:
+        if self.kernel:
+            return self.shift - torch.log(self.K @ torch.exp(g.double() + log_b))
+        return -torch.logsumexp(g.to(self.dtype)[None, :] - self.scaled + log_b, dim=1)
+
+    def cols(self, f: Tensor, log_a: float) -> Tensor:
+        if self.kernel:
+            return self.shift - torch.log(self.K.T @ torch.exp(f.double() + log_a))
+        return -torch.logsumexp(f.to(self.dtype)[:, None] - self.scaled + log_a, dim=0)
+
+    def row_sums(self, f: Tensor, g: Tensor, log_a: float, log_b: float) -> Tensor:
+        """Row sums of the plan exp(f_i + g_j - C_ij / epsilon + log a + log b)."""
+        if self.kernel:
+            return torch.exp(f.double() + log_a - self.shift) * (self.K @ torch.exp(g.double() + log_b))
+        return torch.logsumexp(f.to(self.dtype)[:, None] + g.to(self.dtype)[None, :] - self.scaled + (log_a + log_b),
+                               dim=1).exp()
+
+
 def sinkhorn_log(
     cost: Tensor,
     epsilon: float,
@@ -144,7 +189,9 @@ def sinkhorn_log(
     sparse scaling algorithms", Section 3.2): the fixed point is the same, but small epsilon then
     converges in tens instead of thousands of iterations. After each g-update the column
     marginals are exact; the row marginal L1 error is checked every ``check_every`` iterations
-    of the final level (``max_iter`` counts those). Runs on the cost's device and dtype. If the
+    of the final level (``max_iter`` counts those). Runs on the cost's device and returns the plan
+    in its dtype; while (max C - min C) / epsilon <= :data:`KERNEL_MAX_RATIO` the iterations are
+    matrix-vector products with exp(-C / epsilon) in float64 (:class:`_SinkhornStep`). If the
     error does not reach ``tol`` a :class:`SinkhornWarning` is issued (when ``warn``) and the last
     plan is returned.
 
@@ -167,37 +214,37 @@ def sinkhorn_log(
     # f and g below are the potentials divided by the current epsilon.
     f = torch.zeros(n, dtype=cost.dtype, device=cost.device)
     g = torch.zeros(m, dtype=cost.dtype, device=cost.device)
+    cmin = float(cost.min())
+    spread = float(cost.max()) - cmin
     levels = [epsilon]
     if eps_scaling:
-        spread = float(cost.max() - cost.min())
         while levels[0] * 4.0 < spread:
             levels.insert(0, levels[0] * 4.0)
     prev_eps = levels[0]
     for eps_k in levels[:-1]:
         f, g = f * (prev_eps / eps_k), g * (prev_eps / eps_k)
-        scaled = cost / eps_k
+        step = _SinkhornStep(cost, eps_k, cmin, spread)
         for _ in range(10):
-            f = -torch.logsumexp(g[None, :] - scaled + log_b, dim=1)
-            g = -torch.logsumexp(f[:, None] - scaled + log_a, dim=0)
+            f = step.rows(g, log_b)
+            g = step.cols(f, log_a)
         prev_eps = eps_k
     f, g = f * (prev_eps / epsilon), g * (prev_eps / epsilon)
-    scaled = cost / epsilon
+    step = _SinkhornStep(cost, epsilon, cmin, spread)
     err = float("inf")
     history: dict[int, float] = {}
     it = 0
     for it in range(1, max_iter + 1):
-        f = -torch.logsumexp(g[None, :] - scaled + log_b, dim=1)
-        g = -torch.logsumexp(f[:, None] - scaled + log_a, dim=0)
+        f = step.rows(g, log_b)
+        g = step.cols(f, log_a)
         if it % check_every == 0 or it == max_iter:
-            log_plan = f[:, None] + g[None, :] - scaled + (log_a + log_b)
-            row = torch.logsumexp(log_plan, dim=1).exp()
-            err = float((row - 1.0 / n).abs().sum())
+            err = float((step.row_sums(f, g, log_a, log_b) - 1.0 / n).abs().sum())
             if err <= tol:
                 break
             history[it] = err
             if give_up_early and _hopeless(history, it, err, tol, max_iter, 5 * check_every, 10 * check_every):
                 break
-    log_plan = f[:, None] + g[None, :] - scaled + (log_a + log_b)
+    scaled = cost / epsilon
+    log_plan = (f[:, None] + g[None, :] - scaled + (log_a + log_b)).to(cost.dtype)
     converged = err <= tol
     if not converged and warn:
         warnings.warn(
