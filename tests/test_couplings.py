@@ -444,5 +444,5 @@ def test_kernel_and_log_domain_sinkhorn_agree(monkeypatch):
     monkeypatch.setattr(transport, "KERNEL_MAX_RATIO", 0.0)  # every level in the log domain
     logdom = sinkhorn_log(C, eps, max_iter=5000, tol=1e-6)
     assert kernel.converged and logdom.converged and kernel.plan.dtype == torch.float32
-    torch.testing.assert_close(kernel.plan, logdom.plan, atol=1e-6 / 80, rtol=0)
+    assert float((kernel.plan.double() - logdom.plan.double()).abs().sum()) < 2e-6  # both within tol
     torch.testing.assert_close(kernel.plan.sum(0), torch.full((70,), 1 / 70), atol=1e-6, rtol=0)
