@@ -15,24 +15,24 @@ the training loop from a generator seeded with ``seed``, so the two streams neve
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from flowmatch import distributed, methods
-from flowmatch._io import atomic_write_text, write_json
+from flowmatch._io import write_json
 from flowmatch.checkpoint import latest_checkpoint, load_checkpoint
-from flowmatch.config import RunConfig, dump_toml
+from flowmatch.config import RunConfig
 from flowmatch.data import DataSplit, make_split, resolve_distribution
 from flowmatch.data.images import is_image_spec
 from flowmatch.data.batches import StreamBatches, TensorBatches
 from flowmatch.evaluate import EvalReport, evaluate_model
+from flowmatch.run_dir import CONFIG_FILE, check_run_dir, write_config
 from flowmatch.matcher import FlowMatcher
 from flowmatch.models import MLP
 from flowmatch.train import Trainer, TrainerConfig, TrainResult, resolve_device
@@ -42,11 +42,6 @@ __all__ = ["RunData", "LoadedRun", "build_data", "build_model", "train_run", "lo
 
 DATA_SEED_OFFSET = 1_000_003
 SCORE_SEED_OFFSET = 7_919  # initial weights of the score network of [SF]2M runs
-CONFIG_FILE = "config.toml"
-#: Settings that may differ between a run and its resumption (the rest must match).
-RESUME_MAY_CHANGE = frozenset({"steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                               "eval_solver", "eval_steps", "eval_guidance", "device", "coupling_workers",
-                               "bf16", "compile", "tf32"})
 
 
 @dataclass
@@ -285,40 +280,6 @@ def train_run(
     return trainer, result, report
 
 
-def check_run_dir(cfg: RunConfig, out_path: Path | None, *, resume: bool, force: bool) -> None:
-    """The run directory rules of :func:`train_run`, checked before anything is written: ``resume``
-    needs a run with a config and a checkpoint, and the same settings except :data:`RESUME_MAY_CHANGE`;
-    otherwise ``out`` must be new or empty, or ``force`` given."""
-    out = out_path
-    if resume:
-        if out_path is None or not (out_path / CONFIG_FILE).is_file():
-            raise ValueError(f"cannot resume: run directory {str(out)!r} has no {CONFIG_FILE}")
-        saved = RunConfig.from_toml(out_path / CONFIG_FILE)
-        for name, value in saved.to_dict().items():
-            if name not in RESUME_MAY_CHANGE and getattr(cfg, name) != value:
-                raise ValueError(
-                    f"cannot resume with a different {name}: the run has {value!r}, got {getattr(cfg, name)!r}"
-                )
-        ck = latest_checkpoint(out_path / "checkpoints")
-        if ck is None:
-            raise ValueError(f"cannot resume: no checkpoint in {str(out_path / 'checkpoints')!r}")
-        done = int(json.loads((ck / "state.json").read_text())["step"])
-        if cfg.steps < done:
-            raise ValueError(f"steps must be >= the checkpoint's step {done}, got {cfg.steps}")
-    elif out_path is not None and out_path.exists() and not out_path.is_dir():
-        raise ValueError(f"the run directory must be a directory, got the file {str(out_path)!r}")
-    elif out_path is not None and out_path.exists() and any(out_path.iterdir()) and not force:
-        raise ValueError(
-            f"run directory {str(out_path)!r} exists and is not empty; pass --resume to continue it "
-            "or --force to overwrite it"
-        )
-
-
-def write_config(cfg: RunConfig, out: Path) -> None:
-    header = "flowmatch run configuration; repeat with: flowmatch train --config config.toml --out NEW_DIR"
-    atomic_write_text(out / CONFIG_FILE, dump_toml(cfg.to_dict(), header))
-
-
 @dataclass
 class LoadedRun:
     """A trained run: its config, data splits and the sampling model (EMA weights when present)."""
@@ -412,8 +373,3 @@ def plot_run(out: Path, model: nn.Module, data: RunData, cfg: RunConfig,
     if (out / "log.csv").is_file():
         written["loss"] = plots.plot_loss_csv(out / "log.csv", out / "loss.png")
     return written
-
-
-def read_metrics(run_dir: str | Path) -> dict[str, Any]:
-    p = Path(run_dir) / "metrics.json"
-    return json.loads(p.read_text()) if p.is_file() else {}

@@ -132,7 +132,7 @@ def _device(model: nn.Module) -> torch.device:
 def train_snapshot_run(cfg: RunConfig, out: Path | None, *, resume: bool, force: bool, quiet: bool,
                        evaluate: bool, plots: bool) -> tuple[Trainer, TrainResult, SnapshotReport | None]:
     """The snapshot branch of :func:`flowmatch.run.train_run` (called after its directory checks)."""
-    from flowmatch.run import write_config
+    from flowmatch.run_dir import write_config
 
     data = build_snapshot_data(cfg)
     trainer = make_snapshot_trainer(cfg, data, out, quiet)  # checks the batch size against the data

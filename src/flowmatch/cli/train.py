@@ -135,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
     from flowmatch.config import RunConfig, load_toml
     from flowmatch.data.images import is_image_spec
     from flowmatch.report import eval_row, format_table
-    from flowmatch.run import CONFIG_FILE, train_run
+    from flowmatch.run import train_run
+    from flowmatch.run_dir import CONFIG_FILE
 
     from flowmatch import distributed
 
@@ -214,7 +215,7 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
 def _launch(cfg, args: argparse.Namespace) -> int:
     """--nproc N: check what can be checked here, then run torchrun with N local workers."""
     from flowmatch import distributed
-    from flowmatch.run import check_run_dir
+    from flowmatch.run_dir import check_run_dir
 
     if args.nproc is None:
         raise ValueError(f"--max-restarts needs --nproc (or pass --max-restarts to torchrun), got --max-restarts "
