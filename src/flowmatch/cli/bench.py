@@ -192,12 +192,7 @@ def run_coupling(args: argparse.Namespace) -> int:
         settings = CouplingBenchSettings.quick(**overrides)
     else:
         settings = CouplingBenchSettings(**{k: v for k, v in overrides.items() if v is not None})
-    res = run_coupling_bench(args.out, settings, log=None if args.quiet else print)
-    print()
-    print(res.table)
-    if res.files:
-        print("wrote " + ", ".join(str(p) for p in res.files.values()))
-    return 0
+    return _report(run_coupling_bench(args.out, settings, log=None if args.quiet else print))
 
 
 def run_ddp(args: argparse.Namespace) -> int:
@@ -209,12 +204,7 @@ def run_ddp(args: argparse.Namespace) -> int:
         settings = DDPBenchSettings.quick(**overrides)
     else:
         settings = DDPBenchSettings(**{k: v for k, v in overrides.items() if v is not None})
-    res = run_ddp_bench(args.out, settings, log=None if args.quiet else print)
-    print()
-    print(res.table)
-    if res.files:
-        print("wrote " + ", ".join(str(p) for p in res.files.values()))
-    return 0
+    return _report(run_ddp_bench(args.out, settings, log=None if args.quiet else print))
 
 
 def run_trajectories(args: argparse.Namespace) -> int:
@@ -238,8 +228,13 @@ def run_trajectories(args: argparse.Namespace) -> int:
     else:
         settings = TrajectorySettings(**{k: v for k, v in overrides.items() if v is not None})
     out = args.out or ("runs/bench/trajectories-quick" if args.quick else "runs/bench/trajectories")
-    res = run_trajectories(out, settings, plots=not args.no_plots, log=None if args.quiet else print)
+    return _report(run_trajectories(out, settings, plots=not args.no_plots, log=None if args.quiet else print))
+
+
+def _report(res) -> int:
+    """Print a benchmark result's table and the files it wrote; exit status 0."""
     print()
     print(res.table)
-    print("wrote " + ", ".join(str(p) for p in res.files.values()))
+    if res.files:
+        print("wrote " + ", ".join(str(p) for p in res.files.values()))
     return 0

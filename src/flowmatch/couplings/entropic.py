@@ -20,7 +20,26 @@ from flowmatch.transport import SinkhornWarning, partial_ot_plan, sinkhorn_log, 
 __all__ = ["Sinkhorn", "UnbalancedOT", "PartialOT"]
 
 
-class Sinkhorn(Coupling):
+class _SampledPlan(Coupling):
+    """A coupling that draws its pairs from a plan with ``self.sampling``: the sampling noise is
+    drawn in :meth:`prepare` (caller's thread, step order), the plan is solved in ``_solve``."""
+
+    sampling: str
+
+    def prepare(self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Callable[[], Pairing]:
+        _check_batches(x0, x1)
+        noise = draw_sampling_noise(self.sampling, x0.shape[0], x1.shape[0], generator)
+        return partial(self._solve, x0, x1, noise)
+
+    def pair(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None) -> Pairing:
+        return self.prepare(x0, x1, generator=generator)()
+
+    def _solve(self, x0: Tensor, x1: Tensor, noise) -> Pairing:
+        raise NotImplementedError
+
+
+class Sinkhorn(_SampledPlan):
     """Entropic OT coupling (SB-CFM): pairs drawn from the plan pi of min <pi, C> - epsilon H(pi).
 
     The plan comes from log-domain Sinkhorn with epsilon scaling on the data's device
@@ -80,15 +99,6 @@ class Sinkhorn(Coupling):
         cost = self._cost(x0, x1)
         return sinkhorn_log(cost, self.epsilon(cost), max_iter=self.max_iter, tol=self.tol, warn=warn)
 
-    def prepare(self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None,
-                generator: torch.Generator | None = None) -> Callable[[], Pairing]:
-        _check_batches(x0, x1)
-        noise = draw_sampling_noise(self.sampling, x0.shape[0], x1.shape[0], generator)
-        return partial(self._solve, x0, x1, noise)
-
-    def pair(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None) -> Pairing:
-        return self.prepare(x0, x1, generator=generator)()
-
     def _solve(self, x0: Tensor, x1: Tensor, noise) -> Pairing:
         if self.sampling in ("gumbel", "round") and x0.shape[0] == x1.shape[0]:
             return self._solve_by_assignment(x0, x1, noise)
@@ -117,7 +127,7 @@ class Sinkhorn(Coupling):
         return Pairing(torch.arange(x0.shape[0], device=x0.device), torch.from_numpy(perm).to(x1.device))
 
 
-class UnbalancedOT(Coupling):
+class UnbalancedOT(_SampledPlan):
     """Unbalanced entropic OT coupling (POT): outliers may be left out instead of transported.
 
     The plan minimises <P, C> - epsilon H(P) + reg_m (KL(P 1 | a) + KL(P^T 1 | b))
@@ -144,15 +154,6 @@ class UnbalancedOT(Coupling):
         scale = float(cost.mean()) if self.reg_scale == "mean" and float(cost.mean()) > 0 else 1.0
         return unbalanced_sinkhorn_plan(cost, self.reg * scale, self.reg_m * scale,
                                         max_iter=self.max_iter, tol=self.tol)
-
-    def prepare(self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None,
-                generator: torch.Generator | None = None) -> Callable[[], Pairing]:
-        _check_batches(x0, x1)
-        noise = draw_sampling_noise(self.sampling, x0.shape[0], x1.shape[0], generator)
-        return partial(self._solve, x0, x1, noise)
-
-    def pair(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None) -> Pairing:
-        return self.prepare(x0, x1, generator=generator)()
 
     def _solve(self, x0: Tensor, x1: Tensor, noise) -> Pairing:
         plan = self.plan(x0, x1)
