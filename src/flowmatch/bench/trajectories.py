@@ -60,7 +60,7 @@ class TrajectorySettings:
     noise: float = 0.2  # diffusion of the course
     holdouts: tuple[int, ...] = (1, 2, 3)
     seeds: int = 3
-    steps: int = 1000
+    steps: int = 4000
     batch_size: int = 192
     lr: float = 1e-3
     hidden: int = 64

@@ -121,7 +121,7 @@ def add_trajectories(benches) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="output directory (default: runs/bench/trajectories, or runs/bench/trajectories-quick)")
     p.add_argument("--seeds", type=int, default=None, help="number of training seeds 0..N-1 (default: 3)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per model (default: 1000)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per model (default: 4000)")
     p.add_argument("--batch-size", type=int, default=None, help="pairs per step, split over the intervals (default: 192)")
     p.add_argument("--n", type=int, default=None, help="cells per time point (default: 1000)")
     p.add_argument("--holdouts", default=None, help="comma-separated held-out time indices (default: 1,2,3)")
