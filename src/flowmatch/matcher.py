@@ -25,7 +25,7 @@ from flowmatch.conditioning import drop_condition
 from flowmatch.couplings import Coupling, Independent, Pairing
 from flowmatch.paths import ProbabilityPath
 
-__all__ = ["PathSample", "UniformTime", "FlowMatcher"]
+__all__ = ["PathSample", "UniformTime", "PairingOverride", "FlowMatcher"]
 
 
 @dataclass
@@ -84,7 +84,24 @@ def _takes_cond(coupling: Coupling) -> bool:
         return False
 
 
-class FlowMatcher:
+class PairingOverride:
+    """``use_pairing``: the Trainer hands an objective the pairing it solved ahead
+    (:mod:`flowmatch.prefetch`); within the block the objective's ``sample`` reads it from
+    ``_pairing_override`` instead of running its coupling (None: run it as usual)."""
+
+    _pairing_override: Pairing | None = None
+
+    @contextmanager
+    def use_pairing(self, pairing: Pairing | None) -> Iterator[None]:
+        previous = self._pairing_override
+        self._pairing_override = pairing
+        try:
+            yield
+        finally:
+            self._pairing_override = previous
+
+
+class FlowMatcher(PairingOverride):
     """Draws conditional path samples and computes the CFM loss.
 
     Args:
@@ -164,7 +181,7 @@ class FlowMatcher:
                 f"cond must have one row per sample, got {cond.shape[0]} rows for a batch of {x1.shape[0]}"
             )
         if pairing is None:
-            pairing = getattr(self, "_pairing_override", None)
+            pairing = self._pairing_override
         if pairing is None and not self.coupling.is_identity:
             if cond is not None and _takes_cond(self.coupling):
                 pairing = self.coupling(x0, x1, generator=generator, cond=cond)
@@ -218,17 +235,6 @@ class FlowMatcher:
         if cond is not None and _takes_cond(self.coupling):
             return self.coupling.prepare(x0, x1, cond=cond, generator=generator)
         return self.coupling.prepare(x0, x1, generator=generator)
-
-    @contextmanager
-    def use_pairing(self, pairing: Pairing | None) -> Iterator[None]:
-        """Within the block, :meth:`sample` (so :meth:`loss` and subclasses' losses) uses ``pairing``
-        instead of running the coupling (None: run it as usual)."""
-        previous = getattr(self, "_pairing_override", None)
-        self._pairing_override = pairing
-        try:
-            yield
-        finally:
-            self._pairing_override = previous
 
     @staticmethod
     def loss_from_sample(model: nn.Module, s: PathSample) -> Tensor:

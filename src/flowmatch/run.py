@@ -266,9 +266,7 @@ def train_run(
             data.target.test.to(trainer.device), solver=cfg.eval_solver, steps=cfg.eval_steps,
         )
     if out_path is not None:
-        summary = {"train": {"steps": result.step, "final_loss": result.final_loss,
-                             "train_time_s": result.elapsed_s, "steps_per_s": result.steps_per_s},
-                   "method": cfg.method, "source": cfg.source, "target": cfg.target,
+        summary = {"train": result.summary(), "method": cfg.method, "source": cfg.source, "target": cfg.target,
                    "score": cfg.resolved_score}
         if cfg.cond != "none":
             summary["cond"] = cfg.cond

@@ -144,9 +144,7 @@ def train_snapshot_run(cfg: RunConfig, out: Path | None, *, resume: bool, force:
     result = trainer.fit(resume=resume)
     report = evaluate_snapshot_model(trainer.sampling_model, data, cfg) if evaluate else None
     if out is not None:
-        summary = {"train": {"steps": result.step, "final_loss": result.final_loss,
-                             "train_time_s": result.elapsed_s, "steps_per_s": result.steps_per_s},
-                   "method": cfg.method, "snapshots": cfg.snapshots, "holdout": cfg.holdout,
+        summary = {"train": result.summary(), "method": cfg.method, "snapshots": cfg.snapshots, "holdout": cfg.holdout,
                    "times": data.full.times.tolist(), "score": cfg.resolved_score}
         if report is not None:
             summary["eval"] = report.to_dict()

@@ -115,6 +115,11 @@ class TrainResult:
     resumed_from: int | None = None
     losses: list[tuple[int, float]] = field(default_factory=list)
 
+    def summary(self) -> dict[str, float]:
+        """The figures a run's metrics.json keeps under ``train``."""
+        return {"steps": self.step, "final_loss": self.final_loss, "train_time_s": self.elapsed_s,
+                "steps_per_s": self.steps_per_s}
+
 
 BatchFn = Callable[..., Tensor]
 

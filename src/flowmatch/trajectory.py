@@ -27,9 +27,8 @@ is a spatial gradient and needs no rescaling; its loss weight is the path's sigm
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +37,7 @@ from flowmatch import methods
 from flowmatch._validate import check_positive_int
 from flowmatch.couplings import Pairing
 from flowmatch.data.snapshots import Snapshots
-from flowmatch.matcher import FlowMatcher, PathSample
+from flowmatch.matcher import FlowMatcher, PairingOverride, PathSample
 from flowmatch.paths import pad_t
 
 __all__ = ["interval_blocks", "SnapshotBatches", "SnapshotPathSample", "SnapshotLoss", "SnapshotMatcher"]
@@ -104,7 +103,7 @@ class SnapshotLoss:
     total: Tensor
 
 
-class SnapshotMatcher:
+class SnapshotMatcher(PairingOverride):
     """Multi-marginal flow matching over consecutive snapshot intervals (module docstring).
 
     Args:
@@ -184,16 +183,6 @@ class SnapshotMatcher:
 
         return assemble
 
-    @contextmanager
-    def use_pairing(self, pairing: Pairing | None) -> Iterator[None]:
-        """Within the block, :meth:`sample` uses ``pairing`` instead of running the couplings."""
-        previous = getattr(self, "_pairing_override", None)
-        self._pairing_override = pairing
-        try:
-            yield
-        finally:
-            self._pairing_override = previous
-
     def _check(self, x0: Tensor, x1: Tensor, cond: Tensor | None) -> None:
         if cond is not None:
             raise ValueError("snapshot training takes no condition, got a cond tensor")
@@ -210,7 +199,7 @@ class SnapshotMatcher:
         couplings (intervals in order; skipped with a ``pairing``), s per interval, then eps."""
         self._check(x0, x1, cond)
         if pairing is None:
-            pairing = getattr(self, "_pairing_override", None)
+            pairing = self._pairing_override
         if pairing is None:
             thunk = self.prepare_pairing(x0, x1, generator=generator)
             pairing = thunk() if thunk is not None else None
