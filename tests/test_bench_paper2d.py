@@ -52,11 +52,12 @@ def test_quick_run_writes_one_csv_row_per_cell_a_table_and_figures(quick_out):
     rows = _rows(quick_out)
     assert sorted((r["task"], r["method"], r["seed"]) for r in rows) == sorted((t, m, "0") for t, m in cells)
     for r in rows:
-        assert float(r["w2"]) == float(r["w2_euler_100"])  # the sweep's 100 steps is the main W2
+        # --quick sweeps all its evaluation points: the sweep's 100 steps is then the main W2
+        assert float(r["w2"]) == float(r["w2_euler_100"])
         for k in ("w2", "npe", "w2_euler_1", "w2_euler_8", "w2_floor", "train_time_s"):
             assert math.isfinite(float(r[k])) and float(r[k]) >= 0, (r["task"], r["method"], k)
         assert int(r["nfe_dopri5"]) > 0
-        assert r["n_test"] == "128" and r["steps"] == "10"
+        assert r["n_test"] == "128" and r["n_eval"] == "128" and r["steps"] == "10"
     # the floor is per task and seed, the same for every method of a task
     floors = {(r["task"], r["w2_floor"]) for r in rows}
     assert len(floors) == len(TASKS)
@@ -89,6 +90,40 @@ def test_a_missing_cell_is_recomputed_with_what_depends_on_it(quick_out, tmp_pat
     assert res.computed == [("n-moons", "rf", 0), ("n-moons", "2-rf", 0)]  # 2-rf's parent changed
     assert res.reused == [("n-moons", "i-cfm", 0)]
     assert [(r["task"], r["method"]) for r in res.rows] == [("n-moons", "i-cfm"), ("n-moons", "2-rf")]
+
+
+def test_other_evaluation_settings_reevaluate_the_saved_models_without_training(quick_out, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(quick_out, out)
+    models = {p: p.read_bytes() for p in (out / "cells" / "n-moons").rglob("model.safetensors")}
+    before = {(r["method"]): r for r in _rows(quick_out) if r["task"] == "n-moons"}
+    s = Paper2DSettings.quick(n_eval=96, n_sweep=48)
+    res = run_paper2d(out, s, tasks=["n-moons"], methods=["i-cfm", "2-rf"], log=None, plots=False)
+    assert res.computed == []
+    assert res.reevaluated == [("n-moons", "i-cfm", 0), ("n-moons", "rf", 0), ("n-moons", "2-rf", 0)]
+    assert {p: p.read_bytes() for p in models} == models  # no model was retrained
+    for r in res.rows:
+        assert r["n_eval"] == 96 and r["n_sweep"] == 48 and r["evaluated_at"]
+        assert r["train_time_s"] == float(before[r["method"]]["train_time_s"])
+        assert r["w2"] != float(before[r["method"]]["w2"])  # other evaluation points
+        assert r["w2_euler_100"] != r["w2"]  # the sweep scores the first 48 of the 96 points
+    again = run_paper2d(out, s, tasks=["n-moons"], methods=["i-cfm", "2-rf"], log=None, plots=False)
+    assert again.computed == [] and again.reevaluated == [] and len(again.reused) == 3  # rf: 2-rf's parent
+
+
+def test_evaluation_sets_are_a_split_drawn_apart_from_the_training_draw():
+    from flowmatch.run import build_data
+
+    s = Paper2DSettings.quick(n_eval=200)
+    train = build_data(s.run_config(TASKS["n-moons"], "ot-cfm", 0))
+    ev = build_data(s.eval_run_config(TASKS["n-moons"], 0))
+    assert ev.source.test.shape == (200, 2) and ev.target.test.shape == (200, 2)
+    for ours, theirs in [(ev.target.test, train.target.train), (ev.target.test, train.target.test),
+                         (ev.source.test, train.source.train)]:
+        assert torch.cdist(ours.double(), theirs.double()).min() > 0  # no shared point
+    again = build_data(s.eval_run_config(TASKS["n-moons"], 0))
+    assert torch.equal(again.target.test, ev.target.test)  # the same sets for every method
+    assert not torch.equal(build_data(s.eval_run_config(TASKS["n-moons"], 1)).target.test, ev.target.test)
 
 
 def test_a_cell_with_other_settings_is_refused(quick_out):

@@ -150,9 +150,26 @@ def test_samples_of_shape_n_by_dims_are_flattened():
 
 
 def test_non_convergence_is_an_error_not_a_silent_value():
-    x, y = _randn(60, 2, seed=10), _randn(60, 2, seed=11)
+    x, y = _randn(60, 2, seed=10), _randn(59, 2, seed=11)  # unequal sizes: POT's network simplex
     with pytest.raises(RuntimeError, match="num_iter_max"):
         w2(x, y, num_iter_max=3)
+
+
+def test_equal_size_sets_are_solved_as_an_assignment_equal_to_pots_optimum(monkeypatch):
+    import ot
+    from scipy.spatial.distance import cdist
+
+    x, y = _randn(300, 3, seed=12), _randn(300, 3, seed=13) * 2 + 1
+    w = np.full(300, 1 / 300)
+    ref2 = ot.emd2(w, w, cdist(x.numpy(), y.numpy(), "sqeuclidean")) ** 0.5
+    ref1 = ot.emd2(w, w, cdist(x.numpy(), y.numpy()))
+    calls = []
+    monkeypatch.setattr(ot, "emd2", lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(AssertionError))
+    assert w2(x, y) == pytest.approx(ref2, rel=1e-9)  # the certified gap is 1e-9 relative
+    assert w1(x, y) == pytest.approx(ref1, rel=1e-9)
+    assert calls == []  # POT was not called
+    with pytest.raises(AssertionError):  # weights or unequal sizes still go to POT
+        w2(x, y[:299])
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,6 +277,19 @@ def test_npe_requires_times_from_0_to_1_and_a_positive_w2():
         normalized_path_energy(traj, times, x0, x0 + 1)
     with pytest.raises(ValueError, match="W2"):
         normalized_path_energy(traj, torch.linspace(0, 1, 3), x0, x0)
+    with pytest.raises(ValueError, match="W2"):  # a given W2^2 is checked the same way
+        normalized_path_energy(traj, torch.linspace(0, 1, 3), x0, x0 + 1, w2sq=0.0)
+
+
+def test_npe_with_a_given_w2_squared_uses_it():
+    x0, x1 = _randn(9, 2, seed=26), _randn(9, 2, seed=27) + 3
+    times = torch.linspace(0, 1, 5, dtype=torch.float64)
+    traj = x0[None] + times[:, None, None] * (x1 - x0)[None]
+    w2sq = w2(x0, x1) ** 2
+    assert normalized_path_energy(traj, times, x0, x1, w2sq=w2sq) == pytest.approx(
+        normalized_path_energy(traj, times, x0, x1), rel=1e-12)
+    energy = path_energy(traj, times)
+    assert normalized_path_energy(traj, times, x0, x1, w2sq=2.0) == pytest.approx(abs(energy - 2.0) / 2.0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ def result_row(res: dict[str, Any], floor: float) -> dict[str, Any]:
            "sigma": "" if st["sigma"] is None else st["sigma"], "n_train": st["n_train"],
            "n_test": st["n_test"]}
     row.update(m)
+    row["evaluated_at"] = res.get("evaluated_at", "")
     row["w2_floor"] = floor
     for k in ("train_time_s", "steps_per_s", "pair_time_s", "pair_nfe", "parent_train_time_s",
               "total_time_s"):
@@ -70,7 +71,7 @@ def format_paper2d_table(rows: list[dict[str, Any]], s: Paper2DSettings) -> str:
         raise ValueError("format_paper2d_table needs at least one row, got none")
     sweep = [k for k in s.euler_steps if k != s.eval_steps]
     header = (["task", "method", "seeds", f"W2 (Euler {s.eval_steps})", "W2 paper", "NPE",
-               "NPE paper", "NFE dopri5"] + [f"W2 Euler {k}" for k in sweep]
+               "NPE paper", "NFE dopri5"] + [f"W2 Euler {k}*" for k in sweep]
               + ["train s", "W2 floor"])
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
@@ -99,8 +100,10 @@ def format_paper2d_table(rows: list[dict[str, Any]], s: Paper2DSettings) -> str:
         f"batch {s.batch_size}, {s.steps} steps, sigma {s.sigma:g} (sb-cfm: its default {sb}, "
         f"rf/2-rf: 0); {s.n_train} train / {s.n_test} test "
         f"points per distribution (one draw split at random); seeds {', '.join(map(str, seeds))}.",
-        f"W2: exact, test sources pushed by Euler with {s.eval_steps} steps vs the {s.n_test} test "
-        f"targets; NPE along the same trajectories; NFE of dopri5 (atol {s.atol:g}, rtol {s.rtol:g}). "
+        f"Evaluation: {s.n_eval} points per distribution from an independent split drawn the same way. "
+        f"W2: exact, evaluation sources pushed by Euler with {s.eval_steps} steps vs the evaluation "
+        f"targets; NPE along the same trajectories; NFE of dopri5 (atol {s.atol:g}, rtol {s.rtol:g}); "
+        f"*: W2 after k Euler steps on the first {s.n_sweep} evaluation points. "
         "Cells: mean±std (sample std) over seeds.",
         "",
         line(header),
@@ -109,7 +112,8 @@ def format_paper2d_table(rows: list[dict[str, Any]], s: Paper2DSettings) -> str:
         "",
         "W2 paper / NPE paper: Tong et al. AISTATS 2024 ([SF]2M), Table 2 (5 seeds, 10k test points; "
         "see flowmatch/bench/published.py). W2 depends on the test size: compare ours with the floor "
-        "column (W2 between the test set and an independent test set drawn the same way), not with 0.",
+        f"column (W2 between the {s.n_eval} evaluation targets and an independent set drawn the same "
+        "way), not with 0.",
     ]
     if any(r["method"] == "2-rf" for r in rows):
         lines.append("2-rf is the 2-rectified flow (one reflow of rf, pairs by "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -10,12 +10,21 @@ from flowmatch import methods as method_registry
 from flowmatch._validate import check_nonnegative_float, check_positive_float, check_positive_int
 from flowmatch.config import RunConfig
 
-__all__ = ["Task", "TASKS", "METHODS", "Paper2DSettings", "Paper2DResult", "benchmark_cells", "FLOOR_SEED_OFFSET"]
+__all__ = ["Task", "TASKS", "METHODS", "Paper2DSettings", "Paper2DResult", "benchmark_cells", "FLOOR_SEED_OFFSET",
+           "EVAL_SEED_OFFSET"]
 
 #: The floor's second test set is drawn from a generator seeded with seed + this offset
 #: (the data split of a seed uses seed + flowmatch.run.DATA_SEED_OFFSET).
 FLOOR_SEED_OFFSET = 2_000_029
+#: The evaluation sets of a seed are the test part of a split drawn with the run seed + this offset.
+EVAL_SEED_OFFSET = 3_000_017
+#: Version of a cell's trained model (training settings and procedure).
 RESULT_VERSION = 1
+#: Version of the evaluation protocol; a cell evaluated under another one is re-evaluated from its
+#: saved model (no retraining).
+EVAL_VERSION = 2
+#: Settings that only change the evaluation of a trained model.
+EVAL_FIELDS = ("n_eval", "n_sweep", "eval_steps", "euler_steps", "atol", "rtol")
 _RUNCONFIG_FIELDS = frozenset(f.name for f in fields(RunConfig))
 
 
@@ -65,7 +74,9 @@ class Paper2DSettings:
     batch_size: int = 512
     seeds: int = 5  # seeds 0 .. seeds-1
     n_train: int = 10_000
-    n_test: int = 1_000
+    n_test: int = 1_000  # the held-out part of the training draw (the paper's split)
+    n_eval: int = 10_000  # evaluation points per distribution (W2, NPE, floor; [SF]2M uses 10k)
+    n_sweep: int = 1_000  # the first n_sweep of them score the few-step sweep
     sigma: float = 0.1  # ot-cfm, i-cfm, fm, vp-cfm; sb-cfm keeps its default, rf is 0
     lr: float = 1e-3
     weight_decay: float = 1e-5
@@ -80,10 +91,14 @@ class Paper2DSettings:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "seeds", "n_train", "n_test", "hidden", "depth", "eval_steps"):
+        for name in ("steps", "batch_size", "seeds", "n_train", "n_test", "n_eval", "n_sweep", "hidden",
+                     "depth", "eval_steps"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
-        if self.n_test < 2:
-            raise ValueError(f"n_test must be at least 2, got {self.n_test}")
+        for name in ("n_test", "n_eval", "n_sweep"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name} must be at least 2, got {getattr(self, name)}")
+        if self.n_sweep > self.n_eval:
+            raise ValueError(f"n_sweep must not exceed n_eval ({self.n_eval}), got {self.n_sweep}")
         if self.batch_size > self.n_train:
             raise ValueError(f"batch_size must not exceed n_train ({self.n_train}), got {self.batch_size}")
         self.sigma = check_nonnegative_float("sigma", self.sigma)
@@ -102,7 +117,7 @@ class Paper2DSettings:
     @classmethod
     def quick(cls, **overrides: Any) -> "Paper2DSettings":
         """A tiny configuration that runs the whole pipeline in seconds (a smoke test, not a result)."""
-        base = dict(steps=10, batch_size=64, seeds=1, n_train=256, n_test=128)
+        base = dict(steps=10, batch_size=64, seeds=1, n_train=256, n_test=128, n_eval=128, n_sweep=128)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -134,15 +149,28 @@ class Paper2DSettings:
             eval_solver="euler", eval_steps=self.eval_steps, **extra,
         )
 
+    def eval_run_config(self, task: Task, seed: int) -> RunConfig:
+        """The config whose test split is the evaluation set of a task and seed: ``n_eval`` points
+        per distribution drawn as the paper splits (one draw, split at random), independent of
+        the training draw (seed + :data:`EVAL_SEED_OFFSET`)."""
+        cfg = self.run_config(task, "i-cfm", seed + EVAL_SEED_OFFSET)
+        return replace(cfg, n_test=self.n_eval)
+
     def fingerprint(self, method: str) -> dict[str, Any]:
-        """The settings a cell's result depends on (compared when a cell is reused)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("seeds", "device", "sigma",
-                                                                  "reflow_solver", "reflow_tol")}
-        d["euler_steps"] = list(self.euler_steps)
+        """The settings a cell's trained model depends on (compared when a cell is reused)."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("seeds", "device", "sigma", "reflow_solver",
+                                                                  "reflow_tol", *EVAL_FIELDS)}
         d["sigma"] = self.method_sigma(method)
         if method == "2-rf":
             d["reflow_solver"] = self.reflow_solver
             d["reflow_tol"] = self.reflow_tol
+        return d
+
+    def eval_fingerprint(self) -> dict[str, Any]:
+        """The settings a cell's metrics depend on beyond its model."""
+        d = {k: getattr(self, k) for k in EVAL_FIELDS}
+        d["euler_steps"] = list(self.euler_steps)
+        d["version"] = EVAL_VERSION
         return d
 
 
@@ -166,5 +194,6 @@ class Paper2DResult:
     table: str
     computed: list[tuple[str, str, int]] = field(default_factory=list)
     reused: list[tuple[str, str, int]] = field(default_factory=list)
+    reevaluated: list[tuple[str, str, int]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)

@@ -1,6 +1,6 @@
-"""Distances between two sample sets: exact p-Wasserstein (POT) and the unbiased RBF MMD.
+"""Distances between two sample sets: exact p-Wasserstein and the unbiased RBF MMD.
 
-    W_p(x, y)   = ( min_{P in U(a, b)} sum_ij P_ij ||x_i - y_j||^p )^(1/p)     (exact OT, POT emd2)
+    W_p(x, y)   = ( min_{P in U(a, b)} sum_ij P_ij ||x_i - y_j||^p )^(1/p)     (exact OT)
     MMD^2_u     = 1/(n(n-1)) sum_{i!=j} k(x_i, x_j) + 1/(m(m-1)) sum_{i!=j} k(y_i, y_j)
                   - 2/(nm) sum_ij k(x_i, y_j),     k(u, v) = sum_s exp(-||u - v||^2 / (2 s^2))
 """
@@ -30,6 +30,8 @@ __all__ = [
 ]
 
 _DEFAULT_NUM_ITER_MAX = 10_000_000
+#: Certified relative gap of the assignment that computes W_p between equal-size uniform sets.
+ASSIGNMENT_RTOL = 1e-9
 _DEFAULT_BANDWIDTH_FACTORS = (0.5, 1.0, 2.0)
 _MEDIAN_MAX_POINTS = 2048
 _BLOCK_ROWS = 512
@@ -48,10 +50,18 @@ def _ot_cost(
     b: Any,
     num_iter_max: int,
 ) -> float:
-    """Exact OT cost ``min_P <P, C>`` with ``C_ij = ||x_i - y_j||^p`` (POT network simplex)."""
+    """Exact OT cost ``min_P <P, C>`` with ``C_ij = ||x_i - y_j||^p``.
+
+    Two uniform sets of equal size: the optimum is a permutation (Birkhoff-von Neumann), solved as
+    an assignment by the compiled auction certified to ``ASSIGNMENT_RTOL`` relative (9 s instead
+    of 50 s for POT's emd2 at 10k x 10k, N(0, I) against 8gaussians); otherwise POT's network
+    simplex (``ot.emd2``).
+    """
     import ot  # POT; imported lazily (slow import)
     from scipy.spatial.distance import cdist
 
+    n, m = xs.shape[0], ys.shape[0]
+    uniform = a is None and b is None and n == m and n > 1
     wa = _weights("a", a, xs.shape[0])
     wb = _weights("b", b, ys.shape[0])
     xn, yn = xs.numpy(), ys.numpy()
@@ -63,6 +73,11 @@ def _ot_cost(
         if p != 1.0:
             cost = cost**p
     cost = np.ascontiguousarray(cost, dtype=np.float64)
+    if uniform:
+        from flowmatch.assignment import native_available, solve_assignment
+
+        if native_available():
+            return max(solve_assignment(cost, rtol=ASSIGNMENT_RTOL).cost / n, 0.0)
     with warnings.catch_warnings():
         # POT warns on non-convergence; we turn its result code into an error instead.
         warnings.simplefilter("ignore", UserWarning)
@@ -94,8 +109,10 @@ def wasserstein(
 
     with Euclidean norm on the flattened samples (``p = 2``: squared Euclidean cost, then the
     square root), ``U(a, b)`` the couplings with marginals ``a`` and ``b`` (uniform by default).
-    Solved exactly with POT's network simplex (``ot.emd2``), as in Tong et al. (TMLR 2024,
-    Table 2: "W2 = exact 2-Wasserstein between generated and held-out target samples").
+    Solved exactly, as in Tong et al. (TMLR 2024, Table 2: "W2 = exact 2-Wasserstein between
+    generated and held-out target samples"): two unweighted sets of equal size as an assignment
+    (the compiled auction of :mod:`flowmatch.assignment`, optimal to a certified relative gap of
+    ``ASSIGNMENT_RTOL`` = 1e-9), anything else with POT's network simplex (``ot.emd2``).
 
     Args:
         x: samples ``(n, *dims)`` (or ``(n,)`` for scalars).
@@ -103,8 +120,8 @@ def wasserstein(
         p: order, a finite number >= 1.
         a: optional non-negative weights ``(n,)`` of ``x`` (normalised to sum 1).
         b: optional non-negative weights ``(m,)`` of ``y`` (normalised to sum 1).
-        num_iter_max: network-simplex iteration cap; the default (1e7) converges for
-            n = m = 10000. Memory: the dense ``(n, m)`` float64 cost matrix (800 MB at 10k x 10k).
+        num_iter_max: network-simplex iteration cap (POT's path: weights or unequal sizes); the
+            default (1e7) converges for n = m = 10000. Memory: the dense ``(n, m)`` float64 cost matrix (800 MB at 10k x 10k).
 
     Returns:
         ``W_p`` as a float.
