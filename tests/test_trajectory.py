@@ -107,6 +107,9 @@ def test_sb_cfm_bridge_scales_with_the_interval_length():
     assert fm.matchers[1].coupling.reg == pytest.approx(2 * 0.25 * 2)  # epsilon = 2 sigma^2 dt
 
 
+# 16 cells per interval at epsilon 0.5: Sinkhorn may stop early and pair by exact OT (with a warning);
+# the loss decomposition checked here holds for any pairing.
+@pytest.mark.filterwarnings("ignore::flowmatch.transport.SinkhornWarning")
 def test_sb_cfm_loss_adds_the_weighted_score_term():
     snaps = _course([0.0, 1.0, 2.0], n=32)
     fm = SnapshotMatcher.from_method("sb-cfm", snaps.times, sigma=0.5)
