@@ -121,7 +121,8 @@ def wasserstein(
         a: optional non-negative weights ``(n,)`` of ``x`` (normalised to sum 1).
         b: optional non-negative weights ``(m,)`` of ``y`` (normalised to sum 1).
         num_iter_max: network-simplex iteration cap (POT's path: weights or unequal sizes); the
-            default (1e7) converges for n = m = 10000. Memory: the dense ``(n, m)`` float64 cost matrix (800 MB at 10k x 10k).
+            default (1e7) converges for n = m = 10000. Memory: the dense ``(n, m)`` float64 cost
+            matrix (800 MB at 10k x 10k).
 
     Returns:
         ``W_p`` as a float.
