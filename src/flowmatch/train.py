@@ -43,7 +43,7 @@ from flowmatch.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint,
 from flowmatch.interrupt import DeferredInterrupt
 from flowmatch.train_log import LOG_COLUMNS, open_log
 from flowmatch.matcher import FlowMatcher
-from flowmatch.optim import EMA, LR_SCHEDULES, learning_rate
+from flowmatch.optim import EMA, LR_SCHEDULES, adamw, learning_rate
 from flowmatch.prefetch import BatchPrefetcher, StepBatch
 from flowmatch.speed import SpeedOptions
 
@@ -180,9 +180,7 @@ class Trainer:
         self._train_module = distributed.wrap_for_training(self.speed.setup(self.model), self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.metadata = metadata or {}
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        self.optimizer = adamw(self.model, config.lr, config.weight_decay, self.device)
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         seed = distributed.rank_seed(config.seed, self.dist.rank)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)

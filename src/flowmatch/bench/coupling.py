@@ -46,6 +46,7 @@ from flowmatch.data import sample_toy
 from flowmatch.data.batches import TensorBatches
 from flowmatch.matcher import FlowMatcher
 from flowmatch.models import MLP
+from flowmatch.optim import adamw
 from flowmatch.paths import LinearPath
 from flowmatch.train import Trainer, TrainerConfig
 
@@ -174,7 +175,7 @@ def _torchcfm_step_fn(dim: int, batch: int, pools: tuple[Tensor, Tensor], seed: 
         torch.manual_seed(seed)
         model = MLP(dim)
     fm = ExactOptimalTransportConditionalFlowMatcher(sigma=0.1)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    opt = adamw(model, 1e-3, 1e-5, torch.device("cpu"))  # the Trainer's optimiser, for a fair step
     src, tgt = TensorBatches(pools[0]), TensorBatches(pools[1])
     g = torch.Generator().manual_seed(seed)
 
