@@ -111,6 +111,26 @@ def test_other_evaluation_settings_reevaluate_the_saved_models_without_training(
     assert again.computed == [] and again.reevaluated == [] and len(again.reused) == 3  # rf: 2-rf's parent
 
 
+def test_report_only_tables_the_finished_cells_and_computes_nothing(quick_out, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(quick_out, out)
+    (out / "cells" / "n-moons" / "fm" / "seed0" / "result.json").unlink()  # as if still running
+    before = _results(out)
+    res = run_paper2d(out, Paper2DSettings.quick(), tasks=["n-moons"], log=None, report_only=True)
+    assert res.computed == [] and res.reevaluated == [] and res.missing == [("n-moons", "fm", 0)]
+    assert sorted(r["method"] for r in res.rows) == sorted(m for m in METHODS if m != "fm")
+    assert _results(out) == before  # no cell written
+    table = (out / "table.md").read_text()
+    assert "| N→moons " in table and "| fm " not in table
+    # another evaluation setting: nothing is finished under it, and that is an error, not a silent table
+    with pytest.raises(ValueError, match="no finished cell"):
+        run_paper2d(out, Paper2DSettings.quick(n_eval=96, n_sweep=96), tasks=["n-moons"], log=None,
+                    report_only=True)
+    capsys.readouterr()
+    assert main(["bench", "paper2d", "--quick", "--out", str(out), "--tasks", "n-moons", "--report-only"]) == 0
+    assert "6 finished cell(s) reported, 1 missing" in capsys.readouterr().out
+
+
 def test_evaluation_sets_are_a_split_drawn_apart_from_the_training_draw():
     from flowmatch.run import build_data
 

@@ -46,17 +46,16 @@ import json
 import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from flowmatch._io import atomic_write_text, write_json
+from flowmatch.bench.paper2d_eval import EvalSets, cached_floor, eval_sets, evaluate_cell, is_evaluated
 from flowmatch.bench.paper2d_report import _sinkhorn_note, format_paper2d_table, result_row, write_csv
 from flowmatch.bench.paper2d_setup import (
-    EVAL_VERSION,
     FLOOR_SEED_OFFSET,
     METHODS,
     RESULT_VERSION,
@@ -68,9 +67,6 @@ from flowmatch.bench.paper2d_setup import (
     benchmark_cells,
 )
 from flowmatch.config import RunConfig
-from flowmatch.data import resolve_distribution
-from flowmatch.evaluate import evaluate_model, w2_at_steps, w2_sampling_floor
-from flowmatch.metrics import w2
 from flowmatch.reflow import reflow_pairs, train_on_pairs
 from flowmatch.run import build_data, build_model, train_run
 from flowmatch.train import TrainerConfig, resolve_device
@@ -123,28 +119,6 @@ def _read_result(cell: Path, expected: dict[str, Any], force: bool) -> dict[str,
     return res
 
 
-def _evaluated(res: dict[str, Any], s: Paper2DSettings) -> bool:
-    """Whether a finished cell's metrics were computed under this run's evaluation settings."""
-    return res.get("evaluation") == s.eval_fingerprint()
-
-
-def _evaluate(model: nn.Module, ev: "_EvalSets", s: Paper2DSettings, device: torch.device) -> dict[str, Any]:
-    """Metrics of a model on the evaluation sets: W2, NPE, straightness and the dopri5 NFE and W2 on
-    all ``n_eval`` points; the few-step W2 sweep on the first ``n_sweep``."""
-    x0, x1 = ev.x0.to(device), ev.x1.to(device)
-    t0 = time.perf_counter()
-    rep = evaluate_model(model, x0, x1, solver="euler", steps=s.eval_steps, dopri5=True,
-                         atol=s.atol, rtol=s.rtol, w2sq_source_target=ev.w2sq, w1_mmd=False)
-    k = s.n_sweep
-    sweep = w2_at_steps(model, x0[:k], x1[:k], list(s.euler_steps))
-    metrics = {"w2": rep.w2, "npe": rep.npe, "nfe_dopri5": rep.nfe_dopri5, "w2_dopri5": rep.w2_dopri5,
-               "straightness": rep.straightness, "n_eval": int(x1.shape[0]), "n_sweep": k}
-    for steps in s.euler_steps:
-        metrics[f"w2_euler_{steps}"] = sweep[steps]
-    metrics["eval_time_s"] = time.perf_counter() - t0
-    return metrics
-
-
 def _train_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSettings, cfg: RunConfig,
                 data, parent: dict[str, Any] | None, timing: dict[str, Any]):
     """Train the model of a cell: (model, TrainResult, device)."""
@@ -168,7 +142,7 @@ def _train_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSetting
 
 
 def _compute_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSettings,
-                  parent: dict[str, Any] | None, ev: "_EvalSets") -> dict[str, Any]:
+                  parent: dict[str, Any] | None, ev: EvalSets) -> dict[str, Any]:
     cfg = s.run_config(task, method, seed)
     data = build_data(cfg)
     cell = _cell_dir(out, task.key, method, seed)
@@ -186,7 +160,7 @@ def _compute_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSetti
     timing["steps_per_s"] = result.steps_per_s
     timing["total_time_s"] = (result.elapsed_s + timing.get("pair_time_s", 0.0)
                               + timing.get("parent_train_time_s", 0.0))
-    metrics = _evaluate(model, ev, s, device)
+    metrics = evaluate_cell(model, ev, s, device)
     _save_model(model, cell / "model.safetensors")
     res_json = {
         "version": RESULT_VERSION,
@@ -205,38 +179,8 @@ def _compute_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSetti
     return json.loads((cell / "result.json").read_text())
 
 
-@dataclass
-class _EvalSets:
-    """The evaluation sets of a task and seed, their sampling floor and W2^2(x0, x1) (the NPE's
-    denominator): shared by every method, computed once."""
-
-    x0: Tensor
-    x1: Tensor
-    floor: float
-    w2sq: float
-
-
-def _eval_sets(out: Path, task: Task, seed: int, s: Paper2DSettings, force: bool) -> _EvalSets:
-    """The evaluation sets of a task and seed; the floor and W2^2 are cached in
-    cells/<task>/eval-seed<k>.json."""
-    data = build_data(s.eval_run_config(task, seed))
-    x0, x1 = data.source.test, data.target.test
-    path = out / "cells" / task.key / f"eval-seed{seed}.json"
-    expected = {"n_train": s.n_train, "n_eval": s.n_eval, "protocol": "paper", "version": EVAL_VERSION}
-    if path.is_file() and not force:
-        saved = json.loads(path.read_text())
-        if saved.get("settings") == expected:
-            return _EvalSets(x0, x1, float(saved["w2_floor"]), float(saved["w2sq_source_target"]))
-    g = torch.Generator().manual_seed(seed + FLOOR_SEED_OFFSET)
-    floor = w2_sampling_floor(resolve_distribution(task.target), x1, n_train=s.n_train, protocol="paper",
-                              generator=g)
-    w2sq = w2(x0, x1) ** 2
-    write_json(path, {"settings": expected, "w2_floor": floor, "w2sq_source_target": w2sq})
-    return _EvalSets(x0, x1, floor, w2sq)
-
-
 def _reevaluate(out: Path, task: Task, method: str, seed: int, s: Paper2DSettings, res: dict[str, Any],
-                ev: _EvalSets) -> dict[str, Any] | None:
+                ev: EvalSets) -> dict[str, Any] | None:
     """A finished cell's result with its metrics recomputed under this run's evaluation settings
     from its saved model (no retraining); None when the model file is missing."""
     cell = _cell_dir(out, task.key, method, seed)
@@ -245,7 +189,7 @@ def _reevaluate(out: Path, task: Task, method: str, seed: int, s: Paper2DSetting
         return None
     device = resolve_device(s.device)
     model = _load_model(s.run_config(task, method, seed), path, device)
-    res = dict(res, metrics=_evaluate(model, ev, s, device), evaluation=s.eval_fingerprint(),
+    res = dict(res, metrics=evaluate_cell(model, ev, s, device), evaluation=s.eval_fingerprint(),
                evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
     write_json(cell / "result.json", res)
     return res
@@ -287,6 +231,7 @@ def run_paper2d(
     force: bool = False,
     plots: bool = True,
     log: Callable[[str], None] | None = print,
+    report_only: bool = False,
 ) -> Paper2DResult:
     """Run (or resume) the 2D benchmark into ``out`` and write table.md, results.csv and figures.
 
@@ -300,6 +245,9 @@ def run_paper2d(
         plots: draw the per-task sample and trajectory figures (of the first seed); a figure is
             redrawn only when its cells changed.
         log: called with one line per cell (None: silent).
+        report_only: compute nothing: the table and CSV of the cells already finished and
+            evaluated under these settings (e.g. while another process is still running the
+            benchmark into ``out``); the others are listed in ``result.missing``. No figures.
     """
     s = settings or Paper2DSettings()
     task_keys = _check_seq("task", list(TASKS) if tasks is None else list(tasks), list(TASKS))
@@ -322,14 +270,14 @@ def run_paper2d(
     result = Paper2DResult(rows=[], floors={}, table="", skipped=skipped)
     done: dict[tuple[str, str, int], dict[str, Any]] = {}
     forced: set[tuple[str, str, int]] = set()
-    evals: dict[tuple[str, int], _EvalSets] = {}
+    evals: dict[tuple[str, int], EvalSets] = {}
 
     def get(task: Task, method: str, seed: int) -> dict[str, Any]:
         key = (task.key, method, seed)
         if key in done:
             return done[key]
         if (task.key, seed) not in evals:
-            evals[(task.key, seed)] = _eval_sets(out, task, seed, s, force)
+            evals[(task.key, seed)] = eval_sets(out, task, seed, s, force)
         ev = evals[(task.key, seed)]
         cell = _cell_dir(out, task.key, method, seed)
         res = _read_result(cell, s.fingerprint(method), force and key not in forced)
@@ -337,7 +285,7 @@ def run_paper2d(
         if parent is not None and res is not None and (task.key, "rf", seed) in result.computed:
             res = None  # the parent changed: the reflow must be redone
         status = "cached"
-        if res is not None and not _evaluated(res, s):
+        if res is not None and not is_evaluated(res, s):
             say(f"[paper2d] {task.key} {method} seed {seed}: re-evaluating the saved model ...")
             res = _reevaluate(out, task, method, seed, s, res, ev)
             if res is not None:
@@ -361,9 +309,21 @@ def run_paper2d(
     for t, m in cells:
         task = TASKS[t]
         for seed in s.seed_list:
-            res = get(task, m, seed)
-            result.floors[(t, seed)] = evals[(t, seed)].floor
+            if report_only:
+                res = _read_result(_cell_dir(out, t, m, seed), s.fingerprint(m), False)
+                if res is None or not is_evaluated(res, s):
+                    result.missing.append((t, m, seed))
+                    continue
+                result.floors[(t, seed)] = cached_floor(out, task, seed, s)
+            else:
+                res = get(task, m, seed)
+                result.floors[(t, seed)] = evals[(t, seed)].floor
             result.rows.append(result_row(res, result.floors[(t, seed)]))
+    if report_only:
+        if not result.rows:
+            raise ValueError(f"no finished cell to report in {str(out)!r} (of {len(result.missing)} selected)")
+        plots = False
+        say(f"[paper2d] {len(result.rows)} finished cell(s) reported, {len(result.missing)} missing")
 
     result.table = format_paper2d_table(result.rows, s)
     result.files["table"] = atomic_write_text(out / "table.md", result.table)

@@ -195,5 +195,6 @@ class Paper2DResult:
     computed: list[tuple[str, str, int]] = field(default_factory=list)
     reused: list[tuple[str, str, int]] = field(default_factory=list)
     reevaluated: list[tuple[str, str, int]] = field(default_factory=list)
+    missing: list[tuple[str, str, int]] = field(default_factory=list)  # report_only: not finished
     skipped: list[tuple[str, str]] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)

@@ -47,6 +47,9 @@ def add_paper2d(benches) -> argparse.ArgumentParser:
                    help="tiny smoke run: 10 steps, batch 64, 256/128 points, 1 seed, every task and method")
     p.add_argument("--force", action="store_true", help="recompute the selected cells even when finished")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
+    p.add_argument("--report-only", action="store_true",
+                   help="compute nothing: the table of the cells already finished in --out (e.g. while "
+                        "another process is still running the benchmark there)")
     add_device(p)
     add_common(p)
     p.set_defaults(func=run_paper2d)
@@ -167,7 +170,8 @@ def run_paper2d(args: argparse.Namespace) -> int:
     methods = comma_list(args.methods) if args.methods is not None else None
     try:
         res = run_paper2d(out, settings, tasks=tasks, methods=methods, force=args.force,
-                          plots=not args.no_plots, log=None if args.quiet else print)
+                          plots=not args.no_plots, log=None if args.quiet else print,
+                          report_only=args.report_only)
     except KeyboardInterrupt:
         print(f"flowmatch: interrupted; finished cells are kept in {out}/cells, rerun the same command "
               "to continue", file=sys.stderr)
@@ -176,7 +180,7 @@ def run_paper2d(args: argparse.Namespace) -> int:
         print()
         print(res.table)
         print(f"{len(res.computed)} cell(s) computed, {len(res.reevaluated)} re-evaluated, "
-              f"{len(res.reused)} reused; wrote "
+              f"{len(res.reused)} reused, {len(res.missing)} missing; wrote "
               + ", ".join(str(p) for p in res.files.values()))
     return 0
 
