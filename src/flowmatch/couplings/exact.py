@@ -169,8 +169,30 @@ class BlockOT(Coupling):
         else:
             o0, o1 = orders
         k = -(-n // self.block_size)
+        blocks0, blocks1 = torch.tensor_split(o0, k), torch.tensor_split(o1, k)
+        a = x0.detach().reshape(n, -1)
+        b = x1.detach().reshape(n, -1)
         i1 = torch.empty(n, dtype=torch.long)
-        for r0, r1 in zip(torch.tensor_split(o0, k), torch.tensor_split(o1, k)):
-            sub = exact.pair(x0[r0.to(x0.device)], x1[r1.to(x1.device)])
-            i1[r0] = r1[sub.i1.cpu()]
+        for size in sorted({len(r) for r in blocks0}):  # block sizes differ by at most one
+            ids = [i for i, r in enumerate(blocks0) if len(r) == size]
+            r0 = torch.stack([blocks0[i] for i in ids])
+            r1 = torch.stack([blocks1[i] for i in ids])
+            costs = _block_costs(a[r0.to(a.device)], b[r1.to(b.device)])
+            for j, i in enumerate(ids):
+                perm = solve_assignment(costs[j], solver=self.solver).perm
+                i1[blocks0[i]] = blocks1[i][torch.from_numpy(perm)]
         return Pairing(torch.arange(n, device=x0.device), i1.to(x1.device))
+
+
+def _block_costs(a: Tensor, b: Tensor):
+    """(m, s, s) float64 NumPy costs of m blocks a, b (m, s, d) at once: for each block the matrix of
+    :func:`~flowmatch.transport.centered_squared_cost` (centred on the block's own mean, in the
+    data's dtype), with one batched product instead of one small product per block (the Python
+    overhead of small blocks: measured 15.5 -> ms for 16 blocks of 64)."""
+    if not a.is_floating_point():
+        a, b = a.double(), b.double()
+    m = 0.5 * (a.mean(1, keepdim=True) + b.mean(1, keepdim=True))
+    a, b = a - m, b - m
+    cost = torch.baddbmm((b * b).sum(-1)[:, None, :], a, b.transpose(1, 2), alpha=-2.0)
+    cost += (a * a).sum(-1)[:, :, None]
+    return cost.clamp_min_(0.0).double().cpu().numpy()
