@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from flowmatch.couplings import ExactOT, Independent, Sinkhorn, get_coupling
-from flowmatch.transport import SinkhornWarning, sinkhorn_log, squared_cost
+from flowmatch.transport import (
+    SinkhornWarning,
+    batched_centered_squared_cost,
+    centered_squared_cost,
+    sinkhorn_log,
+    squared_cost,
+)
 
 
 def _cost(x0, x1, i1):
@@ -340,6 +346,19 @@ def test_plan_sampling_laws_on_a_3x3_plan():
 # --------------------------------------------------------------------------------------------
 # Large batches: block OT
 # --------------------------------------------------------------------------------------------
+
+
+def test_batched_costs_are_each_problems_centred_cost_and_the_distances():
+    g = torch.Generator().manual_seed(16)
+    a = torch.randn(3, 5, 4, generator=g, dtype=torch.float64) * 10 + 100  # far from 0: centring matters
+    b = torch.randn(3, 6, 4, generator=g, dtype=torch.float64) * 10 + 100
+    costs = batched_centered_squared_cost(a, b)
+    assert costs.shape == (3, 5, 6)
+    for k in range(3):
+        brute = ((a[k, :, None, :] - b[k, None, :, :]) ** 2).sum(-1)
+        torch.testing.assert_close(costs[k], centered_squared_cost(a[k], b[k]), rtol=1e-12, atol=1e-9)
+        torch.testing.assert_close(costs[k], brute, rtol=1e-10, atol=1e-9)
+        torch.testing.assert_close(squared_cost(a[k], b[k]), brute, rtol=1e-9, atol=1e-6)
 
 
 def test_block_ot_in_one_dimension_is_exact_whatever_the_block_size():
