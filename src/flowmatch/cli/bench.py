@@ -155,16 +155,20 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _settings(cls, quick: bool, overrides: dict):
+    """A bench's settings: its ``quick()`` preset or its defaults, with the options given (not None)."""
+    if quick:
+        return cls.quick(**overrides)
+    return cls(**{k: v for k, v in overrides.items() if v is not None})
+
+
 def run_paper2d(args: argparse.Namespace) -> int:
     from flowmatch.bench.paper2d import Paper2DSettings, run_paper2d
 
     overrides = dict(steps=args.steps, seeds=args.seeds, batch_size=args.batch_size,
                      n_train=args.n_train, n_test=args.n_test, n_eval=args.n_eval, n_sweep=args.n_sweep,
                      sigma=args.sigma, device=args.device)
-    if args.quick:
-        settings = Paper2DSettings.quick(**overrides)
-    else:
-        settings = Paper2DSettings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = _settings(Paper2DSettings, args.quick, overrides)
     out = args.out or ("runs/bench/paper2d-quick" if args.quick else "runs/bench/paper2d")
     tasks = comma_list(args.tasks) if args.tasks is not None else None
     methods = comma_list(args.methods) if args.methods is not None else None
@@ -200,10 +204,7 @@ def run_coupling(args: argparse.Namespace) -> int:
         threads=args.threads, quality=True if args.quality else None,
         torchcfm=False if args.no_torchcfm else None,
     )
-    if args.quick:
-        settings = CouplingBenchSettings.quick(**overrides)
-    else:
-        settings = CouplingBenchSettings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = _settings(CouplingBenchSettings, args.quick, overrides)
     return _report(run_coupling_bench(args.out, settings, log=None if args.quiet else print))
 
 
@@ -212,10 +213,7 @@ def run_ddp(args: argparse.Namespace) -> int:
 
     overrides = dict(steps=args.steps, batch_size=args.batch_size, seeds=args.seeds, n_train=args.n_train,
                      n_test=args.n_test)
-    if args.quick:
-        settings = DDPBenchSettings.quick(**overrides)
-    else:
-        settings = DDPBenchSettings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = _settings(DDPBenchSettings, args.quick, overrides)
     return _report(run_ddp_bench(args.out, settings, log=None if args.quiet else print))
 
 
@@ -235,10 +233,7 @@ def run_trajectories(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(1)  # small MLPs (see flowmatch.cli._common)
-    if args.quick:
-        settings = TrajectorySettings.quick(**overrides)
-    else:
-        settings = TrajectorySettings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = _settings(TrajectorySettings, args.quick, overrides)
     out = args.out or ("runs/bench/trajectories-quick" if args.quick else "runs/bench/trajectories")
     return _report(run_trajectories(out, settings, plots=not args.no_plots, log=None if args.quiet else print))
 
