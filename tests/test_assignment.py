@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import warnings
 
@@ -113,3 +114,30 @@ def test_without_the_kernel_auto_falls_back_to_emd_and_auction_warns(monkeypatch
     assert res.solver == "emd" and res.cost == pytest.approx(_brute_force(cost), rel=1e-12)
     with pytest.warns(AssignmentWarning, match="no C compiler found"):
         assert solve_assignment(cost, solver="auction").solver == "emd"
+
+
+def test_the_avx2_and_portable_builds_return_the_same_assignment():
+    # Where the CPU has AVX2 the loader uses a second, -mavx2 build; its scan does the same sums
+    # and comparisons as the portable (SSE2) one, so every bid, price and permutation must match.
+    if _native.load() is None or _native.variant() != "avx2":
+        pytest.skip(f"this CPU runs only the portable build ({_native.variant()})")
+    portable = _native._build()
+    assert portable.fm_cpu_avx2() == 1
+    g = torch.Generator().manual_seed(7)
+    for n, dim in ((203, 2), (256, 2), (256, 64)):
+        x0 = torch.randn(n, dim, generator=g, dtype=torch.float64)
+        x1 = sample_toy("8gaussians", n, generator=g).double() if dim == 2 else torch.randn(n, dim, generator=g, dtype=torch.float64) + 1
+        cost = np.ascontiguousarray(ot.dist(x0.numpy(), x1.numpy()))
+        outs = []
+        for lib in (_native.load(), portable):
+            arrays = [np.empty(n, np.int64), np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64),
+                      np.empty(n * _native.CANDIDATES, np.int64), np.empty(n), np.zeros(6)]
+            spread = float(np.mean(cost.mean(axis=1) - cost.min(axis=1)))
+            p = ctypes.c_void_p
+            status = lib.fm_auction(n, cost.ctypes.data_as(p), 0.1 * spread, 1e-12 * spread / n, 10.0, 1e-12,
+                                    1e-12 * spread, 10**9, *[a.ctypes.data_as(p) for a in arrays])
+            assert status == 0
+            outs.append(arrays)
+        for k, (a, b) in enumerate(zip(*outs)):
+            if k != 3:  # all but the work queue: assignment, prices, owners, lists, thresholds, counts
+                assert np.array_equal(a, b), k

@@ -1,7 +1,6 @@
 """Couplings: exact OT is the brute-force optimum and a permutation; Sinkhorn marginals."""
 
 import itertools
-import math
 import warnings
 
 import numpy as np
@@ -16,6 +15,7 @@ from flowmatch.transport import (
     centered_squared_cost,
     sinkhorn_log,
     squared_cost,
+    squared_cost_f64,
 )
 
 
@@ -359,6 +359,29 @@ def test_batched_costs_are_each_problems_centred_cost_and_the_distances():
         torch.testing.assert_close(costs[k], centered_squared_cost(a[k], b[k]), rtol=1e-12, atol=1e-9)
         torch.testing.assert_close(costs[k], brute, rtol=1e-10, atol=1e-9)
         torch.testing.assert_close(squared_cost(a[k], b[k]), brute, rtol=1e-9, atol=1e-6)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3, 4, 5, 12])
+def test_the_float64_cost_of_exact_ot_is_the_sum_of_squared_differences(dim, monkeypatch):
+    # dim <= 4: the compiled kernel sums the squared differences in float64 (one rounding per
+    # term, hence exact to ~1e-15 even far from the origin); beyond, or without the kernel, the
+    # centred matrix product of the batches' dtype (float32 data: float32 rounding).
+    g = torch.Generator().manual_seed(dim)
+    a = torch.randn(37, dim, generator=g) * 3 + 50
+    b = torch.randn(41, dim, generator=g) + 49
+    brute = ((a.double()[:, None, :] - b.double()[None, :, :]) ** 2).sum(-1)
+    cost = squared_cost_f64(a, b)
+    assert cost.dtype == torch.float64 and cost.shape == (37, 41)
+    if dim <= 4:
+        torch.testing.assert_close(cost, brute, rtol=1e-14, atol=0)
+    else:
+        torch.testing.assert_close(cost, brute, rtol=1e-5, atol=1e-4)
+        assert not torch.equal(cost, brute)  # the float32 product, not the differences
+    assert torch.equal(ExactOT().cost(a, b), cost)
+    from flowmatch import _native
+
+    monkeypatch.setattr(_native, "load", lambda: None)
+    torch.testing.assert_close(squared_cost_f64(a, b), brute, rtol=1e-5, atol=1e-4)
 
 
 def test_block_ot_in_one_dimension_is_exact_whatever_the_block_size():

@@ -22,9 +22,13 @@ and hence a lower bound on the optimum (LP duality). The kernel runs phases with
 ``factor`` until that certified gap is at most ``rtol * |primal| + atol``; the result is optimal
 to that certified tolerance (1e-12 relative by default, i.e. to the rounding of the cost itself).
 Prices start at the column reduction p_j = -min_i C_ij instead of 0. Each row keeps its best
-four columns and a threshold (the fifth-best value at its last full
-scan); since prices only rise, a bid whose two best listed values are below the threshold needs no
-full scan (Bertsekas' "third best" trick, generalised).
+``CANDIDATES`` (3) columns and a threshold (the next-best value at its last full scan); since
+prices only rise, a bid whose two best listed values are below the threshold needs no full scan
+(Bertsekas' "third best" trick, generalised). A full scan starts from the current values of the
+listed columns, which keeps its insertion path rare, and runs four doubles per instruction
+where the CPU has AVX2 (:func:`load` then builds a second library with ``-mavx2``;
+``FLOWMATCH_NO_AVX2=1`` keeps the portable one, SSE2 on x86-64). All scan variants do the same
+additions and comparisons and so return the same assignment.
 """
 
 from __future__ import annotations
@@ -41,17 +45,24 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["load", "build_error", "cache_dir", "SOURCE"]
+import numpy as np
+
+__all__ = ["load", "build_error", "variant", "squared_distances", "cache_dir", "SOURCE", "CANDIDATES"]
+
+#: columns each row keeps between full scans (the caller allocates n * CANDIDATES for them)
+CANDIDATES = 3
 
 SOURCE = r"""
 #include <stdint.h>
 #include <math.h>
 #include <float.h>
-#ifdef __SSE2__
+#if defined(__AVX2__)
+#include <immintrin.h>
+#elif defined(__SSE2__)
 #include <emmintrin.h>
 #endif
 
-#define FM_K 4
+#define FM_K @CANDIDATES@
 
 static inline void fm_insert(double w, int64_t j, double *bv, int64_t *bj)
 {
@@ -60,39 +71,67 @@ static inline void fm_insert(double w, int64_t j, double *bv, int64_t *bj)
     bv[k] = w; bj[k] = j;
 }
 
+static inline int fm_unlisted(const int64_t *listed, int64_t j)
+{
+    for (int k = 0; k < FM_K; k++) if (listed[k] == j) return 0;
+    return 1;
+}
+
 /* The FM_K best columns of a row (values row[j] + price[j]) and the (FM_K+1)-th best value.
-   Blocks of 8 are first compared by their minimum, which keeps the insertion branch rare. */
+   The scan starts from the current values of the row's listed columns (cand; -1: none), usually
+   still near the top, then goes over blocks of 8 columns, compared lane by lane with the running
+   (FM_K+1)-th best; only the lanes below it are offered for insertion. The AVX2, SSE2 and portable
+   loops do the same sums and comparisons (no FMA: -ffp-contract=off) and find the same columns. */
 static void fm_full_scan(int64_t n, const double *row, const double *price, int64_t *cand, double *thr)
 {
-    double bv[FM_K + 1]; int64_t bj[FM_K + 1];
+    double bv[FM_K + 1]; int64_t bj[FM_K + 1], seed[FM_K];
     for (int k = 0; k <= FM_K; k++) { bv[k] = INFINITY; bj[k] = -1; }
+    for (int k = 0; k < FM_K; k++) {
+        seed[k] = cand[k];
+        if (cand[k] >= 0) fm_insert(row[cand[k]] + price[cand[k]], cand[k], bv, bj);
+    }
+#define FM_OFFER(w, jj) do { if ((w) < bv[FM_K] && fm_unlisted(seed, (jj))) fm_insert((w), (jj), bv, bj); } while (0)
+    /* the lanes of a block below the threshold (mask bit q: column j + q), lowest first */
+#define FM_OFFER_MASKED(w, mask, j) do { unsigned m_ = (mask); while (m_) { int q_ = __builtin_ctz(m_); \
+        m_ &= m_ - 1; FM_OFFER((w)[q_], (j) + q_); } } while (0)
     int64_t j = 0;
-#ifdef __SSE2__
-    /* two doubles per instruction: the same sums and comparisons as the portable loop below */
+#if defined(__AVX2__)
+    for (; j + 8 <= n; j += 8) {
+        __m256d a0 = _mm256_add_pd(_mm256_loadu_pd(row + j), _mm256_loadu_pd(price + j));
+        __m256d a1 = _mm256_add_pd(_mm256_loadu_pd(row + j + 4), _mm256_loadu_pd(price + j + 4));
+        __m256d t = _mm256_set1_pd(bv[FM_K]);
+        unsigned mask = (unsigned)_mm256_movemask_pd(_mm256_cmp_pd(a0, t, _CMP_LT_OQ))
+                      | (unsigned)_mm256_movemask_pd(_mm256_cmp_pd(a1, t, _CMP_LT_OQ)) << 4;
+        if (mask) {
+            double w[8];
+            _mm256_storeu_pd(w, a0); _mm256_storeu_pd(w + 4, a1);
+            FM_OFFER_MASKED(w, mask, j);
+        }
+    }
+#elif defined(__SSE2__)
     for (; j + 8 <= n; j += 8) {
         __m128d a0 = _mm_add_pd(_mm_loadu_pd(row + j), _mm_loadu_pd(price + j));
         __m128d a1 = _mm_add_pd(_mm_loadu_pd(row + j + 2), _mm_loadu_pd(price + j + 2));
         __m128d a2 = _mm_add_pd(_mm_loadu_pd(row + j + 4), _mm_loadu_pd(price + j + 4));
         __m128d a3 = _mm_add_pd(_mm_loadu_pd(row + j + 6), _mm_loadu_pd(price + j + 6));
-        __m128d m = _mm_min_pd(_mm_min_pd(a0, a1), _mm_min_pd(a2, a3));
-        if (_mm_movemask_pd(_mm_cmplt_pd(m, _mm_set1_pd(bv[FM_K])))) {
+        __m128d t = _mm_set1_pd(bv[FM_K]);
+        unsigned mask = (unsigned)_mm_movemask_pd(_mm_cmplt_pd(a0, t)) | (unsigned)_mm_movemask_pd(_mm_cmplt_pd(a1, t)) << 2
+                      | (unsigned)_mm_movemask_pd(_mm_cmplt_pd(a2, t)) << 4 | (unsigned)_mm_movemask_pd(_mm_cmplt_pd(a3, t)) << 6;
+        if (mask) {
             double w[8];
             _mm_storeu_pd(w, a0); _mm_storeu_pd(w + 2, a1); _mm_storeu_pd(w + 4, a2); _mm_storeu_pd(w + 6, a3);
-            for (int q = 0; q < 8; q++) if (w[q] < bv[FM_K]) fm_insert(w[q], j + q, bv, bj);
+            FM_OFFER_MASKED(w, mask, j);
         }
     }
 #endif
     for (; j + 8 <= n; j += 8) {
         double w[8], m = INFINITY;
         for (int q = 0; q < 8; q++) { w[q] = row[j + q] + price[j + q]; m = w[q] < m ? w[q] : m; }
-        if (m < bv[FM_K]) {
-            for (int q = 0; q < 8; q++) if (w[q] < bv[FM_K]) fm_insert(w[q], j + q, bv, bj);
-        }
+        if (m < bv[FM_K]) for (int q = 0; q < 8; q++) FM_OFFER(w[q], j + q);
     }
-    for (; j < n; j++) {
-        double w = row[j] + price[j];
-        if (w < bv[FM_K]) fm_insert(w, j, bv, bj);
-    }
+    for (; j < n; j++) { double w = row[j] + price[j]; FM_OFFER(w, j); }
+#undef FM_OFFER
+#undef FM_OFFER_MASKED
     for (int k = 0; k < FM_K; k++) cand[k] = bj[k];
     *thr = bv[FM_K];
 }
@@ -142,6 +181,7 @@ int fm_auction(int64_t n, const double *C, double eps0, double eps_final, double
         for (int64_t j = 0; j < n; j++) if (row[j] < price[j]) price[j] = row[j];
     }
     for (int64_t j = 0; j < n; j++) price[j] = -price[j];
+    for (int64_t k = 0; k < n * FM_K; k++) cand[k] = -1;
     for (int64_t i = 0; i < n; i++) { assign[i] = -1; fm_full_scan(n, C + i * n, price, cand + i * FM_K, thr + i); }
     for (;;) {
         phases++;
@@ -196,7 +236,39 @@ int fm_auction(int64_t n, const double *C, double eps0, double eps_final, double
     out[5] = (double)phases;
     return status;
 }
-"""
+
+/* out[i, j] = sum_k (x[i, k] - y[j, k])^2 for row-major x (n, d), y (m, d): the differences
+   themselves, without the cancellation of |x|^2 + |y|^2 - 2 x.y (for small d, where it is also
+   faster than a matrix product). */
+void fm_sqdist(int64_t n, int64_t m, int64_t d, const double *x, const double *y, double *out)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const double *a = x + i * d;
+        double *o = out + i * m;
+        if (d == 2) {
+            for (int64_t j = 0; j < m; j++) { double u = a[0] - y[2 * j], v = a[1] - y[2 * j + 1]; o[j] = u * u + v * v; }
+        } else {
+            for (int64_t j = 0; j < m; j++) {
+                const double *b = y + j * d;
+                double s = 0.0;
+                for (int64_t k = 0; k < d; k++) { double t = a[k] - b[k]; s += t * t; }
+                o[j] = s;
+            }
+        }
+    }
+}
+
+/* Whether this CPU runs AVX2 code (the loader then builds and loads the -mavx2 variant). */
+int fm_cpu_avx2(void)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+""".replace("@CANDIDATES@", str(CANDIDATES))
 
 _FLAGS = ["-O3", "-std=c99", "-fPIC", "-shared", "-ffp-contract=off"]
 _LOCK = threading.Lock()
@@ -222,13 +294,14 @@ def _compiler() -> str | None:
     return None
 
 
-def _build() -> ctypes.CDLL:
+def _build(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     if sys.platform.startswith("win"):
         raise OSError("the native kernel is not built on Windows")
     cc = _compiler()
     if cc is None:
         raise OSError("no C compiler found (set CC, or install cc/gcc/clang)")
-    key = hashlib.sha256("\0".join([SOURCE, *_FLAGS, sys.platform, platform.machine()]).encode()).hexdigest()[:16]
+    flags = [*_FLAGS, *extra_flags]
+    key = hashlib.sha256("\0".join([SOURCE, *flags, sys.platform, platform.machine()]).encode()).hexdigest()[:16]
     out_dir = cache_dir()
     lib_path = out_dir / f"fm_auction_{key}.so"
     if not lib_path.is_file():
@@ -237,7 +310,7 @@ def _build() -> ctypes.CDLL:
             src = Path(tmp) / "fm_auction.c"
             src.write_text(SOURCE)
             tmp_lib = Path(tmp) / lib_path.name
-            proc = subprocess.run([cc, *_FLAGS, "-o", str(tmp_lib), str(src), "-lm"],
+            proc = subprocess.run([cc, *flags, "-o", str(tmp_lib), str(src), "-lm"],
                                   capture_output=True, text=True, timeout=120)
             if proc.returncode != 0:
                 raise OSError(f"{cc} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
@@ -247,7 +320,23 @@ def _build() -> ctypes.CDLL:
     i64, dbl, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
     f.argtypes = [i64, ptr, dbl, dbl, dbl, dbl, dbl, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
     f.restype = ctypes.c_int
+    lib.fm_sqdist.argtypes = [i64, i64, i64, ptr, ptr, ptr]
+    lib.fm_sqdist.restype = None
+    lib.fm_cpu_avx2.argtypes = []
+    lib.fm_cpu_avx2.restype = ctypes.c_int
     return lib
+
+
+def _build_best() -> tuple[ctypes.CDLL, str]:
+    """The portable build, or the -mavx2 build where this CPU has AVX2 and the compiler takes it
+    (FLOWMATCH_NO_AVX2=1: always the portable one). Returns the library and its variant name."""
+    lib = _build()
+    if os.environ.get("FLOWMATCH_NO_AVX2") or not lib.fm_cpu_avx2():
+        return lib, "portable"
+    try:
+        return _build(("-mavx2",)), "avx2"
+    except (OSError, subprocess.SubprocessError):
+        return lib, "portable"
 
 
 def load() -> ctypes.CDLL | None:
@@ -261,11 +350,29 @@ def load() -> ctypes.CDLL | None:
                 _STATE["lib"] = None
             else:
                 try:
-                    _STATE["lib"] = _build()
+                    _STATE["lib"], _STATE["variant"] = _build_best()
                 except (OSError, subprocess.SubprocessError) as e:
                     _STATE["error"] = str(e)
                     _STATE["lib"] = None
     return _STATE["lib"]  # type: ignore[return-value]
+
+
+def squared_distances(a, b):
+    """(n, m) float64 array of ||a_i - b_j||^2 for float64 arrays a (n, d) and b (m, d), computed
+    from the differences by the compiled kernel; None when the kernel is unavailable."""
+    lib = load()
+    if lib is None:
+        return None
+    a, b = np.ascontiguousarray(a, dtype=np.float64), np.ascontiguousarray(b, dtype=np.float64)
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.float64)
+    p = ctypes.c_void_p
+    lib.fm_sqdist(a.shape[0], b.shape[0], a.shape[1], a.ctypes.data_as(p), b.ctypes.data_as(p), out.ctypes.data_as(p))
+    return out
+
+
+def variant() -> str | None:
+    """Which build :func:`load` loaded: ``"avx2"`` or ``"portable"`` (None: none loaded)."""
+    return _STATE.get("variant")  # type: ignore[return-value]
 
 
 def build_error() -> str | None:

@@ -76,7 +76,7 @@ def _auction(cost: np.ndarray, rtol: float) -> Assignment | str:
     price = np.empty(n, dtype=np.float64)
     owner = np.empty(n, dtype=np.int64)
     queue = np.empty(n, dtype=np.int64)
-    cand = np.empty(n * 4, dtype=np.int64)
+    cand = np.empty(n * _native.CANDIDATES, dtype=np.int64)
     thr = np.empty(n, dtype=np.float64)
     out = np.zeros(6, dtype=np.float64)
     p = ctypes.c_void_p

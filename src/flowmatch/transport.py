@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowmatch import _native
 from flowmatch._validate import check_positive_float, check_positive_int
 from flowmatch.assignment import solve_assignment
 
@@ -24,6 +25,7 @@ __all__ = [
     "squared_cost",
     "centered_squared_cost",
     "batched_centered_squared_cost",
+    "squared_cost_f64",
     "exact_ot_permutation",
     "SinkhornResult",
     "sinkhorn_log",
@@ -74,6 +76,27 @@ def batched_centered_squared_cost(a: Tensor, b: Tensor) -> Tensor:
         a, b = a.double(), b.double()
     m = 0.5 * (a.mean(-2, keepdim=True) + b.mean(-2, keepdim=True))
     return _row_squared_cost(a - m, b - m)
+
+
+#: Largest flattened sample dimension for which :func:`squared_cost_f64` takes the differences in
+#: the compiled kernel (beyond it a matrix product is faster).
+DIRECT_COST_MAX_DIM = 4
+
+
+def squared_cost_f64(x0: Tensor, x1: Tensor) -> Tensor:
+    """The squared cost (n, m) in float64 on the CPU: what the exact assignment solves.
+
+    CPU batches of at most :data:`DIRECT_COST_MAX_DIM` dimensions go to the compiled kernel, which
+    sums (x0_ik - x1_jk)^2 in float64 (no cancellation; at n = 256 in 2D about 3x faster than the
+    matrix product and its float64 copy); otherwise :func:`centered_squared_cost` in the batches'
+    dtype, converted.
+    """
+    a, b = x0.detach().reshape(x0.shape[0], -1), x1.detach().reshape(x1.shape[0], -1)
+    if a.shape[1] <= DIRECT_COST_MAX_DIM and a.device.type == "cpu" and b.device.type == "cpu":
+        out = _native.squared_distances(a.double().numpy(), b.double().numpy())
+        if out is not None:
+            return torch.from_numpy(out)
+    return centered_squared_cost(a, b).double().cpu()
 
 
 def exact_ot_permutation(x0: Tensor, x1: Tensor, *, solver: str = "auto") -> Tensor:

@@ -14,7 +14,7 @@ from torch import Tensor
 from flowmatch._validate import check_choice, check_nonnegative_float, check_positive_int
 from flowmatch.assignment import SOLVERS, solve_assignment
 from flowmatch.couplings.base import Coupling, Pairing, _call_with_cond, _check_batches, _check_equal
-from flowmatch.transport import batched_centered_squared_cost, centered_squared_cost, squared_cost
+from flowmatch.transport import batched_centered_squared_cost, squared_cost, squared_cost_f64
 
 __all__ = ["ExactOT", "ConditionalOT", "BlockOT"]
 
@@ -43,8 +43,9 @@ class ExactOT(Coupling):
 
     ``solver``: ``auto`` (the compiled epsilon-scaling auction, certified to 1e-12 relative, or
     POT's ``emd`` without a C compiler), ``auction``, ``emd`` or ``lsa`` (see
-    :mod:`flowmatch.assignment`). The cost is :func:`~flowmatch.transport.centered_squared_cost`
-    in the batches' dtype, solved in float64.
+    :mod:`flowmatch.assignment`). The cost is :func:`~flowmatch.transport.squared_cost_f64`
+    (from the differences in float64 for low-dimensional CPU batches, else
+    :func:`~flowmatch.transport.centered_squared_cost` in the batches' dtype), solved in float64.
     """
 
     deterministic = True
@@ -54,7 +55,7 @@ class ExactOT(Coupling):
 
     def cost(self, x0: Tensor, x1: Tensor, cond: Tensor | None = None) -> Tensor:
         """The (n, n) float64 CPU cost matrix this coupling minimises."""
-        return centered_squared_cost(x0, x1).double().cpu()
+        return squared_cost_f64(x0, x1)
 
     def pair(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None,
              cond: Tensor | None = None) -> Pairing:
