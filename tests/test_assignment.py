@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import warnings
 
@@ -130,14 +129,12 @@ def test_the_avx2_and_portable_builds_return_the_same_assignment():
         cost = np.ascontiguousarray(ot.dist(x0.numpy(), x1.numpy()))
         outs = []
         for lib in (_native.load(), portable):
-            arrays = [np.empty(n, np.int64), np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64),
-                      np.empty(n * _native.CANDIDATES, np.int64), np.empty(n), np.zeros(6)]
-            spread = float(np.mean(cost.mean(axis=1) - cost.min(axis=1)))
-            p = ctypes.c_void_p
-            status = lib.fm_auction(n, cost.ctypes.data_as(p), 0.1 * spread, 1e-12 * spread / n, 10.0, 1e-12,
-                                    1e-12 * spread, 10**9, *[a.ctypes.data_as(p) for a in arrays])
+            iwork = np.empty((3 + _native.CANDIDATES) * n, np.int64)
+            fwork, out = np.empty(2 * n), np.zeros(7)
+            status = lib.fm_auction(n, cost.ctypes.data, 0.1, 10.0, 1e-12, 10**9, iwork.ctypes.data,
+                                    fwork.ctypes.data, out.ctypes.data)
             assert status == 0
-            outs.append(arrays)
-        for k, (a, b) in enumerate(zip(*outs)):
-            if k != 3:  # all but the work queue: assignment, prices, owners, lists, thresholds, counts
-                assert np.array_equal(a, b), k
+            # all but the work queue (iwork[2n:3n]): assignment, owners, lists, prices, thresholds, counts
+            outs.append((iwork[:2 * n], iwork[3 * n:], fwork, out))
+        for a, b in zip(*outs):
+            assert np.array_equal(a, b)

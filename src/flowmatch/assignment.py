@@ -22,7 +22,6 @@ with ``ot.emd`` for n = 256 and 1024.
 
 from __future__ import annotations
 
-import ctypes
 import warnings
 from dataclasses import dataclass
 
@@ -68,24 +67,15 @@ def _auction(cost: np.ndarray, rtol: float) -> Assignment | str:
         return f"the auction kernel is unavailable ({_native.build_error()})"
     n = cost.shape[0]
     c = np.ascontiguousarray(cost, dtype=np.float64)
-    spread = float(np.mean(c.mean(axis=1) - c.min(axis=1)))
-    scale = spread if spread > 0 else max(float(np.abs(c).max()), 1.0)
-    eps0 = 0.1 * scale
-    eps_final = rtol * scale / n
-    assign = np.empty(n, dtype=np.int64)
-    price = np.empty(n, dtype=np.float64)
-    owner = np.empty(n, dtype=np.int64)
-    queue = np.empty(n, dtype=np.int64)
-    cand = np.empty(n * _native.CANDIDATES, dtype=np.int64)
-    thr = np.empty(n, dtype=np.float64)
-    out = np.zeros(6, dtype=np.float64)
-    p = ctypes.c_void_p
-    status = lib.fm_auction(n, c.ctypes.data_as(p), eps0, eps_final, 10.0, rtol, rtol * scale,
-                            20_000 * n + 1_000_000, assign.ctypes.data_as(p), price.ctypes.data_as(p),
-                            owner.ctypes.data_as(p), queue.ctypes.data_as(p), cand.ctypes.data_as(p),
-                            thr.ctypes.data_as(p), out.ctypes.data_as(p))
+    # few Python steps: in a prefetching thread each one may wait for the training thread's GIL
+    iwork = np.empty((3 + _native.CANDIDATES) * n, dtype=np.int64)
+    fwork = np.empty(2 * n, dtype=np.float64)
+    out = np.zeros(7, dtype=np.float64)
+    status = lib.fm_auction(n, c.ctypes.data, 0.1, 10.0, rtol, 20_000 * n + 1_000_000,
+                            iwork.ctypes.data, fwork.ctypes.data, out.ctypes.data)
     if status == 1:
         return "the auction reached its bid limit"
+    assign = iwork[:n].copy()
     primal, dual = float(out[0]), float(out[1])
     if np.bincount(assign, minlength=n).max(initial=0) != 1:  # pragma: no cover - never observed
         return "the auction returned a non-permutation"

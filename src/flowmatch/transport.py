@@ -91,12 +91,20 @@ def squared_cost_f64(x0: Tensor, x1: Tensor) -> Tensor:
     matrix product and its float64 copy); otherwise :func:`centered_squared_cost` in the batches'
     dtype, converted.
     """
-    a, b = x0.detach().reshape(x0.shape[0], -1), x1.detach().reshape(x1.shape[0], -1)
-    if a.shape[1] <= DIRECT_COST_MAX_DIM and a.device.type == "cpu" and b.device.type == "cpu":
-        out = _native.squared_distances(a.double().numpy(), b.double().numpy())
+    a, b = _numpy_rows(x0), _numpy_rows(x1)
+    if a is not None and b is not None and a.shape[1] <= DIRECT_COST_MAX_DIM:
+        out = _native.squared_distances(a, b)
         if out is not None:
             return torch.from_numpy(out)
-    return centered_squared_cost(a, b).double().cpu()
+    return centered_squared_cost(x0, x1).double().cpu()
+
+
+def _numpy_rows(x: Tensor) -> np.ndarray | None:
+    """x (n, *dims) on the CPU as a NumPy (n, D) view (NumPy steps only: in a prefetching thread
+    every torch call may wait for the training thread's GIL), or None (other device, bfloat16)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float16, torch.float32, torch.float64):
+        return None
+    return (x.detach() if x.requires_grad else x).numpy().reshape(x.shape[0], -1)
 
 
 def exact_ot_permutation(x0: Tensor, x1: Tensor, *, solver: str = "auto") -> Tensor:

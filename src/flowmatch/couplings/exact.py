@@ -64,8 +64,8 @@ class ExactOT(Coupling):
         i0 = torch.arange(n, device=x0.device)
         if n == 1:
             return Pairing(i0, torch.zeros(1, dtype=torch.long, device=x1.device))
-        perm = solve_assignment(self.cost(x0, x1, cond).numpy(), solver=self.solver).perm
-        return Pairing(i0, torch.from_numpy(perm).to(x1.device))
+        i1 = torch.from_numpy(solve_assignment(self.cost(x0, x1, cond).numpy(), solver=self.solver).perm)
+        return Pairing(i0, i1 if x1.device.type == "cpu" else i1.to(x1.device))
 
 
 class ConditionalOT(ExactOT):
