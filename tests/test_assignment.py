@@ -138,3 +138,24 @@ def test_the_avx2_and_portable_builds_return_the_same_assignment():
             outs.append((iwork[:2 * n], iwork[3 * n:], fwork, out))
         for a, b in zip(*outs):
             assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("solver", ["auto", "emd"])
+def test_a_stack_of_problems_is_solved_as_each_alone(solver):
+    # solve_assignments: one kernel call for all the blocks of a block coupling; each block's
+    # permutation must be that block's optimum (compared with solve_assignment and POT's emd)
+    rng = np.random.default_rng(3)
+    for b, n in ((1, 1), (5, 2), (16, 64), (3, 203)):
+        x0, x1 = rng.normal(size=(b, n, 2)), rng.normal(size=(b, n, 2)) * 2 + 1
+        costs = np.stack([ot.dist(x0[k], x1[k]) for k in range(b)])
+        perms = assignment.solve_assignments(costs, solver=solver)
+        assert perms.shape == (b, n) and perms.dtype == np.int64
+        for k in range(b):
+            assert sorted(perms[k].tolist()) == list(range(n))
+            got = costs[k][np.arange(n), perms[k]].sum()
+            alone = solve_assignment(costs[k], solver="emd").cost
+            assert got == pytest.approx(alone, rel=1e-12, abs=1e-12)
+    with pytest.raises(ValueError, match=r"stack of non-empty square matrices \(b, n, n\), got shape \(4, 4\)"):
+        assignment.solve_assignments(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="costs must be finite"):
+        assignment.solve_assignments(np.full((2, 3, 3), np.nan))

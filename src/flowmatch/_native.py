@@ -252,6 +252,22 @@ int fm_auction(int64_t n, const double *C, double eps0_rel, double factor, doubl
     return status;
 }
 
+/* fm_auction on nb matrices of n x n stored one after another (the blocks of a block coupling) in
+   one call: perms[b n + i] is row i's column in block b, out[7 b ...] and status[b] its results.
+   Returns the number of blocks whose status is not 0. */
+int64_t fm_auction_many(int64_t nb, int64_t n, const double *C, double eps0_rel, double factor, double rtol,
+                        int64_t max_bids, int64_t *iwork, double *fwork, double *out, int64_t *status,
+                        int64_t *perms)
+{
+    int64_t failed = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        status[b] = fm_auction(n, C + b * n * n, eps0_rel, factor, rtol, max_bids, iwork, fwork, out + 7 * b);
+        failed += status[b] != 0;
+        for (int64_t i = 0; i < n; i++) perms[b * n + i] = iwork[i];
+    }
+    return failed;
+}
+
 /* out[i, j] = sum_k (x[i, k] - y[j, k])^2 for row-major x (n, d), y (m, d): the differences
    themselves, without the cancellation of |x|^2 + |y|^2 - 2 x.y (for small d, where it is also
    faster than a matrix product). */
@@ -335,6 +351,8 @@ def _build(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     i64, dbl, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
     f.argtypes = [i64, ptr, dbl, dbl, dbl, i64, ptr, ptr, ptr]
     f.restype = ctypes.c_int
+    lib.fm_auction_many.argtypes = [i64, i64, ptr, dbl, dbl, dbl, i64, ptr, ptr, ptr, ptr, ptr]
+    lib.fm_auction_many.restype = i64
     lib.fm_sqdist.argtypes = [i64, i64, i64, ptr, ptr, ptr]
     lib.fm_sqdist.restype = None
     lib.fm_cpu_avx2.argtypes = []

@@ -30,7 +30,7 @@ import numpy as np
 from flowmatch import _native
 from flowmatch._validate import check_choice
 
-__all__ = ["Assignment", "solve_assignment", "SOLVERS", "native_available", "AssignmentWarning"]
+__all__ = ["Assignment", "solve_assignment", "solve_assignments", "SOLVERS", "native_available", "AssignmentWarning"]
 
 SOLVERS = ("auto", "auction", "emd", "lsa")
 
@@ -61,6 +61,10 @@ def native_available() -> bool:
     return _native.load() is not None
 
 
+def _max_bids(n: int) -> int:
+    return 20_000 * n + 1_000_000
+
+
 def _auction(cost: np.ndarray, rtol: float) -> Assignment | str:
     lib = _native.load()
     if lib is None:
@@ -71,7 +75,7 @@ def _auction(cost: np.ndarray, rtol: float) -> Assignment | str:
     iwork = np.empty((3 + _native.CANDIDATES) * n, dtype=np.int64)
     fwork = np.empty(2 * n, dtype=np.float64)
     out = np.zeros(7, dtype=np.float64)
-    status = lib.fm_auction(n, c.ctypes.data, 0.1, 10.0, rtol, 20_000 * n + 1_000_000,
+    status = lib.fm_auction(n, c.ctypes.data, 0.1, 10.0, rtol, _max_bids(n),
                             iwork.ctypes.data, fwork.ctypes.data, out.ctypes.data)
     if status == 1:
         return "the auction reached its bid limit"
@@ -139,3 +143,39 @@ def solve_assignment(cost, *, solver: str = "auto", rtol: float = 1e-12) -> Assi
     if solver == "emd":
         return _emd(c)
     return _lsa(c)
+
+
+def solve_assignments(costs, *, solver: str = "auto", rtol: float = 1e-12) -> np.ndarray:
+    """Minimum-cost permutations of a stack of square cost matrices ``costs`` (b, n, n).
+
+    Returns (b, n) int64: row i of problem k is assigned column ``perms[k, i]``. With the auction
+    all problems are solved in one call of the kernel (one GIL release, no Python per problem: the
+    blocks of :class:`~flowmatch.couplings.BlockOT`); a problem the auction cannot finish, and
+    every problem with another ``solver``, goes through :func:`solve_assignment`.
+    """
+    check_choice("solver", solver, SOLVERS)
+    if hasattr(costs, "detach"):
+        costs = costs.detach().cpu().double().numpy()
+    c = np.ascontiguousarray(costs, dtype=np.float64)
+    if c.ndim != 3 or c.shape[1] != c.shape[2] or c.shape[1] == 0:
+        raise ValueError(f"costs must be a stack of non-empty square matrices (b, n, n), got shape {c.shape}")
+    if not np.isfinite(c).all():
+        raise ValueError("costs must be finite, got a matrix with inf or NaN entries")
+    b, n = c.shape[0], c.shape[1]
+    lib = _native.load() if solver in ("auto", "auction") and n > 1 else None
+    if lib is None:
+        return np.stack([solve_assignment(m, solver=solver, rtol=rtol).perm for m in c]).reshape(b, n)
+    if not 0 < rtol < 1:
+        raise ValueError(f"rtol must be in (0, 1), got {rtol!r}")
+    iwork = np.empty((3 + _native.CANDIDATES) * n, dtype=np.int64)
+    fwork = np.empty(2 * n, dtype=np.float64)
+    out = np.zeros(7 * b, dtype=np.float64)
+    status = np.zeros(b, dtype=np.int64)
+    perms = np.empty((b, n), dtype=np.int64)
+    failed = lib.fm_auction_many(b, n, c.ctypes.data, 0.1, 10.0, rtol, _max_bids(n), iwork.ctypes.data,
+                                 fwork.ctypes.data, out.ctypes.data, status.ctypes.data, perms.ctypes.data)
+    for k in np.flatnonzero(status == 1) if failed else ():  # the bid limit: POT's emd, as solve_assignment
+        warnings.warn("the auction reached its bid limit; solving with POT's emd instead", AssignmentWarning,
+                      stacklevel=2)
+        perms[k] = _emd(c[k]).perm
+    return perms
