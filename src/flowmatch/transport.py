@@ -115,7 +115,8 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, *, solver: str = "auto") -> Ten
     paired with exactly one x1_j and no pair repeats. Returns ``perm`` (n,) long, on x1's device,
     with x0_i paired to x1_perm[i].
 
-    The cost is :func:`centered_squared_cost` (in the batches' dtype), solved in float64 by
+    The cost is :func:`squared_cost_f64` (the coupling :class:`~flowmatch.couplings.ExactOT`
+    solves the same), solved in float64 by
     :func:`flowmatch.assignment.solve_assignment` (``solver``: ``auto`` = the compiled auction
     with a certified gap of 1e-12 relative, falling back to POT's network simplex ``emd``;
     or ``auction``, ``emd``, ``lsa``).
@@ -127,8 +128,7 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, *, solver: str = "auto") -> Ten
         )
     if n == 1:
         return torch.zeros(1, dtype=torch.long, device=x1.device)
-    cost = centered_squared_cost(x0, x1).cpu().double().numpy()
-    perm = solve_assignment(cost, solver=solver).perm
+    perm = solve_assignment(squared_cost_f64(x0, x1).numpy(), solver=solver).perm
     return torch.from_numpy(perm).to(device=x1.device, dtype=torch.long)
 
 
