@@ -110,6 +110,24 @@ def _lsa(cost: np.ndarray) -> Assignment:
     return Assignment(perm=perm, cost=float(cost[np.arange(n), perm].sum()), gap=0.0, solver="lsa")
 
 
+def _checked(cost, *, stack: bool, solver: str, rtol: float) -> np.ndarray:
+    """The cost matrix (stack: a stack of them) as a float64 C-contiguous array, after the checks
+    of :func:`solve_assignment` and :func:`solve_assignments`."""
+    check_choice("solver", solver, SOLVERS)
+    if hasattr(cost, "detach"):
+        cost = cost.detach().cpu().double().numpy()
+    c = np.ascontiguousarray(cost, dtype=np.float64)
+    name, what = ("costs", "a stack of non-empty square matrices (b, n, n)") if stack else \
+        ("cost", "a non-empty square (n, n) matrix")
+    if c.ndim != (3 if stack else 2) or c.shape[-1] != c.shape[-2] or c.shape[-1] == 0:
+        raise ValueError(f"{name} must be {what}, got shape {c.shape}")
+    if not np.isfinite(c).all():
+        raise ValueError(f"{name} must be finite, got a matrix with inf or NaN entries")
+    if not 0 < rtol < 1:
+        raise ValueError(f"rtol must be in (0, 1), got {rtol!r}")
+    return c
+
+
 def solve_assignment(cost, *, solver: str = "auto", rtol: float = 1e-12) -> Assignment:
     """Minimum-cost permutation of a square cost matrix ``cost`` (n, n) (NumPy or torch, finite).
 
@@ -119,16 +137,7 @@ def solve_assignment(cost, *, solver: str = "auto", rtol: float = 1e-12) -> Assi
     requested but cannot run, ``emd`` is used with an :class:`AssignmentWarning` (``auto`` falls
     back silently). The cost is solved in float64; the call releases the GIL (auction, emd).
     """
-    check_choice("solver", solver, SOLVERS)
-    if hasattr(cost, "detach"):
-        cost = cost.detach().cpu().double().numpy()
-    c = np.asarray(cost, dtype=np.float64)
-    if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] == 0:
-        raise ValueError(f"cost must be a non-empty square (n, n) matrix, got shape {c.shape}")
-    if not np.isfinite(c).all():
-        raise ValueError("cost must be finite, got a matrix with inf or NaN entries")
-    if not 0 < rtol < 1:
-        raise ValueError(f"rtol must be in (0, 1), got {rtol!r}")
+    c = _checked(cost, stack=False, solver=solver, rtol=rtol)
     n = c.shape[0]
     if n == 1:
         return Assignment(perm=np.zeros(1, dtype=np.int64), cost=float(c[0, 0]), gap=0.0,
@@ -153,20 +162,11 @@ def solve_assignments(costs, *, solver: str = "auto", rtol: float = 1e-12) -> np
     blocks of :class:`~flowmatch.couplings.BlockOT`); a problem the auction cannot finish, and
     every problem with another ``solver``, goes through :func:`solve_assignment`.
     """
-    check_choice("solver", solver, SOLVERS)
-    if hasattr(costs, "detach"):
-        costs = costs.detach().cpu().double().numpy()
-    c = np.ascontiguousarray(costs, dtype=np.float64)
-    if c.ndim != 3 or c.shape[1] != c.shape[2] or c.shape[1] == 0:
-        raise ValueError(f"costs must be a stack of non-empty square matrices (b, n, n), got shape {c.shape}")
-    if not np.isfinite(c).all():
-        raise ValueError("costs must be finite, got a matrix with inf or NaN entries")
+    c = _checked(costs, stack=True, solver=solver, rtol=rtol)
     b, n = c.shape[0], c.shape[1]
     lib = _native.load() if solver in ("auto", "auction") and n > 1 else None
     if lib is None:
         return np.stack([solve_assignment(m, solver=solver, rtol=rtol).perm for m in c]).reshape(b, n)
-    if not 0 < rtol < 1:
-        raise ValueError(f"rtol must be in (0, 1), got {rtol!r}")
     iwork = np.empty((3 + _native.CANDIDATES) * n, dtype=np.int64)
     fwork = np.empty(2 * n, dtype=np.float64)
     out = np.zeros(7 * b, dtype=np.float64)
