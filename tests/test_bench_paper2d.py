@@ -152,11 +152,42 @@ def test_a_cell_with_other_settings_is_refused(quick_out):
                     log=None, plots=False)
 
 
+def test_the_ema_variant_evaluates_the_averaged_weights_of_the_same_training(quick_out, tmp_path):
+    # --ema-decay trains exactly as without it (same seed, same draws) and saves and scores the
+    # moving average; the paper's setting (0) keeps the fingerprint of cells made before the option
+    cell = Path("cells") / "n-moons" / "i-cfm" / "seed0"
+    plain = _read_json(quick_out / cell / "result.json")
+    assert "ema_decay" not in plain["settings"]
+    out = tmp_path / "ema"
+    assert main(["bench", "paper2d", "--quick", "--out", str(out), "--tasks", "n-moons", "--methods", "i-cfm",
+                 "--ema-decay", "0.9", "--no-plots", "--threads", "1", "--quiet"]) == 0
+    ema = _read_json(out / cell / "result.json")
+    assert ema["settings"]["ema_decay"] == 0.9
+    assert {k: v for k, v in ema["settings"].items() if k != "ema_decay"} == plain["settings"]
+    assert ema["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-6)  # the same training
+    from safetensors.torch import load_file
+
+    w_plain, w_ema = load_file(quick_out / cell / "model.safetensors"), load_file(out / cell / "model.safetensors")
+    assert w_plain.keys() == w_ema.keys() and any(not torch.equal(w_plain[k], w_ema[k]) for k in w_plain)
+    assert ema["metrics"]["w2"] != plain["metrics"]["w2"]
+    assert "moving average (decay 0.9" in (out / "table.md").read_text()
+    with pytest.raises(ValueError, match="ema_decay"):  # not mixed into the paper's cells
+        run_paper2d(quick_out, Paper2DSettings.quick(ema_decay=0.9), tasks=["n-moons"], methods=["i-cfm"],
+                    log=None, plots=False)
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())
+
+
 def test_bad_input_is_a_one_line_error(tmp_path, capsys):
     for argv, rule in [(["--methods", "nope"], "unknown method 'nope'"),
                        (["--tasks", "moons"], "unknown task 'moons'"),
                        (["--tasks", "moons-8gaussians", "--methods", "fm"], "no benchmark cell"),
-                       (["--steps", "0"], "steps must be a positive integer")]:
+                       (["--steps", "0"], "steps must be a positive integer"),
+                       (["--ema-decay", "1"], "ema_decay must be < 1")]:
         capsys.readouterr()
         assert main(["bench", "paper2d", "--quick", "--out", str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err.strip()

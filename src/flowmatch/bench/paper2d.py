@@ -133,7 +133,8 @@ def _train_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSetting
         timing["pair_time_s"] = time.perf_counter() - t0
         timing["pair_nfe"] = pairs.nfe
         tc = TrainerConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
-                           seed=seed, log_every=max(1, s.steps), checkpoint_every=s.steps, quiet=True)
+                           ema_decay=s.ema_decay, seed=seed, log_every=max(1, s.steps),
+                           checkpoint_every=s.steps, quiet=True)
         res = train_on_pairs(rf, pairs, tc, device=device)
         timing["parent_train_time_s"] = parent["timing"]["train_time_s"]
         return res.model, res.train, device

@@ -99,7 +99,9 @@ def format_paper2d_table(rows: list[dict[str, Any]], s: Paper2DSettings) -> str:
         f"Setup: {s.depth}x{s.hidden} SELU MLP, AdamW lr {s.lr:g} weight decay {s.weight_decay:g}, "
         f"batch {s.batch_size}, {s.steps} steps, sigma {s.sigma:g} (sb-cfm: its default {sb}, "
         f"rf/2-rf: 0); {s.n_train} train / {s.n_test} test "
-        f"points per distribution (one draw split at random); seeds {', '.join(map(str, seeds))}.",
+        f"points per distribution (one draw split at random); seeds {', '.join(map(str, seeds))}."
+        + (f" Evaluated weights: their exponential moving average (decay {s.ema_decay:g}; the paper "
+           "evaluates the trained weights)." if s.ema_decay else ""),
         f"Evaluation: {s.n_eval} points per distribution from an independent split drawn the same way. "
         f"W2: exact, evaluation sources pushed by Euler with {s.eval_steps} steps vs the evaluation "
         f"targets; NPE along the same trajectories; NFE of dopri5 (atol {s.atol:g}, rtol {s.rtol:g}); "

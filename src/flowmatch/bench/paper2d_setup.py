@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from flowmatch import methods as method_registry
-from flowmatch._validate import check_nonnegative_float, check_positive_float, check_positive_int
+from flowmatch._validate import (check_nonnegative_float, check_positive_float, check_positive_int,
+                                 check_probability)
 from flowmatch.config import RunConfig
 
 __all__ = ["Task", "TASKS", "METHODS", "Paper2DSettings", "Paper2DResult", "benchmark_cells", "FLOOR_SEED_OFFSET",
@@ -88,6 +89,9 @@ class Paper2DSettings:
     rtol: float = 1e-4
     reflow_solver: str = "dopri5"  # the solver that makes the 2-rf pairs
     reflow_tol: float = 1e-5
+    #: 0: the final weights are evaluated (the paper's setup); else an exponential moving average
+    #: of the weights with this decay (beyond the paper: a variant row, in its own --out)
+    ema_decay: float = 0.0
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -107,6 +111,9 @@ class Paper2DSettings:
         self.atol = check_positive_float("atol", self.atol)
         self.rtol = check_positive_float("rtol", self.rtol)
         self.reflow_tol = check_positive_float("reflow_tol", self.reflow_tol)
+        self.ema_decay = check_probability("ema_decay", self.ema_decay)
+        if self.ema_decay == 1.0:
+            raise ValueError("ema_decay must be < 1 (1 would freeze the average), got 1.0")
         if isinstance(self.euler_steps, (int, str)):
             raise ValueError(f"euler_steps must be a sequence of positive integers, got {self.euler_steps!r}")
         self.euler_steps = tuple(dict.fromkeys(check_positive_int("euler_steps", k) for k in self.euler_steps))
@@ -145,8 +152,8 @@ class Paper2DSettings:
             source=task.source, target=task.target, n_train=self.n_train, n_test=self.n_test,
             test_split="paper", method=base, sigma=self.method_sigma(base), hidden=self.hidden,
             depth=self.depth, activation="selu", steps=self.steps, batch_size=self.batch_size,
-            lr=self.lr, weight_decay=self.weight_decay, seed=seed, device=self.device,
-            eval_solver="euler", eval_steps=self.eval_steps, **extra,
+            lr=self.lr, weight_decay=self.weight_decay, ema_decay=self.ema_decay, seed=seed,
+            device=self.device, eval_solver="euler", eval_steps=self.eval_steps, **extra,
         )
 
     def eval_run_config(self, task: Task, seed: int) -> RunConfig:
@@ -161,6 +168,8 @@ class Paper2DSettings:
         d = {k: v for k, v in asdict(self).items() if k not in ("seeds", "device", "sigma", "reflow_solver",
                                                                   "reflow_tol", *EVAL_FIELDS)}
         d["sigma"] = self.method_sigma(method)
+        if not self.ema_decay:  # absent when off: cells computed before the option still match
+            del d["ema_decay"]
         if method == "2-rf":
             d["reflow_solver"] = self.reflow_solver
             d["reflow_tol"] = self.reflow_tol

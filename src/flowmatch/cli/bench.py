@@ -43,6 +43,9 @@ def add_paper2d(benches) -> argparse.ArgumentParser:
                    help="the first N evaluation points score the few-step W2 sweep (default: 1000)")
     p.add_argument("--sigma", type=float, default=None,
                    help="sigma of ot-cfm, i-cfm, fm, vp-cfm (default: 0.1; sb-cfm keeps 1.0, rf 0)")
+    p.add_argument("--ema-decay", type=float, default=None,
+                   help="evaluate an exponential moving average of the weights with this decay, e.g. "
+                        "0.999 (default: 0, the trained weights as in the paper; use its own --out)")
     p.add_argument("--quick", action="store_true",
                    help="tiny smoke run: 10 steps, batch 64, 256/128 points, 1 seed, every task and method")
     p.add_argument("--force", action="store_true", help="recompute the selected cells even when finished")
@@ -167,7 +170,7 @@ def run_paper2d(args: argparse.Namespace) -> int:
 
     overrides = dict(steps=args.steps, seeds=args.seeds, batch_size=args.batch_size,
                      n_train=args.n_train, n_test=args.n_test, n_eval=args.n_eval, n_sweep=args.n_sweep,
-                     sigma=args.sigma, device=args.device)
+                     sigma=args.sigma, ema_decay=args.ema_decay, device=args.device)
     settings = _settings(Paper2DSettings, args.quick, overrides)
     out = args.out or ("runs/bench/paper2d-quick" if args.quick else "runs/bench/paper2d")
     tasks = comma_list(args.tasks) if args.tasks is not None else None
