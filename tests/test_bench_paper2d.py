@@ -176,6 +176,22 @@ def test_the_ema_variant_evaluates_the_averaged_weights_of_the_same_training(qui
                     log=None, plots=False)
 
 
+def test_the_benchmark_trains_its_small_mlps_on_one_thread_unless_told(tmp_path):
+    # two intra-op threads made the background run's rf cells 20x slower on a loaded 2-core machine
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["bench", "paper2d", "--quick", "--out", str(tmp_path / "a"), "--tasks", "n-moons",
+                     "--methods", "i-cfm", "--no-plots", "--quiet"]) == 0
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        assert main(["bench", "paper2d", "--quick", "--out", str(tmp_path / "b"), "--tasks", "n-moons",
+                     "--methods", "i-cfm", "--no-plots", "--quiet", "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def _read_json(path: Path) -> dict:
     import json
 

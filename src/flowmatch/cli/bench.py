@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flowmatch.cli._common import add_common, add_device, comma_list
+from flowmatch.cli._common import add_common, add_device, comma_list, default_threads_for_small_models
 
 NAME = "bench"
 HELP = "run a benchmark (paper2d: the 2D table of Tong et al. TMLR 2024; coupling: cost of minibatch OT)"
@@ -172,6 +172,10 @@ def run_paper2d(args: argparse.Namespace) -> int:
                      n_train=args.n_train, n_test=args.n_test, n_eval=args.n_eval, n_sweep=args.n_sweep,
                      sigma=args.sigma, ema_decay=args.ema_decay, device=args.device)
     settings = _settings(Paper2DSettings, args.quick, overrides)
+    # its models are 3x64 MLPs: two intra-op threads spin-wait on each other (measured in the
+    # background run of the full table: rf cells at 8-12 steps/s with two threads per process,
+    # about 240 steps/s alone with one)
+    default_threads_for_small_models(args, small_model=True)
     out = args.out or ("runs/bench/paper2d-quick" if args.quick else "runs/bench/paper2d")
     tasks = comma_list(args.tasks) if args.tasks is not None else None
     methods = comma_list(args.methods) if args.methods is not None else None
@@ -232,10 +236,7 @@ def run_trajectories(args: argparse.Namespace) -> int:
             check_positive_int("--" + name.replace("_", "-"), overrides[name])
     if overrides["sb_sigma"] is not None:
         check_positive_float("--sb-sigma", overrides["sb_sigma"])
-    if args.threads is None:
-        import torch
-
-        torch.set_num_threads(1)  # small MLPs (see flowmatch.cli._common)
+    default_threads_for_small_models(args, small_model=True)
     settings = _settings(TrajectorySettings, args.quick, overrides)
     out = args.out or ("runs/bench/trajectories-quick" if args.quick else "runs/bench/trajectories")
     return _report(run_trajectories(out, settings, plots=not args.no_plots, log=None if args.quiet else print))
