@@ -192,6 +192,61 @@ def test_the_benchmark_trains_its_small_mlps_on_one_thread_unless_told(tmp_path)
         torch.set_num_threads(before)
 
 
+def _cell_metrics(out: Path) -> dict[tuple[str, str, str], tuple]:
+    return {(r["task"], r["method"], r["seed"]): (r["w2"], r["npe"], r["nfe_dopri5"], r["w2_euler_1"], r["w2_floor"])
+            for r in _rows(out)}
+
+
+def test_worker_processes_and_seed_subsets_fill_the_same_cells_as_one_process(tmp_path):
+    # --jobs: cells computed in spawned workers (one torch thread each, as this process) are the
+    # cells one process computes, bit for bit; seeds= runs a subset, the rest is added later
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        s = Paper2DSettings.quick(seeds=2)
+        kw = dict(tasks=["n-moons"], methods=["i-cfm", "2-rf"], log=None, plots=False)
+        serial = run_paper2d(tmp_path / "serial", s, **kw)
+        first = run_paper2d(tmp_path / "jobs", s, seeds=[1], jobs=2, **kw)
+        assert sorted(first.computed) == [("n-moons", "2-rf", 1), ("n-moons", "i-cfm", 1), ("n-moons", "rf", 1)]
+        assert [r["seed"] for r in first.rows] == [1, 1]
+        rest = run_paper2d(tmp_path / "jobs", s, jobs=2, **kw)
+    finally:
+        torch.set_num_threads(before)
+    assert sorted(rest.computed) == [("n-moons", "2-rf", 0), ("n-moons", "i-cfm", 0), ("n-moons", "rf", 0)]
+    assert sorted(rest.reused) == [("n-moons", "2-rf", 1), ("n-moons", "i-cfm", 1), ("n-moons", "rf", 1)]
+    assert len(serial.rows) == len(rest.rows) == 4
+    assert _cell_metrics(tmp_path / "jobs") == _cell_metrics(tmp_path / "serial")
+    for key in serial.computed:
+        t, m, seed = key
+        a = _read_json(tmp_path / "serial" / "cells" / t / m / f"seed{seed}" / "result.json")
+        b = _read_json(tmp_path / "jobs" / "cells" / t / m / f"seed{seed}" / "result.json")
+        a["metrics"].pop("eval_time_s"), b["metrics"].pop("eval_time_s")  # wall time
+        assert a["final_loss"] == b["final_loss"] and a["metrics"] == b["metrics"], key
+
+
+def test_units_keep_a_reflow_with_its_parent_and_start_the_slow_methods_first():
+    from flowmatch.bench.paper2d_jobs import plan_units
+
+    cells = [("n-moons", "ot-cfm"), ("n-moons", "i-cfm"), ("n-moons", "sb-cfm"), ("n-moons", "rf"),
+             ("n-moons", "2-rf")]
+    units = plan_units(cells, [0, 1])
+    assert units[:2] == [("n-moons", ("sb-cfm",), 0), ("n-moons", ("sb-cfm",), 1)]
+    assert ("n-moons", ("rf", "2-rf"), 1) in units and ("n-moons", ("rf",), 1) not in units
+    assert len(units) == 2 * 4
+    assert plan_units([("n-moons", "rf")], [3]) == [("n-moons", ("rf",), 3)]
+
+
+def test_a_failing_worker_is_a_one_line_error_and_keeps_the_finished_cells(quick_out, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(quick_out, out)
+    before = _results(out)
+    assert main(["bench", "paper2d", "--quick", "--steps", "11", "--out", str(out), "--tasks", "n-moons",
+                 "--methods", "i-cfm,fm", "--jobs", "2", "--no-plots", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("flowmatch: error: ") and "steps=10" in err and "\n" not in err
+    assert _results(out) == before
+
+
 def _read_json(path: Path) -> dict:
     import json
 
@@ -203,7 +258,8 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
                        (["--tasks", "moons"], "unknown task 'moons'"),
                        (["--tasks", "moons-8gaussians", "--methods", "fm"], "no benchmark cell"),
                        (["--steps", "0"], "steps must be a positive integer"),
-                       (["--ema-decay", "1"], "ema_decay must be < 1")]:
+                       (["--ema-decay", "1"], "ema_decay must be < 1"),
+                       (["--jobs", "0"], "jobs must be a positive integer, got 0")]:
         capsys.readouterr()
         assert main(["bench", "paper2d", "--quick", "--out", str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err.strip()

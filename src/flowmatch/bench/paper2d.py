@@ -73,7 +73,7 @@ from flowmatch.train import TrainerConfig, resolve_device
 from flowmatch.transport import SinkhornWarning
 
 __all__ = ["Task", "TASKS", "METHODS", "Paper2DSettings", "Paper2DResult", "benchmark_cells",
-           "run_paper2d", "format_paper2d_table", "FLOOR_SEED_OFFSET"]
+           "run_paper2d", "format_paper2d_table", "FLOOR_SEED_OFFSET", "CellStore"]
 
 
 # ------------------------------------------------------------------------------------- cells
@@ -196,6 +196,71 @@ def _reevaluate(out: Path, task: Task, method: str, seed: int, s: Paper2DSetting
     return res
 
 
+class CellStore:
+    """The finished, re-evaluated or newly computed cells of one ``out`` (in one process).
+
+    ``get`` returns a cell's result, computing only what is missing (a 2-rf cell first gets its rf
+    parent); each cell is logged and listed in ``result`` once, except the ``quiet`` ones (already
+    reported by the worker processes that computed them).
+    """
+
+    def __init__(self, out: Path, s: Paper2DSettings, result: Paper2DResult, say: Callable[[str], None], *,
+                 force: bool, force_evals: bool, quiet: set[tuple[str, str, int]] | None = None) -> None:
+        self.out, self.s, self.result, self.say = out, s, result, say
+        self.force, self.force_evals, self.quiet = force, force_evals, quiet or set()
+        self.done: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self.computed: set[tuple[str, str, int]] = set()  # in this store: reread, never recomputed
+        self.evals: dict[tuple[str, int], EvalSets] = {}
+
+    def eval_sets(self, task: Task, seed: int) -> EvalSets:
+        if (task.key, seed) not in self.evals:
+            self.evals[(task.key, seed)] = eval_sets(self.out, task, seed, self.s, self.force_evals)
+        return self.evals[(task.key, seed)]
+
+    def get(self, task: Task, method: str, seed: int) -> dict[str, Any]:
+        key = (task.key, method, seed)
+        if key in self.done:
+            return self.done[key]
+        out, s, result = self.out, self.s, self.result
+        say = (lambda _line: None) if key in self.quiet else self.say
+        ev = self.eval_sets(task, seed)
+        cell = _cell_dir(out, task.key, method, seed)
+        res = _read_result(cell, s.fingerprint(method), self.force and key not in self.computed)
+        parent = self.get(task, "rf", seed) if method == "2-rf" else None
+        if parent is not None and res is not None and (task.key, "rf", seed) in self.computed:
+            res = None  # the parent changed: the reflow must be redone
+        status = "cached"
+        if res is not None and not is_evaluated(res, s):
+            say(f"[paper2d] {task.key} {method} seed {seed}: re-evaluating the saved model ...")
+            res = _reevaluate(out, task, method, seed, s, res, ev)
+            if res is not None:
+                result.reevaluated.append(key)
+                status = "re-evaluated"
+        if res is None:
+            say(f"[paper2d] {task.key} {method} seed {seed}: training {s.steps} steps ...")
+            res = _compute_cell(out, task, method, seed, s, parent, ev)
+            self.computed.add(key)
+            result.computed.append(key)
+            status = "computed"
+        elif status == "cached" and key not in self.quiet:
+            result.reused.append(key)
+        m, tm = res["metrics"], res["timing"]
+        say(f"[paper2d] {task.key} {method} seed {seed}: W2 {m['w2']:.3f}  NPE {m['npe']:.3f}  "
+            f"NFE {m['nfe_dopri5']}  train {tm['train_time_s']:.1f} s "
+            f"({tm['steps_per_s']:.0f} steps/s){_sinkhorn_note(res)} [{status}]")
+        self.done[key] = res
+        return res
+
+
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    seeds = list(seeds)
+    if not seeds or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in seeds):
+        raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must not repeat, got {seeds!r}")
+    return seeds
+
+
 def _plot_task(out: Path, task: Task, methods: list[str], seed: int, s: Paper2DSettings) -> dict[str, Path]:
     from flowmatch import plots
     from flowmatch.solvers import sample
@@ -233,6 +298,8 @@ def run_paper2d(
     plots: bool = True,
     log: Callable[[str], None] | None = print,
     report_only: bool = False,
+    seeds: Sequence[int] | None = None,
+    jobs: int = 1,
 ) -> Paper2DResult:
     """Run (or resume) the 2D benchmark into ``out`` and write table.md, results.csv and figures.
 
@@ -249,11 +316,18 @@ def run_paper2d(
         report_only: compute nothing: the table and CSV of the cells already finished and
             evaluated under these settings (e.g. while another process is still running the
             benchmark into ``out``); the others are listed in ``result.missing``. No figures.
+        seeds: the seeds to run (default: ``settings.seed_list``, 0 .. seeds-1), e.g. to split
+            one table between processes or machines writing the same ``out``.
+        jobs: worker processes computing cells side by side (each with this process's number of
+            torch threads); see :mod:`flowmatch.bench.paper2d_jobs`. 1: in this process.
     """
     s = settings or Paper2DSettings()
     task_keys = _check_seq("task", list(TASKS) if tasks is None else list(tasks), list(TASKS))
     method_names = _check_seq("method", list(METHODS) if methods is None else list(methods), METHODS)
     method_names = [m for m in METHODS if m in method_names]  # rf before 2-rf
+    seed_list = s.seed_list if seeds is None else _check_seeds(seeds)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     cells = benchmark_cells(task_keys, method_names)
     skipped = [(t, m) for t in task_keys for m in method_names if (t, m) not in cells]
     if not cells:
@@ -269,47 +343,17 @@ def run_paper2d(
         say(f"[paper2d] {t}: {m} skipped (it needs a Gaussian source)")
 
     result = Paper2DResult(rows=[], floors={}, table="", skipped=skipped)
-    done: dict[tuple[str, str, int], dict[str, Any]] = {}
-    forced: set[tuple[str, str, int]] = set()
-    evals: dict[tuple[str, int], EvalSets] = {}
+    if jobs > 1 and not report_only:
+        from flowmatch.bench.paper2d_jobs import fill_cells
 
-    def get(task: Task, method: str, seed: int) -> dict[str, Any]:
-        key = (task.key, method, seed)
-        if key in done:
-            return done[key]
-        if (task.key, seed) not in evals:
-            evals[(task.key, seed)] = eval_sets(out, task, seed, s, force)
-        ev = evals[(task.key, seed)]
-        cell = _cell_dir(out, task.key, method, seed)
-        res = _read_result(cell, s.fingerprint(method), force and key not in forced)
-        parent = get(task, "rf", seed) if method == "2-rf" else None
-        if parent is not None and res is not None and (task.key, "rf", seed) in result.computed:
-            res = None  # the parent changed: the reflow must be redone
-        status = "cached"
-        if res is not None and not is_evaluated(res, s):
-            say(f"[paper2d] {task.key} {method} seed {seed}: re-evaluating the saved model ...")
-            res = _reevaluate(out, task, method, seed, s, res, ev)
-            if res is not None:
-                result.reevaluated.append(key)
-                status = "re-evaluated"
-        if res is None:
-            say(f"[paper2d] {task.key} {method} seed {seed}: training {s.steps} steps ...")
-            res = _compute_cell(out, task, method, seed, s, parent, ev)
-            forced.add(key)
-            result.computed.append(key)
-            status = "computed"
-        elif status == "cached":
-            result.reused.append(key)
-        m, tm = res["metrics"], res["timing"]
-        say(f"[paper2d] {task.key} {method} seed {seed}: W2 {m['w2']:.3f}  NPE {m['npe']:.3f}  "
-            f"NFE {m['nfe_dopri5']}  train {tm['train_time_s']:.1f} s "
-            f"({tm['steps_per_s']:.0f} steps/s){_sinkhorn_note(res)} [{status}]")
-        done[key] = res
-        return res
+        fill_cells(out, s, cells, seed_list, jobs, force, result, say, verbose=log is not None)
+        force = False  # every selected cell is now finished and fresh
+    store = CellStore(out, s, result, say, force=force, force_evals=force, quiet=set(result.computed)
+                      | set(result.reevaluated) | set(result.reused))
 
     for t, m in cells:
         task = TASKS[t]
-        for seed in s.seed_list:
+        for seed in seed_list:
             if report_only:
                 res = _read_result(_cell_dir(out, t, m, seed), s.fingerprint(m), False)
                 if res is None or not is_evaluated(res, s):
@@ -317,8 +361,8 @@ def run_paper2d(
                     continue
                 result.floors[(t, seed)] = cached_floor(out, task, seed, s)
             else:
-                res = get(task, m, seed)
-                result.floors[(t, seed)] = evals[(t, seed)].floor
+                res = store.get(task, m, seed)
+                result.floors[(t, seed)] = store.evals[(t, seed)].floor
             result.rows.append(result_row(res, result.floors[(t, seed)]))
     if report_only:
         if not result.rows:
@@ -330,7 +374,7 @@ def run_paper2d(
     result.files["table"] = atomic_write_text(out / "table.md", result.table)
     result.files["csv"] = write_csv(out / "results.csv", result.rows)
     if plots:
-        seed = s.seed_list[0]
+        seed = seed_list[0]
         for t in task_keys:
             ms = [m for tt, m in cells if tt == t]
             stamp = {"methods": ms, "seed": seed, "settings": s.fingerprint("2-rf"),

@@ -53,6 +53,9 @@ def add_paper2d(benches) -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true",
                    help="compute nothing: the table of the cells already finished in --out (e.g. while "
                         "another process is still running the benchmark there)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes computing cells side by side, each with --threads torch threads "
+                        "(default: 1, in this process; about one per core)")
     add_device(p)
     add_common(p)
     p.set_defaults(func=run_paper2d)
@@ -182,7 +185,7 @@ def run_paper2d(args: argparse.Namespace) -> int:
     try:
         res = run_paper2d(out, settings, tasks=tasks, methods=methods, force=args.force,
                           plots=not args.no_plots, log=None if args.quiet else print,
-                          report_only=args.report_only)
+                          report_only=args.report_only, jobs=args.jobs)
     except KeyboardInterrupt:
         print(f"flowmatch: interrupted; finished cells are kept in {out}/cells, rerun the same command "
               "to continue", file=sys.stderr)
