@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from flowmatch._io import atomic_write_text, write_json
+from flowmatch._validate import check_positive_int
 from flowmatch.bench.paper2d_eval import EvalSets, cached_floor, eval_sets, evaluate_cell, is_evaluated
 from flowmatch.bench.paper2d_report import _sinkhorn_note, format_paper2d_table, result_row, write_csv
 from flowmatch.bench.paper2d_setup import (
@@ -326,8 +327,7 @@ def run_paper2d(
     method_names = _check_seq("method", list(METHODS) if methods is None else list(methods), METHODS)
     method_names = [m for m in METHODS if m in method_names]  # rf before 2-rf
     seed_list = s.seed_list if seeds is None else _check_seeds(seeds)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    jobs = check_positive_int("jobs", jobs)
     cells = benchmark_cells(task_keys, method_names)
     skipped = [(t, m) for t in task_keys for m in method_names if (t, m) not in cells]
     if not cells:
