@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import sys
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["DistInfo", "info", "launched_by_torchrun", "process_group", "backend_for", "local_device",
-           "rank_seed", "local_batch_size", "all_gather_cat", "mean_over_ranks", "barrier", "gather_states",
+           "rank_seed", "local_batch_size", "all_gather_cat", "mean_over_ranks", "all_ranks_true", "barrier", "gather_states",
            "states_for_rank", "LossModule", "wrap_for_training", "restart_count", "restart_resume_mode",
            "fault_hook", "launch", "free_port"]
 
@@ -159,6 +160,17 @@ def mean_over_ranks(x: Tensor) -> float:
     y = x.detach().clone().reshape(1).to(torch.float64 if x.device.type != "mps" else torch.float32)
     torch.distributed.all_reduce(y)
     return float(y) / torch.distributed.get_world_size()
+
+
+def all_ranks_true(flag: bool) -> bool:
+    """Whether ``flag`` holds on every rank (a collective: call it on every rank); ``flag`` itself
+    without a process group."""
+    if not _initialized() or torch.distributed.get_world_size() == 1:
+        return bool(flag)
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" else "cpu"
+    y = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    torch.distributed.all_reduce(y, op=torch.distributed.ReduceOp.MIN)
+    return bool(y.item())
 
 
 def barrier() -> None:
@@ -286,6 +298,7 @@ def launch(nproc: int, argv: Sequence[str], *, module: str = "flowmatch", max_re
 
     OMP_NUM_THREADS defaults to 1 in the workers (as torchrun would, without its warning).
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -301,6 +314,11 @@ def launch(nproc: int, argv: Sequence[str], *, module: str = "flowmatch", max_re
         "-m", module, *argv])
     try:
         run(args)
+    except SignalException as e:  # Ctrl-C or SIGTERM: the workers got it too and checkpointed
+        sig = int(e.sigval)
+        print(f"flowmatch: {signal.Signals(sig).name} received; the workers stopped at a common step with a "
+              "checkpoint; continue with --resume", file=sys.stderr)
+        return 128 + sig
     except ChildFailedError as e:
         codes = sorted({f.exitcode for f in e.failures.values()})
         print(f"flowmatch: error: {len(e.failures)} worker(s) failed with exit code(s) "

@@ -16,7 +16,6 @@ the training loop from a generator seeded with ``seed``, so the two streams neve
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,7 +31,7 @@ from flowmatch.data import DataSplit, make_split, resolve_distribution
 from flowmatch.data.images import is_image_spec
 from flowmatch.data.batches import StreamBatches, TensorBatches
 from flowmatch.evaluate import EvalReport, evaluate_model
-from flowmatch.run_dir import CONFIG_FILE, check_run_dir, write_config
+from flowmatch.run_dir import CONFIG_FILE, check_run_dir, claim_run_dir
 from flowmatch.matcher import FlowMatcher
 from flowmatch.models import MLP
 from flowmatch.train import Trainer, TrainerConfig, TrainResult, resolve_device
@@ -241,40 +240,32 @@ def train_run(
                                   plots=plots)
     data = build_data(cfg)
     trainer = _make_trainer(cfg, data, out_path, quiet)  # checks batch size against the data
-    main = distributed.info().is_main
-    distributed.barrier()  # every rank has checked the directory before rank 0 changes it
-    if main and out_path is not None and not resume:
-        if out_path.exists() and force:
-            shutil.rmtree(out_path)
-        out_path.mkdir(parents=True, exist_ok=True)
-        write_config(cfg, out_path)
-    elif main and out_path is not None and resume:
-        write_config(cfg, out_path)
-    result = trainer.fit(resume=resume)
-    report = None
-    if not main:  # only rank 0 evaluates and writes
-        return trainer, result, None
-    if evaluate and data.is_image:
-        if data.labels is not None:  # the image metrics' classifier needs labels
-            from flowmatch.image_run import evaluate_image_model
+    with claim_run_dir(cfg, out_path, resume=resume, force=force):
+        result = trainer.fit(resume=resume)
+        if not distributed.info().is_main:  # only rank 0 evaluates and writes
+            return trainer, result, None
+        report = None
+        if evaluate and data.is_image:
+            if data.labels is not None:  # the image metrics' classifier needs labels
+                from flowmatch.image_run import evaluate_image_model
 
-            report = evaluate_image_model(trainer.sampling_model, data, cfg, out_path,
-                                          guidance=(cfg.eval_guidance,))
-    elif evaluate:
-        report = evaluate_model(
-            trainer.sampling_model, data.source.test.to(trainer.device),
-            data.target.test.to(trainer.device), solver=cfg.eval_solver, steps=cfg.eval_steps,
-        )
-    if out_path is not None:
-        summary = {"train": result.summary(), "method": cfg.method, "source": cfg.source, "target": cfg.target,
-                   "score": cfg.resolved_score}
-        if cfg.cond != "none":
-            summary["cond"] = cfg.cond
-        if report is not None:
-            summary["eval"] = report.to_dict()
-        write_json(out_path / "metrics.json", summary)
-        if plots:
-            plot_run(out_path, trainer.sampling_model, data, cfg)
+                report = evaluate_image_model(trainer.sampling_model, data, cfg, out_path,
+                                              guidance=(cfg.eval_guidance,))
+        elif evaluate:
+            report = evaluate_model(
+                trainer.sampling_model, data.source.test.to(trainer.device),
+                data.target.test.to(trainer.device), solver=cfg.eval_solver, steps=cfg.eval_steps,
+            )
+        if out_path is not None:
+            summary = {"train": result.summary(), "method": cfg.method, "source": cfg.source, "target": cfg.target,
+                       "score": cfg.resolved_score}
+            if cfg.cond != "none":
+                summary["cond"] = cfg.cond
+            if report is not None:
+                summary["eval"] = report.to_dict()
+            write_json(out_path / "metrics.json", summary)
+            if plots:
+                plot_run(out_path, trainer.sampling_model, data, cfg)
     return trainer, result, report
 
 

@@ -11,7 +11,6 @@ The directory has the layout of :mod:`flowmatch.run`; ``metrics.json`` holds the
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,25 +131,24 @@ def _device(model: nn.Module) -> torch.device:
 def train_snapshot_run(cfg: RunConfig, out: Path | None, *, resume: bool, force: bool, quiet: bool,
                        evaluate: bool, plots: bool) -> tuple[Trainer, TrainResult, SnapshotReport | None]:
     """The snapshot branch of :func:`flowmatch.run.train_run` (called after its directory checks)."""
-    from flowmatch.run_dir import write_config
+    from flowmatch import distributed
+    from flowmatch.run_dir import claim_run_dir
 
     data = build_snapshot_data(cfg)
     trainer = make_snapshot_trainer(cfg, data, out, quiet)  # checks the batch size against the data
-    if out is not None:
-        if not resume and out.exists() and force:
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_config(cfg, out)
-    result = trainer.fit(resume=resume)
-    report = evaluate_snapshot_model(trainer.sampling_model, data, cfg) if evaluate else None
-    if out is not None:
-        summary = {"train": result.summary(), "method": cfg.method, "snapshots": cfg.snapshots, "holdout": cfg.holdout,
-                   "times": data.full.times.tolist(), "score": cfg.resolved_score}
-        if report is not None:
-            summary["eval"] = report.to_dict()
-        write_json(out / "metrics.json", summary)
-        if plots:
-            plot_snapshot_run(out, trainer.sampling_model, data, cfg)
+    with claim_run_dir(cfg, out, resume=resume, force=force):
+        result = trainer.fit(resume=resume)
+        if not distributed.info().is_main:  # only rank 0 evaluates and writes
+            return trainer, result, None
+        report = evaluate_snapshot_model(trainer.sampling_model, data, cfg) if evaluate else None
+        if out is not None:
+            summary = {"train": result.summary(), "method": cfg.method, "snapshots": cfg.snapshots,
+                       "holdout": cfg.holdout, "times": data.full.times.tolist(), "score": cfg.resolved_score}
+            if report is not None:
+                summary["eval"] = report.to_dict()
+            write_json(out / "metrics.json", summary)
+            if plots:
+                plot_snapshot_run(out, trainer.sampling_model, data, cfg)
     return trainer, result, report
 
 

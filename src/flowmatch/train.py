@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from flowmatch._validate import (
 )
 from flowmatch import distributed
 from flowmatch.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
-from flowmatch.interrupt import DeferredInterrupt
+from flowmatch.interrupt import DeferredInterrupt, Interrupted
 from flowmatch.train_log import LOG_COLUMNS, open_log
 from flowmatch.matcher import FlowMatcher
 from flowmatch.optim import EMA, LR_SCHEDULES, adamw, learning_rate
@@ -309,9 +310,10 @@ class Trainer:
     def fit(self, *, resume: bool = False) -> TrainResult:
         """Train until ``config.steps``; with ``resume`` continue from the run's latest checkpoint.
 
-        Ctrl-C (SIGINT) is deferred to the end of the current step: the step completes, a
-        checkpoint is written and KeyboardInterrupt is raised, so the run resumes exactly. A
-        second Ctrl-C interrupts at once.
+        Ctrl-C (SIGINT) and SIGTERM are deferred to the end of the current step: the step
+        completes, a checkpoint is written and :class:`~flowmatch.interrupt.Interrupted` (a
+        KeyboardInterrupt) is raised, so the run resumes exactly. A second signal of the same kind
+        interrupts at once (still checkpointing the last completed step, on one process).
         """
         from tqdm.auto import tqdm
 
@@ -337,7 +339,9 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=cfg.quiet or not self.dist.is_main, desc="train", unit="step",
                    dynamic_ncols=True, leave=True)
         step0 = self.step
-        interrupt = DeferredInterrupt()
+        ranks = self.dist.world_size
+        interrupt = DeferredInterrupt(keep_deferring=distributed.launched_by_torchrun())
+        agreed_stop = False  # every rank stops after the same step and can checkpoint together
         self._prefetcher = BatchPrefetcher(self._draw_step, self.generator, workers=cfg.coupling_workers,
                                            limit=cfg.steps - self.step)
         try:
@@ -370,12 +374,21 @@ class Trainer:
                         self._flush_loss(loss_acc)
                         loss_acc.zero_()
                         self.save()
-                    if interrupt.requested:
-                        raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            if self.dist.world_size == 1:  # never lose work (ranks interrupted apart cannot gather)
+                    # data parallel: one tiny collective per step, so that all ranks stop together
+                    stop = bool(interrupt.requested) if ranks == 1 else not distributed.all_ranks_true(
+                        not interrupt.requested)
+                    if stop:
+                        agreed_stop = True
+                        raise Interrupted(interrupt.requested or signal.SIGINT, self.step)
+        except KeyboardInterrupt as e:
+            if ranks == 1 or agreed_stop:  # never lose work (ranks interrupted apart cannot gather)
                 self._flush_loss(loss_acc)
-                self.save()
+                saved = self.save() is not None
+                if not isinstance(e, Interrupted):
+                    e = Interrupted(interrupt.requested or signal.SIGINT, self.step)
+                e.saved = saved
+                e.args = (e.describe(),)
+                raise e from None
             raise
         finally:
             bar.close()

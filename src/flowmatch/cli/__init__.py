@@ -52,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"flowmatch: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("flowmatch: interrupted (the latest checkpoint is kept; continue with --resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        from flowmatch.interrupt import Interrupted
+
+        if os.environ.get("RANK", "0") == "0":  # torchrun workers: rank 0 speaks for all
+            text = e.describe() if isinstance(e, Interrupted) else "interrupted; the latest checkpoint is kept"
+            print(f"flowmatch: {text}", file=sys.stderr)
+        return e.exit_code if isinstance(e, Interrupted) else 130

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import warnings
 from dataclasses import fields
@@ -216,6 +217,7 @@ def _launch(cfg, args: argparse.Namespace) -> int:
     """--nproc N: check what can be checked here, then run torchrun with N local workers."""
     from flowmatch import distributed
     from flowmatch.run_dir import check_run_dir
+    from flowmatch.run_lock import HELD_ENV, RunLock
 
     if args.nproc is None:
         raise ValueError(f"--max-restarts needs --nproc (or pass --max-restarts to torchrun), got --max-restarts "
@@ -233,4 +235,10 @@ def _launch(cfg, args: argparse.Namespace) -> int:
             raise ValueError(f"nproc must not exceed the {torch.cuda.device_count()} CUDA devices with device "
                              f"{cfg.device!r}, got {nproc} (use --device cpu for gloo processes)")
     check_run_dir(cfg, Path(args.out), resume=args.resume, force=args.force)
-    return distributed.launch(nproc, worker_argv(args), max_restarts=args.max_restarts or 0)
+    # the launcher holds the run's lock for all its workers and their restarts
+    with RunLock(args.out):
+        os.environ[HELD_ENV] = str(Path(args.out).resolve())
+        try:
+            return distributed.launch(nproc, worker_argv(args), max_restarts=args.max_restarts or 0)
+        finally:
+            os.environ.pop(HELD_ENV, None)
