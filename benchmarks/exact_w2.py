@@ -1,7 +1,7 @@
 """Exact W2 between two large equal-size samples: the assignment path against POT's emd2.
 
 :func:`flowmatch.metrics.w2` solves W2 between two unweighted sets of equal size as an
-assignment (the compiled auction of :mod:`flowmatch.assignment`, certified to 1e-9 relative)
+assignment (the compiled auction of :mod:`flowmatch.ot.assignment`, certified to 1e-9 relative)
 instead of POT's network simplex. The 2D benchmark needs it at 10k x 10k points (several solves
 per cell). This script times both on the same cost matrix for N(0, I) against the paper's 2D
 targets, one process, one thread, and prints the two values and their relative difference.
@@ -27,7 +27,7 @@ from flowmatch.metrics.distances import ASSIGNMENT_RTOL
 def main() -> None:
     import ot
 
-    from flowmatch.assignment import solve_assignment
+    from flowmatch.ot.assignment import solve_assignment
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="2000,5000,10000", help="comma-separated sample sizes")

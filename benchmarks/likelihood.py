@@ -27,12 +27,12 @@ from dataclasses import dataclass
 import torch
 
 import flowmatch
-from flowmatch import methods
 from flowmatch.data import sample_toy
 from flowmatch.data.batches import StreamBatches, TensorBatches
 from flowmatch.metrics import w2
 from flowmatch.models import MLP
-from flowmatch.train import Trainer, TrainerConfig
+from flowmatch.objectives import methods
+from flowmatch.training.trainer import Trainer, TrainerConfig
 
 #: Default W2 bounds: reached by a 3x64 MLP within ~1000 CFM steps; the sampling floor at 1000
 #: test points is about 0.07 (moons) and 0.53 (8gaussians).

@@ -29,13 +29,13 @@ import time
 
 import torch
 
-from flowmatch.config import RunConfig
 from flowmatch.data import resolve_distribution
 from flowmatch.metrics import w2
 from flowmatch.models import has_score
-from flowmatch.run import build_data, train_run
-from flowmatch.sde import sample_sde
-from flowmatch.solvers import sample
+from flowmatch.runs.config import RunConfig
+from flowmatch.runs.run import build_data, train_run
+from flowmatch.sampling.ode import sample
+from flowmatch.sampling.sde import sample_sde
 
 
 def _fmt(values: list[float]) -> str:

@@ -1,6 +1,6 @@
 """Sinkhorn in the kernel domain against the log domain, side by side in one process.
 
-:func:`flowmatch.transport.sinkhorn_log` iterates with matrix-vector products of the kernel
+:func:`flowmatch.ot.transport.sinkhorn_log` iterates with matrix-vector products of the kernel
 exp(-(C - min C) / epsilon) in float64 while (max C - min C) / epsilon <= ``KERNEL_MAX_RATIO``
 (200), and with logsumexp in the log domain beyond. This script times :meth:`Sinkhorn.plan` on
 batches of 512 from the paper's 2D tasks with the kernel path on and forced off
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-import flowmatch.transport as transport
+import flowmatch.ot.transport as transport
 from flowmatch.couplings import Sinkhorn
 from flowmatch.data.toy2d import sample_toy
 

@@ -5,7 +5,7 @@
    pairs them with ``GlobalCoupling(ExactOT())`` and ``GlobalCoupling(Sinkhorn(...))``; saves its
    batches and its pairs (``OUT/pairs-rank{r}.pt``).
 2. Training: every run in SETTINGS_JSON ({name: RunConfig dict}) is trained with
-   :func:`flowmatch.run.train_run` into ``OUT/name`` (no evaluation, no plots), as the CLI would.
+   :func:`flowmatch.runs.run.train_run` into ``OUT/name`` (no evaluation, no plots), as the CLI would.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from flowmatch import distributed
-from flowmatch.config import RunConfig
 from flowmatch.couplings import ExactOT, Sinkhorn
-from flowmatch.global_coupling import GlobalCoupling
-from flowmatch.run import train_run
+from flowmatch.couplings.global_coupling import GlobalCoupling
+from flowmatch.runs.config import RunConfig
+from flowmatch.runs.run import train_run
+from flowmatch.training import distributed
 
 PAIR_SEED = 7
 PAIR_ROWS = 24

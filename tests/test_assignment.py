@@ -11,10 +11,11 @@ import ot
 import pytest
 import torch
 
-from flowmatch import _native, assignment
-from flowmatch.assignment import AssignmentWarning, native_available, solve_assignment
 from flowmatch.data import sample_toy
-from flowmatch.transport import exact_ot_permutation
+from flowmatch.ot import assignment
+from flowmatch.ot import native as _native
+from flowmatch.ot.assignment import AssignmentWarning, native_available, solve_assignment
+from flowmatch.ot.transport import exact_ot_permutation
 
 SOLVERS = ["auction", "emd", "lsa"]
 

@@ -16,16 +16,16 @@ import pytest
 import torch
 from torch import nn
 
-from flowmatch import methods, metrics
+from flowmatch import metrics
 from flowmatch.bench.paper2d import METHODS, TASKS, Paper2DSettings, benchmark_cells, run_paper2d
 from flowmatch.cli import main
 from flowmatch.data import make_split, resolve_distribution
-from flowmatch.evaluate import evaluate_model, w2_at_steps, w2_sampling_floor
+from flowmatch.metrics.evaluate import evaluate_model, w2_at_steps, w2_sampling_floor
 from flowmatch.models import MLP
-from flowmatch.reflow import PairedBatches, ReflowPairs, rectify, reflow_pairs, train_on_pairs
-from flowmatch.solvers import sample
-from flowmatch.train import Trainer, TrainerConfig
-
+from flowmatch.objectives import methods
+from flowmatch.sampling.ode import sample
+from flowmatch.training.reflow import PairedBatches, ReflowPairs, rectify, reflow_pairs, train_on_pairs
+from flowmatch.training.trainer import Trainer, TrainerConfig
 
 # ----------------------------------------------------------------------------- the benchmark
 
@@ -132,7 +132,7 @@ def test_report_only_tables_the_finished_cells_and_computes_nothing(quick_out, t
 
 
 def test_evaluation_sets_are_a_split_drawn_apart_from_the_training_draw():
-    from flowmatch.run import build_data
+    from flowmatch.runs.run import build_data
 
     s = Paper2DSettings.quick(n_eval=200)
     train = build_data(s.run_config(TASKS["n-moons"], "ot-cfm", 0))

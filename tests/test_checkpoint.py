@@ -1,4 +1,4 @@
-"""Tests of flowmatch.checkpoint: exact round trips, the `latest` pointer, pruning, crash safety."""
+"""Tests of flowmatch.training.checkpoint: exact round trips, the `latest` pointer, pruning, crash safety."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from flowmatch.checkpoint import (
+from flowmatch.models import MLP
+from flowmatch.training.checkpoint import (
     Checkpoint,
     atomic_write_text,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from flowmatch.models import MLP
 
 
 def trained_model_and_optimizer(seed: int = 0, steps: int = 3):

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from flowmatch.checkpoint import latest_checkpoint, load_checkpoint
 from flowmatch.cli import main
-from flowmatch.run import load_run
+from flowmatch.runs.run import load_run
+from flowmatch.training.checkpoint import latest_checkpoint, load_checkpoint
 
 FLOWMATCH = Path(sys.executable).parent / "flowmatch"
 

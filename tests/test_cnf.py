@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 import flowmatch
-from flowmatch import methods
-from flowmatch.cnf import CNFObjective
-from flowmatch.config import RunConfig
-from flowmatch.likelihood import log_likelihood
+from flowmatch.objectives import methods
+from flowmatch.objectives.cnf import CNFObjective
+from flowmatch.runs.config import RunConfig
+from flowmatch.sampling.likelihood import log_likelihood
 
 DT = torch.float64
 
@@ -113,7 +113,7 @@ def test_flowmatch_train_method_cnf(tmp_path):
     import csv
 
     from flowmatch.cli import main
-    from flowmatch.run import load_run
+    from flowmatch.runs.run import load_run
 
     out = tmp_path / "cnf"
     argv = ["train", "--method", "cnf", "--target", "moons", "--steps", "4", "--batch-size", "16",

@@ -9,17 +9,16 @@ import pytest
 import torch
 
 import flowmatch
-from flowmatch import methods
-from flowmatch.couplings import WithinLabels, condition_groups
-from flowmatch.conditioning import NULL_LABEL, drop_condition, null_like, null_mask
-from flowmatch.couplings import ExactOT, Pairing, Sinkhorn
+from flowmatch.couplings import ExactOT, Pairing, Sinkhorn, WithinLabels, condition_groups
 from flowmatch.data.batches import TensorBatches
-from flowmatch.guidance import GuidedModel, guided
-from flowmatch.matcher import FlowMatcher
+from flowmatch.data.conditioning import NULL_LABEL, drop_condition, null_like, null_mask
 from flowmatch.models import CondEmbedding, ConditionalMLP, UNet
+from flowmatch.models.guidance import GuidedModel, guided
+from flowmatch.objectives import methods
+from flowmatch.objectives.cfm import FlowMatcher
+from flowmatch.ot.transport import squared_cost
 from flowmatch.paths import LinearPath
-from flowmatch.solvers import ode_solvers, sample
-from flowmatch.transport import squared_cost
+from flowmatch.sampling.ode import ode_solvers, sample
 
 
 def _models():
@@ -223,7 +222,7 @@ def test_tensor_batches_return_conditions_attached_and_trainer_uses_them():
     batches = TensorBatches(data, cond=labels)
     x, c = batches(6, generator=torch.Generator().manual_seed(0))
     assert torch.equal(x[:, 0] / 2, c.float())
-    from flowmatch.train import Trainer, TrainerConfig
+    from flowmatch.training.trainer import Trainer, TrainerConfig
 
     seen = []
 
@@ -248,7 +247,7 @@ def test_flowmatch_sample_is_exported():
 def test_label_restricted_pairing_prepared_ahead_equals_inline():
     """WithinLabels draws in prepare() and solves in the thunk, so training with the pairings
     computed ahead in a worker thread gives the same weights as computing them inline."""
-    from flowmatch.train import Trainer, TrainerConfig
+    from flowmatch.training.trainer import Trainer, TrainerConfig
 
     x0, x1, labels = _labelled(16)
     coupling = WithinLabels(ExactOT())

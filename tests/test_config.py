@@ -1,12 +1,12 @@
-"""Tests of flowmatch.config: the paper's defaults, TOML round trips, one-line validation errors."""
+"""Tests of flowmatch.runs.config: the paper's defaults, TOML round trips, one-line validation errors."""
 
 from __future__ import annotations
 
 import pytest
 from torch import nn
 
-from flowmatch.config import RunConfig, dump_toml, load_toml
-from flowmatch.run import build_model
+from flowmatch.runs.config import RunConfig, dump_toml, load_toml
+from flowmatch.runs.run import build_model
 
 
 def write(path, text: str):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flowmatch.couplings import ExactOT, Independent, Sinkhorn, get_coupling
-from flowmatch.transport import (
+from flowmatch.ot.transport import (
     SinkhornWarning,
     batched_centered_squared_cost,
     centered_squared_cost,
@@ -147,12 +147,12 @@ def test_get_coupling_and_bad_input():
 # Conditional couplings: label-restricted OT and the mixed data + condition cost
 # --------------------------------------------------------------------------------------------
 
-from flowmatch.couplings import WithinLabels  # noqa: E402
 from flowmatch.couplings import (  # noqa: E402
     BlockOT,
     ConditionalOT,
     PartialOT,
     UnbalancedOT,
+    WithinLabels,  # noqa: E402
     pairs_from_plan,
 )
 
@@ -208,7 +208,7 @@ def test_conditional_ot_with_labels_tends_to_label_restricted_ot():
     assert torch.equal(labels[soft.i1], labels)
     assert _cost(x0.double(), x1.double(), soft.i1) == pytest.approx(_cost(x0.double(), x1.double(), hard.i1), rel=1e-6)
     # the matcher hands the condition to it
-    from flowmatch.matcher import FlowMatcher
+    from flowmatch.objectives.cfm import FlowMatcher
     from flowmatch.paths import LinearPath
 
     s = FlowMatcher(LinearPath(0.0), ConditionalOT(1e4)).sample(x0, x1, labels)
@@ -277,7 +277,8 @@ def test_round_of_a_sinkhorn_plan_is_the_exact_ot_permutation():
 def test_gumbel_pairs_without_sinkhorn_equal_the_pairs_of_the_converged_plan():
     # perturb-and-MAP sees the plan only through sum_i log P_is(i), in which the Sinkhorn
     # potentials are a constant: exact OT of C / eps - G gives the plan's pairs, at any eps.
-    from flowmatch.couplings.sampling import draw_sampling_noise, pairs_from_plan as from_plan
+    from flowmatch.couplings.sampling import draw_sampling_noise
+    from flowmatch.couplings.sampling import pairs_from_plan as from_plan
 
     g = torch.Generator().manual_seed(21)
     x0 = torch.randn(64, 2, generator=g, dtype=torch.float64)
@@ -378,7 +379,7 @@ def test_the_float64_cost_of_exact_ot_is_the_sum_of_squared_differences(dim, mon
         torch.testing.assert_close(cost, brute, rtol=1e-5, atol=1e-4)
         assert not torch.equal(cost, brute)  # the float32 product, not the differences
     assert torch.equal(ExactOT().cost(a, b), cost)
-    from flowmatch import _native
+    from flowmatch.ot import native as _native
 
     monkeypatch.setattr(_native, "load", lambda: None)
     torch.testing.assert_close(squared_cost_f64(a, b), brute, rtol=1e-5, atol=1e-4)
@@ -476,7 +477,7 @@ def test_new_couplings_bad_input():
 
 
 def test_kernel_and_log_domain_sinkhorn_agree(monkeypatch):
-    import flowmatch.transport as transport
+    import flowmatch.ot.transport as transport
 
     g = torch.Generator().manual_seed(23)
     x0, x1 = torch.randn(80, 2, generator=g), torch.randn(70, 2, generator=g) * 2 + 1

@@ -17,10 +17,10 @@ from flowmatch.data import (
     make_split,
     resolve_distribution,
     sample_toy,
+    toy2d,
     toy_names,
     train_test_split,
 )
-from flowmatch.data import toy2d
 
 PAPER_NAMES = ["gaussian", "8gaussians", "moons", "scurve", "moons-wide", "8gaussians-wide"]
 FFJORD_NAMES = ["checkerboard", "circles", "swissroll", "pinwheel", "spirals"]

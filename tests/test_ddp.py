@@ -25,15 +25,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowmatch import distributed, methods
-from flowmatch.checkpoint import load_checkpoint
 from flowmatch.cli import main
-from flowmatch.config import RunConfig
 from flowmatch.couplings import ExactOT, Sinkhorn
+from flowmatch.couplings.global_coupling import GlobalCoupling, shared_generator
 from flowmatch.data.batches import TensorBatches
-from flowmatch.global_coupling import GlobalCoupling, shared_generator
-from flowmatch.run import build_data, build_model
-from flowmatch.train import PATH_SEED_OFFSET
+from flowmatch.objectives import methods
+from flowmatch.runs.config import RunConfig
+from flowmatch.runs.run import build_data, build_model
+from flowmatch.training import distributed
+from flowmatch.training.checkpoint import load_checkpoint
+from flowmatch.training.trainer import PATH_SEED_OFFSET
 
 HERE = Path(__file__).parent
 FLOWMATCH = Path(sys.executable).parent / "flowmatch"

@@ -15,11 +15,10 @@ from flowmatch.data.images import (
     load_image_folder,
     load_torchvision,
 )
-from flowmatch.image_metrics import accuracy, frechet_distance, train_classifier
+from flowmatch.metrics.images import accuracy, frechet_distance, train_classifier
 from flowmatch.models import UNet
 from flowmatch.models.unet import _Attention
 from flowmatch.plots import plot_image_grid
-
 
 # --------------------------------------------------------------------------------------------
 # UNet
@@ -152,10 +151,10 @@ def test_frechet_distance_matches_the_closed_form_with_scipy_sqrtm():
 def test_tiny_conditional_training_run_beats_chance_under_the_classifier(tmp_path):
     """A small UNet trained for a few seconds on 8x8 digits with labels: the classifier recognises
     its class-conditional samples far above chance (10%)."""
-    from flowmatch.config import RunConfig
-    from flowmatch.guidance import guided
-    from flowmatch.run import load_run, train_run
-    from flowmatch.solvers import sample
+    from flowmatch.models.guidance import guided
+    from flowmatch.runs.config import RunConfig
+    from flowmatch.runs.run import load_run, train_run
+    from flowmatch.sampling.ode import sample
 
     cfg = RunConfig(target="digits", cond="label", guidance_dropout=0.1, unet_width=8, unet_attention="none",
                     steps=100, batch_size=64, lr=3e-3, lr_schedule="cosine", device="cpu", seed=0)
@@ -188,8 +187,8 @@ def test_tiny_conditional_training_run_beats_chance_under_the_classifier(tmp_pat
 
 
 def test_image_run_settings_and_config_checks():
-    from flowmatch.config import RunConfig
-    from flowmatch.image_run import unet_settings
+    from flowmatch.runs.config import RunConfig
+    from flowmatch.runs.image import unet_settings
 
     cfg = RunConfig(target="digits", cond="label")
     assert unet_settings(cfg, (1, 8, 8))["channel_mults"] == (1, 2)

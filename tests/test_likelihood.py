@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import flowmatch
-from flowmatch.likelihood import (
+from flowmatch.sampling.likelihood import (
     LikelihoodResult,
     decode,
     encode,
@@ -309,7 +309,7 @@ def test_eval_nll_prints_the_test_nll_of_log_likelihood(tiny_run, capsys):
     import json
 
     from flowmatch.cli import main
-    from flowmatch.run import load_run
+    from flowmatch.runs.run import load_run
 
     capsys.readouterr()
     assert main(["eval", str(tiny_run), "--nll", "--json", "--n", "16", "--device", "cpu"]) == 0
@@ -327,7 +327,7 @@ def test_eval_nll_prints_the_test_nll_of_log_likelihood(tiny_run, capsys):
 
 def test_encode_command_round_trips_and_matches_the_library(tiny_run, tmp_path):
     from flowmatch.cli import main
-    from flowmatch.run import load_run
+    from flowmatch.runs.run import load_run
 
     x = np.random.default_rng(0).normal(size=(20, 2)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

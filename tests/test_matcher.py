@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import flowmatch
-from flowmatch import methods
 from flowmatch.couplings import ExactOT, Independent, Sinkhorn
-from flowmatch.matcher import FlowMatcher, UniformTime
+from flowmatch.objectives import methods
+from flowmatch.objectives.cfm import FlowMatcher, UniformTime
 from flowmatch.paths import BrownianBridgePath, GaussianToDataPath, LinearPath, VPTrigPath
 
 

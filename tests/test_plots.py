@@ -86,9 +86,9 @@ def test_high_dimensional_samples_are_projected_on_target_principal_components(t
     out = plot_samples(t.clone(), t, tmp_path / "pca.png")
     _assert_image(out)
 
-    from flowmatch.plots._common import _Projection
+    from flowmatch.plots._common import Projection
 
-    proj = _Projection(t.double().numpy(), "target")
+    proj = Projection(t.double().numpy(), "target")
     assert proj.labels[0].startswith("PC1 of target") and proj.labels[1].startswith("PC2 of target")
     p2 = proj(t.double().numpy())
     centred = (t - t.mean(0)).double().numpy()
@@ -231,7 +231,7 @@ def _inside(points: np.ndarray, ax) -> bool:
 
 @pytest.mark.parametrize("dims", [(2,), (5,)])
 def test_sample_panels_one_subplot_per_method_same_projection_and_limits(tmp_path, dims):
-    from flowmatch.plots._common import _Projection
+    from flowmatch.plots._common import Projection
     from flowmatch.plots.samples import _build_sample_panels
 
     tgt = _randn(300, *dims, seed=20) + 2.0
@@ -245,7 +245,7 @@ def test_sample_panels_one_subplot_per_method_same_projection_and_limits(tmp_pat
     assert len(fig.axes) == len(panels)
     assert [ax.get_title() for ax in fig.axes] == list(panels)
     assert len({_limits(ax) for ax in fig.axes}) == 1  # identical limits everywhere
-    proj = _Projection(tgt.double().numpy(), "target")
+    proj = Projection(tgt.double().numpy(), "target")
     assert {ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()} == {proj.labels[0]}
     for ax, gen in zip(fig.axes, panels.values()):
         src_pts, tgt_pts, gen_pts = (np.asarray(c.get_offsets()) for c in ax.collections)

@@ -1,19 +1,19 @@
 """Prefetched pairings equal inline ones: same pairs, same trained weights, exact resume and
-interrupts with the coupling solved ahead in worker threads (flowmatch.prefetch)."""
+interrupts with the coupling solved ahead in worker threads (flowmatch.training.prefetch)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from flowmatch import methods
-from flowmatch.checkpoint import load_checkpoint
 from flowmatch.couplings import BlockOT, ExactOT, Sinkhorn
 from flowmatch.data import sample_toy
 from flowmatch.data.batches import StreamBatches, TensorBatches
 from flowmatch.models import MLP
-from flowmatch.prefetch import BatchPrefetcher
-from flowmatch.train import Trainer, TrainerConfig
+from flowmatch.objectives import methods
+from flowmatch.training.checkpoint import load_checkpoint
+from flowmatch.training.prefetch import BatchPrefetcher
+from flowmatch.training.trainer import Trainer, TrainerConfig
 
 TARGET = sample_toy("moons", 400, generator=torch.Generator().manual_seed(1))
 
@@ -127,7 +127,7 @@ def test_resume_from_a_checkpoint_written_while_steps_were_queued(tmp_path):
     first.fit()
     import shutil
 
-    from flowmatch.checkpoint import atomic_write_text
+    from flowmatch.training.checkpoint import atomic_write_text
 
     ck = tmp_path / "c" / "checkpoints"
     ck.mkdir(parents=True)
@@ -172,8 +172,8 @@ def test_bad_worker_counts_are_rejected():
 
 
 def test_run_config_coupling_workers_give_the_same_run(tmp_path):
-    from flowmatch.config import RunConfig
-    from flowmatch.run import train_run
+    from flowmatch.runs.config import RunConfig
+    from flowmatch.runs.run import train_run
 
     base = dict(target="moons", n_train=256, n_test=32, hidden=16, batch_size=32, steps=12, log_every=4,
                 checkpoint_every=5)

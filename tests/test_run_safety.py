@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from flowmatch.checkpoint import latest_checkpoint, load_checkpoint
 from flowmatch.cli import main
-from flowmatch.run_dir import MARKER_FILE
-from flowmatch.run_lock import LOCK_FILE, RunLock
-
+from flowmatch.runs.directory import MARKER_FILE
+from flowmatch.runs.lock import LOCK_FILE, RunLock
+from flowmatch.training.checkpoint import latest_checkpoint, load_checkpoint
 from test_cli import TINY, assert_same_weights, error_of, log_without_time
 
 FLOWMATCH = Path(sys.executable).parent / "flowmatch"
@@ -106,7 +105,7 @@ def test_force_restarts_a_run_directory_from_scratch(tmp_path, good_run):
 
 def _hold_lock(run: Path) -> subprocess.Popen:
     """A process that takes the run's lock and sleeps (prints 'locked' once it holds it)."""
-    code = ("import sys, time; from flowmatch.run_lock import RunLock\n"
+    code = ("import sys, time; from flowmatch.runs.lock import RunLock\n"
             "with RunLock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(120)\n")
     p = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True, env=_env())
     assert p.stdout.readline().strip() == "locked"

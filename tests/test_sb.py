@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from flowmatch import methods
-from flowmatch.checkpoint import load_checkpoint
 from flowmatch.cli import main
-from flowmatch.gaussian_bridge import GaussianBridge, gaussian_bridge, sqrtm_psd
-from flowmatch.matcher import FlowMatcher
 from flowmatch.models import MLP, FlowAndScore, has_score
+from flowmatch.objectives import methods
+from flowmatch.objectives.cfm import FlowMatcher
+from flowmatch.objectives.sf2m import ScoreFlowMatcher
 from flowmatch.paths import LinearPath
-from flowmatch.sde import sample_sde
-from flowmatch.sf2m import ScoreFlowMatcher
-from flowmatch.solvers import sample
-from flowmatch.train import EMA
+from flowmatch.sampling.ode import sample
+from flowmatch.sampling.sde import sample_sde
+from flowmatch.training.checkpoint import load_checkpoint
+from flowmatch.training.trainer import EMA
+from flowmatch.trajectory.gaussian_bridge import GaussianBridge, gaussian_bridge, sqrtm_psd
 
 F64 = torch.float64
 M0, M1 = [0.0, 0.0], [2.0, -1.0]
@@ -207,7 +207,7 @@ def test_marginal_score_and_velocity_minimise_the_loss_between_gaussians():
         def score(self, x, t, cond=None):
             return self.fs * oracle.score(x, t)
 
-    from flowmatch.sf2m import score_loss_from_sample
+    from flowmatch.objectives.sf2m import score_loss_from_sample
 
     def terms(m):
         return float(FlowMatcher.loss_from_sample(m, s)), float(score_loss_from_sample(m, fm.path, s))

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from flowmatch.gaussian_bridge import GaussianBridge
 from flowmatch.models import MLP, FlowAndScore
-from flowmatch.sde import sample_sde
-from flowmatch.solvers import sample
+from flowmatch.sampling.ode import sample
+from flowmatch.sampling.sde import sample_sde
+from flowmatch.trajectory.gaussian_bridge import GaussianBridge
 
 F64 = torch.float64
 
@@ -135,7 +135,7 @@ def _moments(x):
 
 
 def test_sde_with_exact_fields_reproduces_the_closed_form_bridge_forward_and_backward():
-    """With the closed-form velocity and score (flowmatch.gaussian_bridge), the SDE's marginals at
+    """With the closed-form velocity and score (flowmatch.trajectory.gaussian_bridge), the SDE's marginals at
     t = 0.25, 0.5, 0.75, 1 are those of the Schrödinger bridge (Bunne et al. 2023): this checks the
     drift v + (sigma^2/2) s and the noise sigma sqrt(h). Run backwards from N(m1, S1) at t = 1 it
     reaches N(m0, S0) (drift v - (sigma^2/2) s). 20 000 samples, 100 steps. Tolerance 0.05 on every

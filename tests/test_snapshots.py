@@ -16,7 +16,7 @@ from flowmatch.data.snapshots import (
     save_snapshots,
 )
 from flowmatch.metrics import w1
-from flowmatch.trajectory_inference import baseline_holdout_w1
+from flowmatch.trajectory.inference import baseline_holdout_w1
 
 
 def _labelled(seed: int = 0):

@@ -1,4 +1,4 @@
-"""Mathematical tests for flowmatch.solvers: orders of convergence, exact solutions, round trips."""
+"""Mathematical tests for flowmatch.sampling.ode: orders of convergence, exact solutions, round trips."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from flowmatch.solvers import SampleResult, ode_solvers, sample
+from flowmatch.sampling.ode import SampleResult, ode_solvers, sample
 
 DT = torch.float64
 

@@ -1,4 +1,4 @@
-"""Tests of flowmatch.train (and run.train_run): exact resumption, EMA and learning-rate maths,
+"""Tests of flowmatch.training.trainer (and run.train_run): exact resumption, EMA and learning-rate maths,
 interrupt safety, the training log, and an end-to-end OT-CFM training that actually learns."""
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowmatch import methods, metrics
-from flowmatch.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint
-from flowmatch.config import RunConfig
+from flowmatch import metrics
 from flowmatch.data import sample_toy
 from flowmatch.data.batches import StreamBatches, TensorBatches
 from flowmatch.models import MLP
-from flowmatch.run import build_data, build_model, train_run
-from flowmatch.solvers import sample
-from flowmatch.train import EMA, LOG_COLUMNS, Trainer, TrainerConfig, learning_rate
+from flowmatch.objectives import methods
+from flowmatch.runs.config import RunConfig
+from flowmatch.runs.run import build_data, build_model, train_run
+from flowmatch.sampling.ode import sample
+from flowmatch.training.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint
+from flowmatch.training.trainer import EMA, LOG_COLUMNS, Trainer, TrainerConfig, learning_rate
 
 # --------------------------------------------------------------------------------------------
 # Helpers
@@ -345,7 +346,7 @@ def test_end_to_end_ot_cfm_learns_8gaussians_and_logs_a_decreasing_loss(tmp_path
 
 def test_the_trainer_uses_fused_adamw_with_the_per_tensor_update():
     from flowmatch.models import MLP
-    from flowmatch.optim import adamw
+    from flowmatch.training.optim import adamw
 
     torch.manual_seed(0)
     a, b = MLP(2, hidden=16), MLP(2, hidden=16)

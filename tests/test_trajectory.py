@@ -16,9 +16,9 @@ from flowmatch.couplings import Independent
 from flowmatch.data.snapshots import Snapshots, bifurcation_drift, save_snapshots, simulate
 from flowmatch.models import MLP, FlowAndScore
 from flowmatch.paths import LinearPath
-from flowmatch.train import Trainer, TrainerConfig
+from flowmatch.training.trainer import Trainer, TrainerConfig
 from flowmatch.trajectory import SnapshotBatches, SnapshotMatcher, interval_blocks
-from flowmatch.trajectory_inference import holdout_w1, mccann_interpolation, push
+from flowmatch.trajectory.inference import holdout_w1, mccann_interpolation, push
 
 
 class Drift(nn.Module):
@@ -109,7 +109,7 @@ def test_sb_cfm_bridge_scales_with_the_interval_length():
 
 # 16 cells per interval at epsilon 0.5: Sinkhorn may stop early and pair by exact OT (with a warning);
 # the loss decomposition checked here holds for any pairing.
-@pytest.mark.filterwarnings("ignore::flowmatch.transport.SinkhornWarning")
+@pytest.mark.filterwarnings("ignore::flowmatch.ot.transport.SinkhornWarning")
 def test_sb_cfm_loss_adds_the_weighted_score_term():
     snaps = _course([0.0, 1.0, 2.0], n=32)
     fm = SnapshotMatcher.from_method("sb-cfm", snaps.times, sigma=0.5)

@@ -12,37 +12,56 @@ integrate it to sample.
 import importlib
 from typing import Any
 
+from flowmatch import _compat
+
 # Public names and the module that defines each. They are imported on first use (PEP 562), so
 # that `import flowmatch.cli` (and `flowmatch --help`) does not pay for importing torch and POT.
 _LAZY = {
-    "FlowMatcher": "flowmatch.matcher",
-    "PathSample": "flowmatch.matcher",
+    "FlowMatcher": "flowmatch.objectives.cfm",
+    "PathSample": "flowmatch.objectives.cfm",
     "MLP": "flowmatch.models",
     "ExactOT": "flowmatch.couplings",
     "Independent": "flowmatch.couplings",
     "Sinkhorn": "flowmatch.couplings",
-    "SampleResult": "flowmatch.solvers",
-    "sample": "flowmatch.solvers",
-    "ode_solvers": "flowmatch.solvers",
-    "sample_sde": "flowmatch.sde",
+    "SampleResult": "flowmatch.sampling.ode",
+    "sample": "flowmatch.sampling.ode",
+    "ode_solvers": "flowmatch.sampling.ode",
+    "sample_sde": "flowmatch.sampling.sde",
     "FlowAndScore": "flowmatch.models",
-    "log_likelihood": "flowmatch.likelihood",
-    "encode": "flowmatch.likelihood",
-    "decode": "flowmatch.likelihood",
-    "LikelihoodResult": "flowmatch.likelihood",
+    "log_likelihood": "flowmatch.sampling.likelihood",
+    "encode": "flowmatch.sampling.likelihood",
+    "decode": "flowmatch.sampling.likelihood",
+    "LikelihoodResult": "flowmatch.sampling.likelihood",
     "ConditionalMLP": "flowmatch.models",
     "UNet": "flowmatch.models",
-    "GuidedModel": "flowmatch.guidance",
-    "guided": "flowmatch.guidance",
+    "GuidedModel": "flowmatch.models.guidance",
+    "guided": "flowmatch.models.guidance",
+    "Trainer": "flowmatch.training",
+    "TrainerConfig": "flowmatch.training",
+    "ScoreFlowMatcher": "flowmatch.objectives",
+    "CNFObjective": "flowmatch.objectives",
+    "RunConfig": "flowmatch.runs",
+    "train_run": "flowmatch.runs",
+    "load_run": "flowmatch.runs",
 }
-_SUBMODULES = ("methods", "paths", "couplings", "gaussian_bridge")
+#: Subpackages (one per concept, in the order data flows) and the public modules reachable as
+#: attributes of ``flowmatch``; ``flowmatch.methods`` is the method registry.
+_SUBMODULES = {
+    "data": "flowmatch.data", "ot": "flowmatch.ot", "couplings": "flowmatch.couplings", "paths": "flowmatch.paths",
+    "sampling": "flowmatch.sampling", "models": "flowmatch.models", "objectives": "flowmatch.objectives",
+    "training": "flowmatch.training", "metrics": "flowmatch.metrics", "trajectory": "flowmatch.trajectory",
+    "plots": "flowmatch.plots", "runs": "flowmatch.runs", "bench": "flowmatch.bench", "cli": "flowmatch.cli",
+    "methods": "flowmatch.objectives.methods", "gaussian_bridge": "flowmatch.trajectory.gaussian_bridge",
+}
+
+_compat.install()  # the flat layout's module paths, deprecated
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     if name in _SUBMODULES:
-        return importlib.import_module(f"flowmatch.{name}")
+        return importlib.import_module(_SUBMODULES[name])
     raise AttributeError(f"module 'flowmatch' has no attribute {name!r}")
 
 
@@ -73,8 +92,13 @@ __all__ = [
     "UNet",
     "GuidedModel",
     "guided",
-    "methods",
-    "paths",
-    "couplings",
+    "Trainer",
+    "TrainerConfig",
+    "ScoreFlowMatcher",
+    "CNFObjective",
+    "RunConfig",
+    "train_run",
+    "load_run",
+    *_SUBMODULES,
     "__version__",
 ]

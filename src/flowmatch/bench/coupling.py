@@ -6,7 +6,7 @@ median, and come as wall time and as process CPU time, the latter insensitive to
 
 1. **Step time** of training the 3x64 SELU MLP with I-CFM and with OT-CFM, for data of 2
    (N(0, I) -> moons), 64 and 3072 dimensions (N(0, I) -> a 10-component Gaussian mixture) at
-   batch 128, 256, 512 and 1024, through :class:`flowmatch.train.Trainer`: OT-CFM with the exact
+   batch 128, 256, 512 and 1024, through :class:`flowmatch.training.trainer.Trainer`: OT-CFM with the exact
    coupling solved inline (``coupling_workers=0``) and prefetched in a worker thread
    (``coupling_workers=1``), with the compiled auction (``auto``) and with POT's ``emd`` (the
    previous default), and TorchCFM's ``ExactOptimalTransportConditionalFlowMatcher`` when
@@ -21,8 +21,8 @@ median, and come as wall time and as process CPU time, the latter insensitive to
    W2 after 1, 2 and 4 Euler steps, for exact OT against POT's plan sampled with replacement (as
    TorchCFM does) at batch 256, and exact full-batch OT against block OT at batch 1024.
 
-This module is a thin script over the library (:mod:`flowmatch.couplings`, :mod:`flowmatch.train`,
-:mod:`flowmatch.evaluate`); the CLI only parses flags.
+This module is a thin script over the library (:mod:`flowmatch.couplings`, :mod:`flowmatch.training.trainer`,
+:mod:`flowmatch.metrics.evaluate`); the CLI only parses flags.
 """
 
 from __future__ import annotations
@@ -30,112 +30,37 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from flowmatch import methods
-from flowmatch._io import atomic_write_text, write_json
-from flowmatch.assignment import solve_assignment
+from flowmatch._utils.io import atomic_write_text, write_json
 from flowmatch.bench.coupling_report import format_tables
-from flowmatch.couplings import BlockOT, Coupling, ExactOT, Pairing, pairs_from_plan
-from flowmatch.data import sample_toy
+from flowmatch.bench.coupling_setup import (
+    CouplingBenchResult,
+    CouplingBenchSettings,
+    WithReplacementOT,
+    bench_trainer,
+    sample_pools,
+)
+from flowmatch.couplings import BlockOT, ExactOT
 from flowmatch.data.batches import TensorBatches
-from flowmatch.matcher import FlowMatcher
 from flowmatch.models import MLP
-from flowmatch.optim import adamw
+from flowmatch.objectives import methods
+from flowmatch.objectives.cfm import FlowMatcher
+from flowmatch.ot.assignment import solve_assignment
 from flowmatch.paths import LinearPath
-from flowmatch.train import Trainer, TrainerConfig
+from flowmatch.training.optim import adamw
+from flowmatch.training.trainer import Trainer
 
 __all__ = ["CouplingBenchSettings", "CouplingBenchResult", "run_coupling_bench", "WithReplacementOT"]
 
 
-@dataclass
-class CouplingBenchSettings:
-    """What ``flowmatch bench coupling`` measures (defaults: the full benchmark, ~15 min on 2 cores)."""
-
-    dims: tuple[int, ...] = (2, 64, 3072)
-    batches: tuple[int, ...] = (128, 256, 512, 1024)
-    steps: int = 40  # timed training steps per measurement at batch 256 (scaled by 256/batch)
-    repeats: int = 5  # interleaved repeats; the tables show medians
-    workers: int = 1  # coupling_workers of the prefetched OT-CFM rows
-    large: tuple[int, ...] = (4096, 8192, 16384)
-    block_size: int = 512
-    exact_large_max: int = 4096  # exact full-batch optimum computed up to this batch (for block rows)
-    threads: int = 1  # torch threads during the benchmark
-    seed: int = 0
-    torchcfm: bool = True
-    quality: bool = False
-    quality_steps: int = 3000
-    quality_seeds: int = 3
-    quality_block: int = 256
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> "CouplingBenchSettings":
-        """A smoke run: 2D and 64D, batch 128 and 256, few steps, one large batch."""
-        base = dict(dims=(2, 64), batches=(128, 256), steps=6, repeats=2, large=(4096,), exact_large_max=0,
-                    quality_steps=60, quality_seeds=1)
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base)
-
-
-@dataclass
-class CouplingBenchResult:
-    """Rows of the three tables, their Markdown, and the files written."""
-
-    rows: list[dict[str, Any]]
-    large_rows: list[dict[str, Any]]
-    quality_rows: list[dict[str, Any]]
-    table: str
-    files: dict[str, Path] = field(default_factory=dict)
-
-
-class WithReplacementOT(Coupling):
-    """The exact OT plan sampled with replacement: n pairs iid from P / sum P (TorchCFM's OT-CFM).
-
-    For equal batches P is a permutation / n, so the pairs are n uniform draws (with replacement)
-    of the n optimal pairs: about 63% distinct. Here only as the baseline of the quality table.
-    """
-
-    def prepare(self, x0, x1, *, cond=None, generator=None):
-        u = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64)
-        return lambda: self._solve(x0, x1, u)
-
-    def pair(self, x0, x1, *, generator=None) -> Pairing:
-        return self.prepare(x0, x1, generator=generator)()
-
-    def _solve(self, x0, x1, u) -> Pairing:
-        n = x0.shape[0]
-        perm = ExactOT()(x0, x1).i1.cpu()
-        log_plan = torch.full((n, n), -math.inf, dtype=torch.float64)
-        log_plan[torch.arange(n), perm] = 0.0
-        i0, i1 = pairs_from_plan(log_plan, "joint", (u,))
-        return Pairing(i0.to(x0.device), i1.to(x1.device))
-
-
-# ----------------------------------------------------------------------------------------------
-# data
-
-
-def _mixture(n: int, dim: int, generator: torch.Generator) -> Tensor:
-    centres = torch.randn(10, dim, generator=torch.Generator().manual_seed(1234))
-    k = torch.randint(0, 10, (n,), generator=generator)
-    return centres[k] + 0.5 * torch.randn(n, dim, generator=generator)
-
-
-def _pools(dim: int, n: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Source and target training sets (n rows each): N(0, I) -> moons (2D) or the mixture."""
-    g = torch.Generator().manual_seed(seed)
-    x0 = torch.randn(n, dim, generator=g)
-    x1 = sample_toy("moons", n, generator=g) if dim == 2 else _mixture(n, dim, g)
-    return x0, x1
-
-
 def _batch(dim: int, n: int, seed: int) -> tuple[Tensor, Tensor]:
-    return _pools(dim, n, seed + 17)
+    return sample_pools(dim, n, seed + 17)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,16 +69,6 @@ def _batch(dim: int, n: int, seed: int) -> tuple[Tensor, Tensor]:
 
 def _median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs)) if xs else math.nan
-
-
-def _trainer(matcher: FlowMatcher, dim: int, batch: int, steps: int, workers: int,
-             pools: tuple[Tensor, Tensor], seed: int) -> Trainer:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = MLP(dim)
-    cfg = TrainerConfig(steps=steps, batch_size=batch, seed=seed, quiet=True, log_every=10**9,
-                        checkpoint_every=10**9, coupling_workers=workers)
-    return Trainer(model, matcher, TensorBatches(pools[0]), TensorBatches(pools[1]), cfg)
 
 
 def _time_trainer(make: Callable[[], Trainer]) -> tuple[float, float]:
@@ -230,27 +145,27 @@ def _torchcfm_pairs(x0: Tensor, x1: Tensor):
 
 def _step_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    has_tcfm = s.torchcfm and _torchcfm_step_fn(2, 8, _pools(2, 64, 0), 0) is not None
+    has_tcfm = s.torchcfm and _torchcfm_step_fn(2, 8, sample_pools(2, 64, 0), 0) is not None
     for dim in s.dims:
         for batch in s.batches:
             steps = max(4, round(s.steps * 256 / batch / (4 if dim >= 1024 else 1)))
-            pools = _pools(dim, max(4 * batch, 4096), s.seed)
+            pools = sample_pools(dim, max(4 * batch, 4096), s.seed)
             variants: dict[str, Callable[[], tuple[float, float]]] = {
-                "i-cfm": lambda: _time_trainer(lambda: _trainer(
+                "i-cfm": lambda: _time_trainer(lambda: bench_trainer(
                     methods.get("i-cfm"), dim, batch, steps, 0, pools, s.seed)),
-                "ot-cfm auction inline": lambda: _time_trainer(lambda: _trainer(
+                "ot-cfm auction inline": lambda: _time_trainer(lambda: bench_trainer(
                     FlowMatcher(LinearPath(0.1), ExactOT()), dim, batch, steps, 0, pools, s.seed)),
-                f"ot-cfm auction prefetch({s.workers})": lambda: _time_trainer(lambda: _trainer(
+                f"ot-cfm auction prefetch({s.workers})": lambda: _time_trainer(lambda: bench_trainer(
                     FlowMatcher(LinearPath(0.1), ExactOT()), dim, batch, steps, s.workers, pools, s.seed)),
-                "ot-cfm emd inline": lambda: _time_trainer(lambda: _trainer(
+                "ot-cfm emd inline": lambda: _time_trainer(lambda: bench_trainer(
                     FlowMatcher(LinearPath(0.1), ExactOT("emd")), dim, batch, steps, 0, pools, s.seed)),
-                f"ot-cfm emd prefetch({s.workers})": lambda: _time_trainer(lambda: _trainer(
+                f"ot-cfm emd prefetch({s.workers})": lambda: _time_trainer(lambda: bench_trainer(
                     FlowMatcher(LinearPath(0.1), ExactOT("emd")), dim, batch, steps, s.workers, pools, s.seed)),
             }
             block = BlockOT(s.quality_block)
             if batch > s.quality_block:
                 variants[f"ot-cfm block{s.quality_block} prefetch({s.workers})"] = lambda: _time_trainer(
-                    lambda: _trainer(FlowMatcher(LinearPath(0.1), block), dim, batch, steps, s.workers, pools, s.seed))
+                    lambda: bench_trainer(FlowMatcher(LinearPath(0.1), block), dim, batch, steps, s.workers, pools, s.seed))
             if has_tcfm:
                 tstep = _torchcfm_step_fn(dim, batch, pools, s.seed)
                 variants["torchcfm ot-cfm"] = lambda: _time_steps(tstep, steps)
@@ -316,17 +231,17 @@ def _large_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
             p = ExactOT()(x0, x1)
             exact_ms = (time.perf_counter() - start) * 1e3
             exact_cost = float(((x0.double() - x1.double()[p.i1]) ** 2).sum())
-        pools = _pools(2, max(2 * batch, 10_000), s.seed)
+        pools = sample_pools(2, max(2 * batch, 10_000), s.seed)
         steps = max(3, round(s.steps * 256 / batch))
         g = torch.Generator().manual_seed(s.seed)
-        icfm = [_time_trainer(lambda: _trainer(methods.get("i-cfm"), 2, batch, steps, 0, pools, s.seed))[0]
+        icfm = [_time_trainer(lambda: bench_trainer(methods.get("i-cfm"), 2, batch, steps, 0, pools, s.seed))[0]
                 for _ in range(reps)]
         for partition in ("sorted", "random"):
             coupling = BlockOT(s.block_size, partition=partition)
             solve_ms = _time_call(lambda: coupling(x0, x1, generator=g), reps)
             p = coupling(x0, x1, generator=g)
             cost = float(((x0.double() - x1.double()[p.i1]) ** 2).sum())
-            step = [_time_trainer(lambda: _trainer(FlowMatcher(LinearPath(0.1), coupling), 2, batch, steps,
+            step = [_time_trainer(lambda: bench_trainer(FlowMatcher(LinearPath(0.1), coupling), 2, batch, steps,
                                                    s.workers, pools, s.seed))[0] for _ in range(reps)]
             row = {"batch": batch, "coupling": f"block {s.block_size} {partition}", "solve_ms": solve_ms,
                    "cost_vs_exact": cost / exact_cost if exact_cost == exact_cost else math.nan,

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowmatch.bench.coupling import CouplingBenchSettings, WithReplacementOT, _pools, _trainer
+from flowmatch.bench.coupling_setup import CouplingBenchSettings, WithReplacementOT, bench_trainer, sample_pools
 from flowmatch.couplings import BlockOT, ExactOT
 from flowmatch.data import sample_toy
-from flowmatch.evaluate import evaluate_model, w2_at_steps
-from flowmatch.matcher import FlowMatcher
+from flowmatch.metrics.evaluate import evaluate_model, w2_at_steps
+from flowmatch.objectives.cfm import FlowMatcher
 from flowmatch.paths import LinearPath
 
 __all__ = ["quality_rows"]
@@ -34,8 +34,8 @@ def quality_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
     for batch, name, make in cases:
         per_seed = []
         for seed in range(s.quality_seeds):
-            pools = _pools(2, 10_000, 1000 + seed)
-            t = _trainer(FlowMatcher(LinearPath(0.1), make()), 2, batch, s.quality_steps, s.workers, pools, seed)
+            pools = sample_pools(2, 10_000, 1000 + seed)
+            t = bench_trainer(FlowMatcher(LinearPath(0.1), make()), 2, batch, s.quality_steps, s.workers, pools, seed)
             t.config.lr_schedule = "cosine"
             start = time.perf_counter()
             t.fit()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flowmatch.assignment import native_available
+from flowmatch.ot.assignment import native_available
 
 if TYPE_CHECKING:
-    from flowmatch.bench.coupling import CouplingBenchSettings
+    from flowmatch.bench.coupling_setup import CouplingBenchSettings
 
 __all__ = ["format_tables"]
 

@@ -3,7 +3,7 @@
 Trains OT-CFM on N(0, I) -> moons (3x64 SELU MLP, AdamW 1e-3, the run defaults) for a fixed number
 of steps and reports, per row, training steps per second (rank 0's wall clock over the whole fit)
 and, on the held-out split, the normalised path energy NPE and W2 of Euler samples
-(:func:`flowmatch.evaluate.evaluate_model`; Tong et al. TMLR 2024, Section 5.1):
+(:func:`flowmatch.metrics.evaluate.evaluate_model`; Tong et al. TMLR 2024, Section 5.1):
 
 - 1 process at batch b, and 1 process at batch 2b (one OT problem over 2b rows: the ideal);
 - 2 processes (gloo, ``torchrun``) at b rows per rank (global batch 2b) with
@@ -30,8 +30,8 @@ from typing import Any, Callable
 
 import torch
 
-from flowmatch._io import atomic_write_text, write_json
-from flowmatch._validate import check_positive_int
+from flowmatch._utils.io import atomic_write_text, write_json
+from flowmatch._utils.validate import check_positive_int
 
 __all__ = ["DDPBenchSettings", "DDPBenchResult", "run_ddp_bench"]
 
@@ -79,7 +79,7 @@ ROWS = (
 
 
 def _config(s: DDPBenchSettings, method: str, scope: str, global_batch: int, seed: int):
-    from flowmatch.config import RunConfig
+    from flowmatch.runs.config import RunConfig
 
     return RunConfig(source="gaussian", target=s.target, method=method, steps=s.steps, batch_size=global_batch,
                      n_train=s.n_train, n_test=s.n_test, seed=seed, coupling_scope=scope, coupling_workers=0,
@@ -88,9 +88,9 @@ def _config(s: DDPBenchSettings, method: str, scope: str, global_batch: int, see
 
 def _train_and_eval(cfg) -> dict[str, float] | None:
     """Train ``cfg`` in memory (on every rank), evaluate on rank 0; None on the other ranks."""
-    from flowmatch import distributed
-    from flowmatch.evaluate import evaluate_model
-    from flowmatch.run import build_data, train_run
+    from flowmatch.metrics.evaluate import evaluate_model
+    from flowmatch.runs.run import build_data, train_run
+    from flowmatch.training import distributed
 
     trainer, result, _ = train_run(cfg, None, quiet=True, evaluate=False, plots=False)
     if not distributed.info().is_main:
@@ -107,7 +107,7 @@ def _row_key(method: str, nproc: int, scope: str, mult: int) -> str:
 
 def _worker(settings: dict[str, Any], out: str) -> int:
     """One torchrun worker: train the 2-process rows for every seed; rank 0 writes their results."""
-    from flowmatch import distributed
+    from flowmatch.training import distributed
 
     torch.set_num_threads(1)
     s = DDPBenchSettings(**settings)
@@ -133,8 +133,8 @@ def _mean_std(values: list[float], fmt: str) -> str:
 def run_ddp_bench(out: str | Path | None, settings: DDPBenchSettings,
                   log: Callable[[str], None] | None = print) -> DDPBenchResult:
     """Measure every row of :data:`ROWS`; write table.md and results.json into ``out`` (None: nowhere)."""
-    from flowmatch import distributed
-    from flowmatch.report import format_table
+    from flowmatch.metrics.report import format_table
+    from flowmatch.training import distributed
 
     say = log or (lambda _: None)
     torch.set_num_threads(1)

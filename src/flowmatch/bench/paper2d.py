@@ -3,7 +3,7 @@
 Four tasks (N -> 8gaussians, moons -> 8gaussians, N -> moons, N -> scurve; N = N(0, I) in 2D)
 times the methods OT-CFM, I-CFM, FM (Gaussian source only), SB-CFM, VP-CFM, the 1-rectified flow
 (``rf``: I-CFM with sigma = 0) and the 2-rectified flow (``2-rf``: one reflow of ``rf``, see
-:mod:`flowmatch.reflow`), times seeds. The setup is the paper's (REFERENCES.md, "2D benchmark"):
+:mod:`flowmatch.training.reflow`), times seeds. The setup is the paper's (REFERENCES.md, "2D benchmark"):
 3x64 SELU MLP, AdamW lr 1e-3, weight decay 1e-5, batch 512, 20k steps, sigma 0.1 (SB-CFM its own
 default 1.0, RF 0), 5 seeds, one draw per distribution split at random into 10000 train / 1000
 test points (``RunConfig(test_split="paper")``).
@@ -17,11 +17,11 @@ Per cell (task, method, seed): W2 (exact) between the Euler-100 samples of the e
 and the evaluation targets, NPE, NFE of dopri5 (atol = rtol = 1e-4) and its W2, on all ``n_eval``
 points; W2 after 1, 2, 4, 8 and 100 Euler steps on the first ``n_sweep`` (default 1000); training
 wall time. Per task and seed: the sampling floor, W2 between the evaluation targets and an
-independent set drawn the same way (:func:`flowmatch.evaluate.w2_sampling_floor`).
+independent set drawn the same way (:func:`flowmatch.metrics.evaluate.w2_sampling_floor`).
 
 This module is a thin script over the library: data and training come from
-:mod:`flowmatch.run`, evaluation from :mod:`flowmatch.evaluate`, reflow from
-:mod:`flowmatch.reflow`, figures from :mod:`flowmatch.plots`.
+:mod:`flowmatch.runs.run`, evaluation from :mod:`flowmatch.metrics.evaluate`, reflow from
+:mod:`flowmatch.training.reflow`, figures from :mod:`flowmatch.plots`.
 
 Output directory::
 
@@ -43,214 +43,29 @@ model without retraining.
 from __future__ import annotations
 
 import json
-import os
-import time
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-import torch
-from torch import nn
-
-from flowmatch._io import atomic_write_text, write_json
-from flowmatch._validate import check_positive_int
-from flowmatch.bench.paper2d_eval import EvalSets, cached_floor, eval_sets, evaluate_cell, is_evaluated
-from flowmatch.bench.paper2d_report import _sinkhorn_note, format_paper2d_table, result_row, write_csv
+from flowmatch._utils.io import atomic_write_text, write_json
+from flowmatch._utils.validate import check_positive_int
+from flowmatch.bench.paper2d_cells import CellStore, cell_dir, load_cell_model, read_cell_result
+from flowmatch.bench.paper2d_eval import cached_floor, is_evaluated
+from flowmatch.bench.paper2d_report import format_paper2d_table, result_row, write_csv
 from flowmatch.bench.paper2d_setup import (
     FLOOR_SEED_OFFSET,
     METHODS,
-    RESULT_VERSION,
     TASKS,
     Paper2DResult,
     Paper2DSettings,
     Task,
-    _check_seq,
     benchmark_cells,
+    check_seq,
 )
-from flowmatch.config import RunConfig
-from flowmatch.reflow import reflow_pairs, train_on_pairs
-from flowmatch.run import build_data, build_model, train_run
-from flowmatch.train import TrainerConfig, resolve_device
-from flowmatch.transport import SinkhornWarning
+from flowmatch.runs.run import build_data
+from flowmatch.training.trainer import resolve_device
 
 __all__ = ["Task", "TASKS", "METHODS", "Paper2DSettings", "Paper2DResult", "benchmark_cells",
            "run_paper2d", "format_paper2d_table", "FLOOR_SEED_OFFSET", "CellStore"]
-
-
-# ------------------------------------------------------------------------------------- cells
-
-
-def _cell_dir(out: Path, task: str, method: str, seed: int) -> Path:
-    return out / "cells" / task / method / f"seed{seed}"
-
-
-def _save_model(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def _load_model(cfg: RunConfig, path: Path, device: torch.device) -> nn.Module:
-    from safetensors.torch import load_file
-
-    model = build_model(cfg, 2)
-    model.load_state_dict(load_file(str(path)))
-    return model.to(device).eval()
-
-
-def _read_result(cell: Path, expected: dict[str, Any], force: bool) -> dict[str, Any] | None:
-    """A finished cell's result when its model was trained with the ``expected`` settings; else
-    None. (Its metrics may come from another evaluation protocol: see :func:`_evaluated`.)"""
-    path = cell / "result.json"
-    if force or not path.is_file():
-        return None
-    res = json.loads(path.read_text())
-    saved = res.get("settings", {})
-    saved = {k: saved.get(k) for k in expected}  # older results also held evaluation settings
-    if res.get("version") != RESULT_VERSION or saved != expected:
-        diff = sorted(k for k in expected if saved.get(k) != expected.get(k))
-        key = diff[0] if diff else "version"
-        raise ValueError(
-            f"cell {str(cell)!r} was computed with {key}={saved.get(key)!r}, this run has "
-            f"{key}={expected.get(key)!r}; use another --out, or --force to recompute"
-        )
-    return res
-
-
-def _train_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSettings, cfg: RunConfig,
-                data, parent: dict[str, Any] | None, timing: dict[str, Any]):
-    """Train the model of a cell: (model, TrainResult, device)."""
-    if method == "2-rf":
-        if parent is None:  # the caller computes or reuses the rf cell first
-            raise RuntimeError("2-rf cell needs its rf parent cell, got None")
-        device = resolve_device(s.device)
-        rf = _load_model(cfg, _cell_dir(out, task.key, "rf", seed) / "model.safetensors", device)
-        t0 = time.perf_counter()
-        pairs = reflow_pairs(rf, data.source.train.to(device), solver=s.reflow_solver,
-                             atol=s.reflow_tol, rtol=s.reflow_tol)
-        timing["pair_time_s"] = time.perf_counter() - t0
-        timing["pair_nfe"] = pairs.nfe
-        tc = TrainerConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
-                           ema_decay=s.ema_decay, seed=seed, log_every=max(1, s.steps),
-                           checkpoint_every=s.steps, quiet=True)
-        res = train_on_pairs(rf, pairs, tc, device=device)
-        timing["parent_train_time_s"] = parent["timing"]["train_time_s"]
-        return res.model, res.train, device
-    trainer, result, _ = train_run(cfg, None, quiet=True, evaluate=False, plots=False)
-    return trainer.sampling_model.eval(), result, trainer.device
-
-
-def _compute_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSettings,
-                  parent: dict[str, Any] | None, ev: EvalSets) -> dict[str, Any]:
-    cfg = s.run_config(task, method, seed)
-    data = build_data(cfg)
-    cell = _cell_dir(out, task.key, method, seed)
-    timing: dict[str, Any] = {}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model, result, device = _train_cell(out, task, method, seed, s, cfg, data, parent, timing)
-    sinkhorn_warnings = 0
-    for w in caught:  # count the (many, per-step) Sinkhorn warnings, pass the others on
-        if issubclass(w.category, SinkhornWarning):
-            sinkhorn_warnings += 1
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    timing["train_time_s"] = result.elapsed_s
-    timing["steps_per_s"] = result.steps_per_s
-    timing["total_time_s"] = (result.elapsed_s + timing.get("pair_time_s", 0.0)
-                              + timing.get("parent_train_time_s", 0.0))
-    metrics = evaluate_cell(model, ev, s, device)
-    _save_model(model, cell / "model.safetensors")
-    res_json = {
-        "version": RESULT_VERSION,
-        "cell": {"task": task.key, "method": method, "seed": seed, "source": task.source,
-                 "target": task.target},
-        "settings": s.fingerprint(method),
-        "evaluation": s.eval_fingerprint(),
-        "metrics": metrics,
-        "timing": timing,
-        "final_loss": result.final_loss,
-        "sinkhorn_not_converged": sinkhorn_warnings,
-        "device": str(device),
-        "computed_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    write_json(cell / "result.json", res_json)  # last: its presence marks the cell finished
-    return json.loads((cell / "result.json").read_text())
-
-
-def _reevaluate(out: Path, task: Task, method: str, seed: int, s: Paper2DSettings, res: dict[str, Any],
-                ev: EvalSets) -> dict[str, Any] | None:
-    """A finished cell's result with its metrics recomputed under this run's evaluation settings
-    from its saved model (no retraining); None when the model file is missing."""
-    cell = _cell_dir(out, task.key, method, seed)
-    path = cell / "model.safetensors"
-    if not path.is_file():
-        return None
-    device = resolve_device(s.device)
-    model = _load_model(s.run_config(task, method, seed), path, device)
-    res = dict(res, metrics=evaluate_cell(model, ev, s, device), evaluation=s.eval_fingerprint(),
-               evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    write_json(cell / "result.json", res)
-    return res
-
-
-class CellStore:
-    """The finished, re-evaluated or newly computed cells of one ``out`` (in one process).
-
-    ``get`` returns a cell's result, computing only what is missing (a 2-rf cell first gets its rf
-    parent); each cell is logged and listed in ``result`` once, except the ``quiet`` ones (already
-    reported by the worker processes that computed them).
-    """
-
-    def __init__(self, out: Path, s: Paper2DSettings, result: Paper2DResult, say: Callable[[str], None], *,
-                 force: bool, force_evals: bool, quiet: set[tuple[str, str, int]] | None = None) -> None:
-        self.out, self.s, self.result, self.say = out, s, result, say
-        self.force, self.force_evals, self.quiet = force, force_evals, quiet or set()
-        self.done: dict[tuple[str, str, int], dict[str, Any]] = {}
-        self.computed: set[tuple[str, str, int]] = set()  # in this store: reread, never recomputed
-        self.evals: dict[tuple[str, int], EvalSets] = {}
-
-    def eval_sets(self, task: Task, seed: int) -> EvalSets:
-        if (task.key, seed) not in self.evals:
-            self.evals[(task.key, seed)] = eval_sets(self.out, task, seed, self.s, self.force_evals)
-        return self.evals[(task.key, seed)]
-
-    def get(self, task: Task, method: str, seed: int) -> dict[str, Any]:
-        key = (task.key, method, seed)
-        if key in self.done:
-            return self.done[key]
-        out, s, result = self.out, self.s, self.result
-        say = (lambda _line: None) if key in self.quiet else self.say
-        ev = self.eval_sets(task, seed)
-        cell = _cell_dir(out, task.key, method, seed)
-        res = _read_result(cell, s.fingerprint(method), self.force and key not in self.computed)
-        parent = self.get(task, "rf", seed) if method == "2-rf" else None
-        if parent is not None and res is not None and (task.key, "rf", seed) in self.computed:
-            res = None  # the parent changed: the reflow must be redone
-        status = "cached"
-        if res is not None and not is_evaluated(res, s):
-            say(f"[paper2d] {task.key} {method} seed {seed}: re-evaluating the saved model ...")
-            res = _reevaluate(out, task, method, seed, s, res, ev)
-            if res is not None:
-                result.reevaluated.append(key)
-                status = "re-evaluated"
-        if res is None:
-            say(f"[paper2d] {task.key} {method} seed {seed}: training {s.steps} steps ...")
-            res = _compute_cell(out, task, method, seed, s, parent, ev)
-            self.computed.add(key)
-            result.computed.append(key)
-            status = "computed"
-        elif status == "cached" and key not in self.quiet:
-            result.reused.append(key)
-        m, tm = res["metrics"], res["timing"]
-        say(f"[paper2d] {task.key} {method} seed {seed}: W2 {m['w2']:.3f}  NPE {m['npe']:.3f}  "
-            f"NFE {m['nfe_dopri5']}  train {tm['train_time_s']:.1f} s "
-            f"({tm['steps_per_s']:.0f} steps/s){_sinkhorn_note(res)} [{status}]")
-        self.done[key] = res
-        return res
 
 
 def _check_seeds(seeds: Sequence[int]) -> list[int]:
@@ -264,7 +79,7 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
 
 def _plot_task(out: Path, task: Task, methods: list[str], seed: int, s: Paper2DSettings) -> dict[str, Path]:
     from flowmatch import plots
-    from flowmatch.solvers import sample
+    from flowmatch.sampling.ode import sample
 
     device = resolve_device(s.device)
     cfg = s.run_config(task, methods[0], seed)
@@ -272,7 +87,7 @@ def _plot_task(out: Path, task: Task, methods: list[str], seed: int, s: Paper2DS
     x0 = data.source.test.to(device)
     ends, trajs = {}, {}
     for m in methods:
-        model = _load_model(s.run_config(task, m, seed), _cell_dir(out, task.key, m, seed) / "model.safetensors",
+        model = load_cell_model(s.run_config(task, m, seed), cell_dir(out, task.key, m, seed) / "model.safetensors",
                             device)
         res = sample(model, x0, solver="euler", steps=s.eval_steps, return_trajectory=True)
         ends[m], trajs[m] = res.x.cpu(), res.trajectory.cpu()
@@ -323,8 +138,8 @@ def run_paper2d(
             torch threads); see :mod:`flowmatch.bench.paper2d_jobs`. 1: in this process.
     """
     s = settings or Paper2DSettings()
-    task_keys = _check_seq("task", list(TASKS) if tasks is None else list(tasks), list(TASKS))
-    method_names = _check_seq("method", list(METHODS) if methods is None else list(methods), METHODS)
+    task_keys = check_seq("task", list(TASKS) if tasks is None else list(tasks), list(TASKS))
+    method_names = check_seq("method", list(METHODS) if methods is None else list(methods), METHODS)
     method_names = [m for m in METHODS if m in method_names]  # rf before 2-rf
     seed_list = s.seed_list if seeds is None else _check_seeds(seeds)
     jobs = check_positive_int("jobs", jobs)
@@ -355,7 +170,7 @@ def run_paper2d(
         task = TASKS[t]
         for seed in seed_list:
             if report_only:
-                res = _read_result(_cell_dir(out, t, m, seed), s.fingerprint(m), False)
+                res = read_cell_result(cell_dir(out, t, m, seed), s.fingerprint(m), False)
                 if res is None or not is_evaluated(res, s):
                     result.missing.append((t, m, seed))
                     continue
@@ -378,7 +193,7 @@ def run_paper2d(
         for t in task_keys:
             ms = [m for tt, m in cells if tt == t]
             stamp = {"methods": ms, "seed": seed, "settings": s.fingerprint("2-rf"),
-                     "cells": {m: (_cell_dir(out, t, m, seed) / "result.json").stat().st_mtime_ns for m in ms}}
+                     "cells": {m: (cell_dir(out, t, m, seed) / "result.json").stat().st_mtime_ns for m in ms}}
             sidecar = out / f".plots-{t}.json"
             pngs = [out / f"samples_{t}.png", out / f"trajectories_{t}.png"]
             if (sidecar.is_file() and json.loads(sidecar.read_text()) == stamp

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowmatch._io import write_json
+from flowmatch._utils.io import write_json
 from flowmatch.bench.paper2d_setup import EVAL_VERSION, FLOOR_SEED_OFFSET, Paper2DSettings, Task
 from flowmatch.data import resolve_distribution
-from flowmatch.evaluate import evaluate_model, w2_at_steps, w2_sampling_floor
 from flowmatch.metrics import w2
-from flowmatch.run import build_data
+from flowmatch.metrics.evaluate import evaluate_model, w2_at_steps, w2_sampling_floor
+from flowmatch.runs.run import build_data
 
 __all__ = ["EvalSets", "eval_sets", "cached_floor", "evaluate_cell", "is_evaluated"]
 

@@ -61,7 +61,7 @@ def _eval_unit(out: Path, s: Paper2DSettings, task: str, seed: int, force: bool)
 
 def _cell_unit(out: Path, s: Paper2DSettings, task: str, methods: Sequence[str], seed: int, force: bool,
                verbose: bool) -> tuple[list[Key], list[Key], list[Key]]:
-    from flowmatch.bench.paper2d import CellStore
+    from flowmatch.bench.paper2d_cells import CellStore
 
     result = Paper2DResult(rows=[], floors={}, table="")
     store = CellStore(out, s, result, _say(verbose), force=force, force_evals=False)

@@ -9,15 +9,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from flowmatch import methods as method_registry
-from flowmatch._io import atomic_write_text
+from flowmatch._utils.io import atomic_write_text
 from flowmatch.bench.paper2d_setup import TASKS, Paper2DSettings
 from flowmatch.bench.published import published_2d
+from flowmatch.objectives import methods as method_registry
 
 __all__ = ["format_paper2d_table", "result_row", "write_csv"]
 
 
-def _sinkhorn_note(res: dict[str, Any]) -> str:
+def sinkhorn_note(res: dict[str, Any]) -> str:
     n = res.get("sinkhorn_not_converged", 0)
     return f", Sinkhorn unconverged at {n}/{res['settings']['steps']} steps" if n else ""
 

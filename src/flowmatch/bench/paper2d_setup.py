@@ -6,16 +6,20 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from flowmatch import methods as method_registry
-from flowmatch._validate import (check_nonnegative_float, check_positive_float, check_positive_int,
-                                 check_probability)
-from flowmatch.config import RunConfig
+from flowmatch._utils.validate import (
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+    check_probability,
+)
+from flowmatch.objectives import methods as method_registry
+from flowmatch.runs.config import RunConfig
 
 __all__ = ["Task", "TASKS", "METHODS", "Paper2DSettings", "Paper2DResult", "benchmark_cells", "FLOOR_SEED_OFFSET",
            "EVAL_SEED_OFFSET"]
 
 #: The floor's second test set is drawn from a generator seeded with seed + this offset
-#: (the data split of a seed uses seed + flowmatch.run.DATA_SEED_OFFSET).
+#: (the data split of a seed uses seed + flowmatch.runs.run.DATA_SEED_OFFSET).
 FLOOR_SEED_OFFSET = 2_000_029
 #: The evaluation sets of a seed are the test part of a split drawn with the run seed + this offset.
 EVAL_SEED_OFFSET = 3_000_017
@@ -53,7 +57,7 @@ TASKS: dict[str, Task] = {
 METHODS = ("ot-cfm", "i-cfm", "fm", "sb-cfm", "vp-cfm", "rf", "2-rf")
 
 
-def _check_seq(name: str, values: Sequence[str], choices: Sequence[str]) -> list[str]:
+def check_seq(name: str, values: Sequence[str], choices: Sequence[str]) -> list[str]:
     if isinstance(values, str):
         values = [values]
     out = []

@@ -5,7 +5,7 @@ course ``bifurcation`` (:func:`flowmatch.data.snapshots.bifurcation_course`: cel
 a quarter turn every 2 time units, while their radius splits into two branches; time points 0..4,
 known dynamics). For every intermediate time point k (1, 2, 3) and seed: train on the other time
 points (:mod:`flowmatch.trajectory`), push the population of t_{k-1} to t_k
-(:mod:`flowmatch.trajectory_inference`; Euler, ``eval_steps`` per interval) and measure the exact
+(:mod:`flowmatch.trajectory.inference`; Euler, ``eval_steps`` per interval) and measure the exact
 W1 to the held-out population. Methods: OT-CFM and I-CFM (sigma 0.1), SB-CFM (velocity and score,
 ``sb_sigma`` the diffusion per unit time) sampled by its ODE and by its SDE, and the straight-line
 baseline (exact OT between t_{k-1} and t_{k+1}, interpolated linearly to t_k; it does not learn,
@@ -30,12 +30,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from flowmatch._io import atomic_write_text
+from flowmatch._utils.io import atomic_write_text
 from flowmatch.data.snapshots import bifurcation_course
 from flowmatch.models import MLP, FlowAndScore
-from flowmatch.train import Trainer, TrainerConfig, resolve_device
+from flowmatch.training.trainer import Trainer, TrainerConfig, resolve_device
 from flowmatch.trajectory import SnapshotBatches, SnapshotMatcher
-from flowmatch.trajectory_inference import baseline_holdout_w1, holdout_w1, push
+from flowmatch.trajectory.inference import baseline_holdout_w1, holdout_w1, push
 
 __all__ = ["TrajectorySettings", "TrajectoryBenchResult", "run_trajectories", "PAPER_TABLE4", "format_table"]
 
@@ -193,7 +193,7 @@ def _plot(panels, full, settings: TrajectorySettings, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from flowmatch.plots._common import _save
+    from flowmatch.plots._common import save_figure
     from flowmatch.plots.snapshots import plot_snapshot_trajectories
 
     k = settings.holdouts[len(settings.holdouts) // 2]
@@ -213,4 +213,4 @@ def _plot(panels, full, settings: TrajectorySettings, path: Path) -> Path:
         ax.imshow(img)
         ax.axis("off")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

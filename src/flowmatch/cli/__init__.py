@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.threads is not None:
             import torch
 
-            from flowmatch._validate import check_positive_int
+            from flowmatch._utils.validate import check_positive_int
 
             torch.set_num_threads(check_positive_int("--threads", args.threads))
         return args.func(args)
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"flowmatch: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        from flowmatch.interrupt import Interrupted
+        from flowmatch.training.interrupt import Interrupted
 
         if os.environ.get("RANK", "0") == "0":  # torchrun workers: rank 0 speaks for all
             text = e.describe() if isinstance(e, Interrupted) else "interrupted; the latest checkpoint is kept"

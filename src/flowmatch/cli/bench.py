@@ -228,7 +228,7 @@ def run_ddp(args: argparse.Namespace) -> int:
 
 
 def run_trajectories(args: argparse.Namespace) -> int:
-    from flowmatch._validate import check_positive_float, check_positive_int
+    from flowmatch._utils.validate import check_positive_float, check_positive_int
     from flowmatch.bench.trajectories import TrajectorySettings, run_trajectories
 
     overrides = dict(seeds=args.seeds, steps=args.steps, batch_size=args.batch_size, n=args.n,

@@ -26,7 +26,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowmatch.demo import run_demo
+    from flowmatch.runs.demo import run_demo
 
     default_threads_for_small_models(args, small_model=True)
 

@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from flowmatch.data import load_array
-    from flowmatch.likelihood import decode, encode
-    from flowmatch.run import load_run
+    from flowmatch.runs.run import load_run
+    from flowmatch.sampling.likelihood import decode, encode
 
     if not str(args.out).endswith(".npy"):
         raise ValueError(f"--out must be a .npy file, got {args.out!r}")

@@ -36,13 +36,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowmatch.report import eval_row, format_table
-    from flowmatch.run import evaluate_run, load_run
+    from flowmatch.metrics.report import eval_row, format_table
+    from flowmatch.runs.run import evaluate_run, load_run
 
     run = load_run(args.run, device=args.device)
     n = args.n
     if n is not None:
-        from flowmatch._validate import check_positive_int
+        from flowmatch._utils.validate import check_positive_int
 
         n = check_positive_int("--n", n)
     if run.config.snapshots is not None:
@@ -77,12 +77,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _image_eval(args: argparse.Namespace, run, n: int | None) -> int:
-    """Image runs: classifier accuracy and Fréchet distance per guidance scale (flowmatch.image_metrics)."""
+    """Image runs: classifier accuracy and Fréchet distance per guidance scale (flowmatch.metrics.images)."""
     import math
 
     from flowmatch.cli._common import comma_list
-    from flowmatch.image_run import image_table
-    from flowmatch.run import evaluate_run
+    from flowmatch.runs.image import image_table
+    from flowmatch.runs.run import evaluate_run
 
     if args.nll:
         raise ValueError("--nll is not available for image runs")
@@ -106,8 +106,8 @@ def _image_eval(args: argparse.Namespace, run, n: int | None) -> int:
 def _snapshot_eval(args: argparse.Namespace, run, n: int | None) -> int:
     """Snapshot runs: the held-out W1 (ODE; SDE too with a score) and the W1 at the training time points;
     also written to RUN/eval.json."""
-    from flowmatch._io import write_json
-    from flowmatch.run import evaluate_run
+    from flowmatch._utils.io import write_json
+    from flowmatch.runs.run import evaluate_run
 
     if args.nll or args.guidance is not None:
         raise ValueError("--nll and --guidance do not apply to snapshot runs")
@@ -124,8 +124,8 @@ def _snapshot_eval(args: argparse.Namespace, run, n: int | None) -> int:
 
 
 def _check_nll_flags(args: argparse.Namespace) -> None:
-    from flowmatch._validate import check_choice, check_positive_float, check_positive_int
-    from flowmatch.likelihood import DIVERGENCES
+    from flowmatch._utils.validate import check_choice, check_positive_float, check_positive_int
+    from flowmatch.sampling.likelihood import DIVERGENCES
 
     check_choice("--divergence", args.divergence, DIVERGENCES)
     check_positive_int("--probes", args.probes)
@@ -137,7 +137,7 @@ def _test_nll(run, args: argparse.Namespace, n: int | None) -> dict:
     """Mean -log p_1 of the first n held-out target points under the run's flow."""
     import torch
 
-    from flowmatch.likelihood import log_likelihood
+    from flowmatch.sampling.likelihood import log_likelihood
 
     x = run.data.target.test[:n].to(run.device)
     solver = args.solver or "dopri5"

@@ -23,7 +23,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowmatch.run import load_run, plot_run
+    from flowmatch.runs.run import load_run, plot_run
 
     run = load_run(args.run, device=args.device)
     written = plot_run(run.path, run.model, run.data, run.config, solver=args.solver, steps=args.steps)

@@ -46,14 +46,14 @@ def _conditioning(args: argparse.Namespace, run, n: int):
     """The field to integrate and its condition: the guided model and labels for conditional runs."""
     import torch
 
-    from flowmatch.guidance import guided
+    from flowmatch.models.guidance import guided
 
     if run.config.cond != "label":
         if args.cond is not None or args.guidance is not None:
             raise ValueError(f"--cond and --guidance need a class-conditional run (trained with --cond label), "
                              f"got cond {run.config.cond!r} in {args.run!r}")
         return run.model, None
-    from flowmatch.image_run import parse_cond
+    from flowmatch.runs.image import parse_cond
 
     k = run.data.num_classes
     if args.cond is not None:
@@ -68,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from flowmatch._validate import check_positive_int
+    from flowmatch._utils.validate import check_positive_int
     from flowmatch.data import resolve_distribution
-    from flowmatch.run import load_run
-    from flowmatch.solvers import sample
+    from flowmatch.runs.run import load_run
+    from flowmatch.sampling.ode import sample
 
     n = check_positive_int("--n", args.n)
     if args.out is None and args.grid is None:
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     run = load_run(args.run, device=args.device, use_ema=not args.no_ema)
     if getattr(run.config, "snapshots", None) is not None:
         raise ValueError(f"sample draws from a run's source at t = 0 to 1; {args.run!r} is a snapshot run: push its "
-                         "populations with flowmatch.trajectory_inference.push (see `flowmatch eval`)")
+                         "populations with flowmatch.trajectory.inference.push (see `flowmatch eval`)")
     if args.grid is not None and not run.data.is_image:
         raise ValueError(f"--grid needs an image run, got target {run.config.target!r}")
     src = resolve_distribution(run.config.source, dim=run.data.dim if run.config.source == "gaussian" else None)
@@ -129,7 +129,7 @@ def _sample_sde(args: argparse.Namespace, run, x0, g, cond=None):
     import torch
 
     from flowmatch.models import has_score
-    from flowmatch.sde import sample_sde
+    from flowmatch.sampling.sde import sample_sde
 
     if not has_score(run.model):
         raise ValueError(f"--sde needs a run that learned a score (method sb-cfm with score = true), "

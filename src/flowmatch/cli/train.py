@@ -90,7 +90,7 @@ _NONE_DEFAULT_SHOWN = {"snapshots": "none", "holdout": "none"}
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
     """One flag per RunConfig field (defaults read from the dataclass, without importing torch)."""
-    from flowmatch.config import RunConfig
+    from flowmatch.runs.config import RunConfig
 
     for f in fields(RunConfig):
         default = f.default
@@ -127,19 +127,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def _explicit(args: argparse.Namespace) -> dict[str, Any]:
-    from flowmatch.config import RunConfig
+    from flowmatch.runs.config import RunConfig
 
     return {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
 
 
 def run(args: argparse.Namespace) -> int:
-    from flowmatch.config import RunConfig, load_toml
     from flowmatch.data.images import is_image_spec
-    from flowmatch.report import eval_row, format_table
-    from flowmatch.run import train_run
-    from flowmatch.run_dir import CONFIG_FILE
-
-    from flowmatch import distributed
+    from flowmatch.metrics.report import eval_row, format_table
+    from flowmatch.runs.config import RunConfig, load_toml
+    from flowmatch.runs.directory import CONFIG_FILE
+    from flowmatch.runs.run import train_run
+    from flowmatch.training import distributed
 
     if args.out is None:
         raise ValueError("train needs --out RUN_DIR (the run directory to write or, with --resume, to continue)")
@@ -166,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained {cfg.method} for {result.step} steps in {result.elapsed_s:.1f} s "
               f"({result.steps_per_s:.1f} steps/s); final loss {result.final_loss:.4f}")
         if report is not None and hasattr(report, "real_fd"):  # image runs: classifier metrics
-            from flowmatch.image_run import image_table
+            from flowmatch.runs.image import image_table
 
             print(image_table(report))
         elif report is not None and hasattr(report, "summary"):  # snapshot runs: held-out W1
@@ -180,8 +179,8 @@ def run(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _speed_note(cfg, *, quiet: bool):
     """GPU speed options asked for off CUDA: one note line (instead of the library's warning)."""
-    from flowmatch.speed import SpeedOptions, SpeedOptionWarning, ignored_message
-    from flowmatch.train import resolve_device
+    from flowmatch.training.speed import SpeedOptions, SpeedOptionWarning, ignored_message
+    from flowmatch.training.trainer import resolve_device
 
     requested = SpeedOptions(cfg.bf16, cfg.compile, cfg.tf32).requested
     device = resolve_device(cfg.device)
@@ -215,9 +214,9 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
 
 def _launch(cfg, args: argparse.Namespace) -> int:
     """--nproc N: check what can be checked here, then run torchrun with N local workers."""
-    from flowmatch import distributed
-    from flowmatch.run_dir import check_run_dir
-    from flowmatch.run_lock import HELD_ENV, RunLock
+    from flowmatch.runs.directory import check_run_dir
+    from flowmatch.runs.lock import HELD_ENV, RunLock
+    from flowmatch.training import distributed
 
     if args.nproc is None:
         raise ValueError(f"--max-restarts needs --nproc (or pass --max-restarts to torchrun), got --max-restarts "

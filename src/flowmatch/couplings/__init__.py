@@ -27,7 +27,7 @@ replacement) and :mod:`~flowmatch.couplings.labels` (label-restricted couplings)
 
 from __future__ import annotations
 
-from flowmatch._validate import check_choice
+from flowmatch._utils.validate import check_choice
 from flowmatch.couplings.base import Coupling, Independent, Pairing
 from flowmatch.couplings.entropic import PartialOT, Sinkhorn, UnbalancedOT
 from flowmatch.couplings.exact import BlockOT, ConditionalOT, ExactOT

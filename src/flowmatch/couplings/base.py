@@ -4,7 +4,7 @@ product coupling :class:`Independent`.
 :meth:`Coupling.prepare` draws, in the caller's thread and in order, every random number the
 pairing needs (from ``generator``) and returns a thunk that does the rest (cost matrix, solver)
 without touching any generator; ``coupling(x0, x1)`` is ``prepare(...)()``. The thunk is what
-:mod:`flowmatch.prefetch` runs in worker threads ahead of training, and because the draws happen
+:mod:`flowmatch.training.prefetch` runs in worker threads ahead of training, and because the draws happen
 first and in step order, prefetched pairs equal inline pairs for the same seed.
 """
 
@@ -37,7 +37,7 @@ class Pairing:
         return x0[self.i0], x1[self.i1]
 
 
-def _check_batches(x0: Tensor, x1: Tensor) -> None:
+def check_batches(x0: Tensor, x1: Tensor) -> None:
     if x0.dim() < 2 or x1.dim() < 2:
         raise ValueError(
             f"x0 and x1 must be batches of shape (B, *dims), got {tuple(x0.shape)} and {tuple(x1.shape)}"
@@ -51,7 +51,7 @@ def _check_batches(x0: Tensor, x1: Tensor) -> None:
         raise ValueError("x0 and x1 must hold at least one sample each, got an empty batch")
 
 
-def _check_equal(x0: Tensor, x1: Tensor, what: str) -> None:
+def check_equal_sizes(x0: Tensor, x1: Tensor, what: str) -> None:
     if x0.shape[0] != x1.shape[0]:
         raise ValueError(f"{what} needs batches of equal size, got {x0.shape[0]} and {x1.shape[0]}")
 
@@ -90,7 +90,7 @@ class Coupling(ABC):
         matrix and solver). A deterministic coupling draws nothing; a coupling that draws but does
         not override this method computes its pairing here and returns it.
         """
-        _check_batches(x0, x1)
+        check_batches(x0, x1)
         if type(self).__call__ not in _DELEGATING_CALLS:  # a subclass with its own entry point
             takes_cond = "cond" in inspect.signature(self.__call__).parameters
             done = self(x0, x1, generator=generator, cond=cond) if takes_cond else self(x0, x1, generator=generator)
@@ -109,7 +109,7 @@ class Coupling(ABC):
         return f"{type(self).__name__}({fields})"
 
 
-def _call_with_cond(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None,
+def call_with_cond(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None,
                     cond: Tensor | None = None) -> Pairing:
     """``__call__`` of couplings that use the condition: ``prepare(x0, x1, cond=...)()``.
 
@@ -118,7 +118,7 @@ def _call_with_cond(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator 
     return self.prepare(x0, x1, cond=cond, generator=generator)()
 
 
-_DELEGATING_CALLS = (Coupling.__call__, _call_with_cond)
+_DELEGATING_CALLS = (Coupling.__call__, call_with_cond)
 
 
 class Independent(Coupling):
@@ -128,7 +128,7 @@ class Independent(Coupling):
     deterministic = True
 
     def pair(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None) -> Pairing:
-        _check_equal(x0, x1, "independent pairing")
+        check_equal_sizes(x0, x1, "independent pairing")
         idx = torch.arange(x0.shape[0], device=x0.device)
         return Pairing(idx, idx.to(x1.device))
 

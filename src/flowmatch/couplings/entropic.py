@@ -10,12 +10,18 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowmatch._validate import check_choice, check_positive_float, check_positive_int
-from flowmatch.assignment import solve_assignment
-from flowmatch.couplings.base import Coupling, Pairing, _check_batches
+from flowmatch._utils.validate import check_choice, check_positive_float, check_positive_int
+from flowmatch.couplings.base import Coupling, Pairing, check_batches
 from flowmatch.couplings.exact import ExactOT
 from flowmatch.couplings.sampling import SAMPLINGS, draw_sampling_noise, pairs_from_plan
-from flowmatch.transport import SinkhornWarning, partial_ot_plan, sinkhorn_log, squared_cost, unbalanced_sinkhorn_plan
+from flowmatch.ot.assignment import solve_assignment
+from flowmatch.ot.transport import (
+    SinkhornWarning,
+    partial_ot_plan,
+    sinkhorn_log,
+    squared_cost,
+    unbalanced_sinkhorn_plan,
+)
 
 __all__ = ["Sinkhorn", "UnbalancedOT", "PartialOT"]
 
@@ -28,7 +34,7 @@ class _SampledPlan(Coupling):
 
     def prepare(self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Callable[[], Pairing]:
-        _check_batches(x0, x1)
+        check_batches(x0, x1)
         noise = draw_sampling_noise(self.sampling, x0.shape[0], x1.shape[0], generator)
         return partial(self._solve, x0, x1, noise)
 
@@ -43,7 +49,7 @@ class Sinkhorn(_SampledPlan):
     """Entropic OT coupling (SB-CFM): pairs drawn from the plan pi of min <pi, C> - epsilon H(pi).
 
     The plan comes from log-domain Sinkhorn with epsilon scaling on the data's device
-    (:func:`flowmatch.transport.sinkhorn_log`). The regularisation is either ``reg`` times the
+    (:func:`flowmatch.ot.transport.sinkhorn_log`). The regularisation is either ``reg`` times the
     mean of C (``reg_scale="mean"``, scale free) or ``reg`` itself in the cost's units
     (``reg_scale="absolute"``; SB-CFM uses epsilon = 2 sigma^2, the entropic OT that corresponds
     to a Brownian bridge of diffusion sigma, Tong et al. TMLR 2024 Section 3.4).
@@ -54,7 +60,7 @@ class Sinkhorn(_SampledPlan):
     come from ``generator`` before the plan is computed (:meth:`Coupling.prepare`).
 
     When Sinkhorn does not reach ``tol`` in ``max_iter`` iterations (epsilon far below the
-    cost's scale), a :class:`~flowmatch.transport.SinkhornWarning` says so and ``fallback``
+    cost's scale), a :class:`~flowmatch.ot.transport.SinkhornWarning` says so and ``fallback``
     decides: ``"exact"`` (default) pairs by exact OT, the epsilon -> 0 limit of the plan;
     ``"plan"`` samples the unconverged plan anyway. The result is never NaN.
 
@@ -131,7 +137,7 @@ class UnbalancedOT(_SampledPlan):
     """Unbalanced entropic OT coupling (POT): outliers may be left out instead of transported.
 
     The plan minimises <P, C> - epsilon H(P) + reg_m (KL(P 1 | a) + KL(P^T 1 | b))
-    (:func:`flowmatch.transport.unbalanced_sinkhorn_plan`; Chizat et al. 2018, as used for
+    (:func:`flowmatch.ot.transport.unbalanced_sinkhorn_plan`; Chizat et al. 2018, as used for
     minibatch OT by Fatras et al. ICML 2021), with epsilon = ``reg`` times the mean cost
     (``reg_scale="mean"``) or ``reg`` itself, and ``reg_m`` in the same units. Pairs are drawn
     with ``sampling`` (default ``joint``: n pairs iid from P / sum P, so rows with little mass,
@@ -167,7 +173,7 @@ class PartialOT(Coupling):
     """Exact partial OT (POT): transport only a fraction ``mass`` of the batch, optimally.
 
     Solves min <P, C> over P >= 0 with P 1 <= 1/n, P^T 1 <= 1/n and total mass k / n, where
-    k = round(mass n) (:func:`flowmatch.transport.partial_ot_plan`). With these marginals the
+    k = round(mass n) (:func:`flowmatch.ot.transport.partial_ot_plan`). With these marginals the
     optimum is a partial permutation: k distinct pairs, the n - k most expensive points on each
     side (outliers) left out. The pairing has k pairs (fewer than the batch); deterministic.
     """

@@ -11,17 +11,17 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowmatch._validate import check_choice, check_nonnegative_float, check_positive_int
-from flowmatch.assignment import SOLVERS, solve_assignment, solve_assignments
-from flowmatch.couplings.base import Coupling, Pairing, _call_with_cond, _check_batches, _check_equal
-from flowmatch.transport import batched_centered_squared_cost, squared_cost, squared_cost_f64
+from flowmatch._utils.validate import check_choice, check_nonnegative_float, check_positive_int
+from flowmatch.couplings.base import Coupling, Pairing, call_with_cond, check_batches, check_equal_sizes
+from flowmatch.ot.assignment import SOLVERS, solve_assignment, solve_assignments
+from flowmatch.ot.transport import batched_centered_squared_cost, squared_cost, squared_cost_f64
 
 __all__ = ["ExactOT", "ConditionalOT", "BlockOT"]
 
 
 def _cond_distance(cond: Tensor, device) -> Tensor:
     """(n, n) float64: 1[c_i != c_j] for labels, ||c_i - c_j||^2 for features (null rows apart)."""
-    from flowmatch.conditioning import is_label, null_mask
+    from flowmatch.data.conditioning import is_label, null_mask
 
     if is_label(cond):
         c = cond.to(device)
@@ -43,9 +43,9 @@ class ExactOT(Coupling):
 
     ``solver``: ``auto`` (the compiled epsilon-scaling auction, certified to 1e-12 relative, or
     POT's ``emd`` without a C compiler), ``auction``, ``emd`` or ``lsa`` (see
-    :mod:`flowmatch.assignment`). The cost is :func:`~flowmatch.transport.squared_cost_f64`
+    :mod:`flowmatch.ot.assignment`). The cost is :func:`~flowmatch.ot.transport.squared_cost_f64`
     (from the differences in float64 for low-dimensional CPU batches, else
-    :func:`~flowmatch.transport.centered_squared_cost` in the batches' dtype), solved in float64.
+    :func:`~flowmatch.ot.transport.centered_squared_cost` in the batches' dtype), solved in float64.
     """
 
     deterministic = True
@@ -59,7 +59,7 @@ class ExactOT(Coupling):
 
     def pair(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None,
              cond: Tensor | None = None) -> Pairing:
-        _check_equal(x0, x1, "exact OT pairing")
+        check_equal_sizes(x0, x1, "exact OT pairing")
         n = x0.shape[0]
         i0 = torch.arange(n, device=x0.device)
         if n == 1:
@@ -83,7 +83,7 @@ class ConditionalOT(ExactOT):
     """
 
     uses_cond = True
-    __call__ = _call_with_cond
+    __call__ = call_with_cond
 
     def __init__(self, cond_weight: float = 1.0, *, solver: str = "auto"):
         super().__init__(solver)
@@ -145,8 +145,8 @@ class BlockOT(Coupling):
 
     def prepare(self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Callable[[], Pairing]:
-        _check_batches(x0, x1)
-        _check_equal(x0, x1, "block OT pairing")
+        check_batches(x0, x1)
+        check_equal_sizes(x0, x1, "block OT pairing")
         n = x0.shape[0]
         orders = None
         if self.partition == "random" and n > self.block_size:

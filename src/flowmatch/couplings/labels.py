@@ -11,7 +11,7 @@ This is the conditional OT coupling used for class-conditional OT-CFM (e.g. Tong
 Section 5; Pooladian et al. ICML 2023 for multisample couplings).
 
 :class:`WithinLabels` wraps any :class:`~flowmatch.couplings.Coupling` and takes the condition as
-``cond`` of ``__call__``; :class:`~flowmatch.matcher.FlowMatcher` passes it to every coupling whose
+``cond`` of ``__call__``; :class:`~flowmatch.objectives.cfm.FlowMatcher` passes it to every coupling whose
 ``__call__`` accepts ``cond``. Rows of a floating condition form a group when they are equal (so a
 continuous condition leaves every pair as drawn, the independent coupling).
 """
@@ -23,8 +23,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowmatch.conditioning import check_cond, is_label, null_mask
 from flowmatch.couplings.base import Coupling, Pairing
+from flowmatch.data.conditioning import check_cond, is_label, null_mask
 
 __all__ = ["WithinLabels", "condition_groups"]
 

@@ -9,7 +9,7 @@ and unbalanced couplings).
   exact, every pair distinct; the first row follows P(j | i) exactly, later rows a renormalised
   restriction of it.
 - ``"gumbel"`` -- perturb-and-MAP (Papandreou & Yuille 2011): the permutation maximising
-  sum_i log P_is(i) + G_is(i) with iid Gumbel G (solved exactly by :mod:`flowmatch.assignment`).
+  sum_i log P_is(i) + G_is(i) with iid Gumbel G (solved exactly by :mod:`flowmatch.ot.assignment`).
   Both batch marginals exact; exact at the two limits (a sharp plan gives the OT permutation, the
   product plan a uniformly random permutation). For a Sinkhorn plan, log P_ij = (f_i + g_j -
   C_ij) / eps + const, so this is exact OT of the Gumbel-perturbed cost C - eps G.
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowmatch._validate import check_choice
-from flowmatch.assignment import solve_assignment
+from flowmatch._utils.validate import check_choice
+from flowmatch.ot.assignment import solve_assignment
 
 __all__ = ["SAMPLINGS", "draw_sampling_noise", "pairs_from_plan"]
 

@@ -13,7 +13,7 @@ import os
 import torch
 from torch import Tensor
 
-from flowmatch._validate import check_positive_int
+from flowmatch._utils.validate import check_positive_int
 from flowmatch.data.files import SUPPORTED_EXTENSIONS, load_array, parse_file_spec
 from flowmatch.data.split import DataSplit, train_test_split
 from flowmatch.data.toy2d import TOY_DATASETS, check_toy_dim, sample_toy, toy_names

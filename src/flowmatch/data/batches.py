@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowmatch._validate import check_positive_int
+from flowmatch._utils.validate import check_positive_int
 
 __all__ = ["TensorBatches", "StreamBatches"]
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowmatch._validate import check_finite
+from flowmatch._utils.validate import check_finite
 
 __all__ = ["SUPPORTED_EXTENSIONS", "KEYED_EXTENSIONS", "load_array", "parse_file_spec"]
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowmatch._validate import check_finite, check_positive_int
+from flowmatch._utils.validate import check_finite, check_positive_int
 
 __all__ = [
     "ImageData",
@@ -263,7 +263,7 @@ def image_split(spec: str, *, n_test: int, generator: torch.Generator | None = N
 
     torchvision sets keep their official split (the test part is the first ``n_test`` official
     test images). Other sets are split at random: the test part is ``min(n_test, N // 5)`` images
-    (at most a fifth, so that the classifier of :mod:`flowmatch.image_metrics` and the model keep
+    (at most a fifth, so that the classifier of :mod:`flowmatch.metrics.images` and the model keep
     most images to learn from), the train part all the others.
     """
     n_test = check_positive_int("n_test", n_test)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowmatch._validate import check_nonnegative_float, check_positive_int
+from flowmatch._utils.validate import check_nonnegative_float, check_positive_int
 
 __all__ = ["Snapshots", "load_snapshots", "save_snapshots", "bifurcation_course", "bifurcation_drift",
            "simulate", "SNAPSHOT_COURSES", "TIME_COLUMNS"]

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowmatch._validate import (
+from flowmatch._utils.validate import (
     check_choice,
     check_nonnegative_float,
     check_positive_float,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowmatch._validate import check_finite
+from flowmatch._utils.validate import check_finite
 
 
 def _as_float64(name: str, x: Any) -> Tensor:
@@ -30,7 +30,7 @@ def _as_float64(name: str, x: Any) -> Tensor:
     return torch.from_numpy(arr.copy())
 
 
-def _samples(name: str, x: Any) -> Tensor:
+def as_samples(name: str, x: Any) -> Tensor:
     """Validate a sample set ``(n, *dims)`` (or ``(n,)``) and return it flattened to ``(n, D)``."""
     t = _as_float64(name, x)
     if t.ndim == 0:
@@ -44,9 +44,9 @@ def _samples(name: str, x: Any) -> Tensor:
     return t
 
 
-def _pair(x: Any, y: Any, xname: str = "x", yname: str = "y") -> tuple[Tensor, Tensor]:
+def as_pair(x: Any, y: Any, xname: str = "x", yname: str = "y") -> tuple[Tensor, Tensor]:
     """Validate two sample sets with the same flattened feature dimension."""
-    xs, ys = _samples(xname, x), _samples(yname, y)
+    xs, ys = as_samples(xname, x), as_samples(yname, y)
     if xs.shape[1] != ys.shape[1]:
         raise ValueError(
             f"{xname} and {yname} must have the same feature dimension, "
@@ -55,7 +55,7 @@ def _pair(x: Any, y: Any, xname: str = "x", yname: str = "y") -> tuple[Tensor, T
     return xs, ys
 
 
-def _weights(name: str, w: Any, n: int) -> np.ndarray:
+def as_weights(name: str, w: Any, n: int) -> np.ndarray:
     """Uniform weights when ``w`` is None, else ``w`` (length n, >= 0, positive sum) normalised."""
     if w is None:
         return np.full(n, 1.0 / n)
@@ -70,7 +70,7 @@ def _weights(name: str, w: Any, n: int) -> np.ndarray:
     return arr / s
 
 
-def _trajectory(trajectory: Any, times: Any) -> tuple[Tensor, Tensor]:
+def as_trajectory(trajectory: Any, times: Any) -> tuple[Tensor, Tensor]:
     """Validate a trajectory ``(T+1, n, *dims)`` with strictly increasing ``times`` ``(T+1,)``.
 
     Returns the trajectory flattened to ``(T+1, n, D)`` and the times, both float64.

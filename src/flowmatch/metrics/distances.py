@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowmatch._validate import check_positive_float, check_positive_int
-from flowmatch.metrics._inputs import _pair, _samples, _weights
+from flowmatch._utils.validate import check_positive_float, check_positive_int
+from flowmatch.metrics._inputs import as_pair, as_samples, as_weights
 
 __all__ = [
     "wasserstein",
@@ -29,7 +29,7 @@ __all__ = [
     "sample_quality",
 ]
 
-_DEFAULT_NUM_ITER_MAX = 10_000_000
+DEFAULT_NUM_ITER_MAX = 10_000_000
 #: Certified relative gap of the assignment that computes W_p between equal-size uniform sets.
 ASSIGNMENT_RTOL = 1e-9
 _DEFAULT_BANDWIDTH_FACTORS = (0.5, 1.0, 2.0)
@@ -42,7 +42,7 @@ _BLOCK_ROWS = 512
 # --------------------------------------------------------------------------------------------
 
 
-def _ot_cost(
+def ot_cost(
     xs: Tensor,
     ys: Tensor,
     p: float,
@@ -62,8 +62,8 @@ def _ot_cost(
 
     n, m = xs.shape[0], ys.shape[0]
     uniform = a is None and b is None and n == m and n > 1
-    wa = _weights("a", a, xs.shape[0])
-    wb = _weights("b", b, ys.shape[0])
+    wa = as_weights("a", a, xs.shape[0])
+    wb = as_weights("b", b, ys.shape[0])
     xn, yn = xs.numpy(), ys.numpy()
     # cdist computes each pair's difference directly (no ||x||^2 + ||y||^2 - 2<x, y> cancellation).
     if p == 2.0:
@@ -74,7 +74,7 @@ def _ot_cost(
             cost = cost**p
     cost = np.ascontiguousarray(cost, dtype=np.float64)
     if uniform:
-        from flowmatch.assignment import native_available, solve_assignment
+        from flowmatch.ot.assignment import native_available, solve_assignment
 
         if native_available():
             return max(solve_assignment(cost, rtol=ASSIGNMENT_RTOL).cost / n, 0.0)
@@ -100,7 +100,7 @@ def wasserstein(
     p: float = 2,
     a: Any = None,
     b: Any = None,
-    num_iter_max: int = _DEFAULT_NUM_ITER_MAX,
+    num_iter_max: int = DEFAULT_NUM_ITER_MAX,
 ) -> float:
     """Exact p-Wasserstein distance between two empirical distributions.
 
@@ -111,7 +111,7 @@ def wasserstein(
     square root), ``U(a, b)`` the couplings with marginals ``a`` and ``b`` (uniform by default).
     Solved exactly, as in Tong et al. (TMLR 2024, Table 2: "W2 = exact 2-Wasserstein between
     generated and held-out target samples"): two unweighted sets of equal size as an assignment
-    (the compiled auction of :mod:`flowmatch.assignment`, optimal to a certified relative gap of
+    (the compiled auction of :mod:`flowmatch.ot.assignment`, optimal to a certified relative gap of
     ``ASSIGNMENT_RTOL`` = 1e-9), anything else with POT's network simplex (``ot.emd2``).
 
     Args:
@@ -139,8 +139,8 @@ def wasserstein(
         raise ValueError(f"p must be a finite number >= 1, got {p!r}")
     p = pf
     num_iter_max = check_positive_int("num_iter_max", num_iter_max)
-    xs, ys = _pair(x, y)
-    return _ot_cost(xs, ys, p, a, b, num_iter_max) ** (1.0 / p)
+    xs, ys = as_pair(x, y)
+    return ot_cost(xs, ys, p, a, b, num_iter_max) ** (1.0 / p)
 
 
 def w1(x: Any, y: Any, **kwargs: Any) -> float:
@@ -173,7 +173,7 @@ def median_pairwise_distance(x: Any, y: Any | None = None) -> float:
     For more than 2048 pooled points the median is taken over 2048 evenly spaced points of the
     pooled sample (deterministic; no random draw). This is the "median heuristic" bandwidth.
     """
-    z = _samples("x", x) if y is None else torch.cat(_pair(x, y), dim=0)
+    z = as_samples("x", x) if y is None else torch.cat(as_pair(x, y), dim=0)
     if z.shape[0] < 2:
         raise ValueError(f"the pooled sample needs at least 2 points, got {z.shape[0]}")
     if z.shape[0] > _MEDIAN_MAX_POINTS:
@@ -218,7 +218,7 @@ def mmd_rbf(x: Any, y: Any, *, bandwidths: Sequence[float] | None = None) -> flo
     Cost: ``(n + m)^2`` kernel evaluations per bandwidth in float64, in row blocks of 512
     (memory O(512 * max(n, m))); about 30 s for n = m = 10000 with 3 bandwidths on 2 CPU cores.
     """
-    xs, ys = _pair(x, y)
+    xs, ys = as_pair(x, y)
     n, m = xs.shape[0], ys.shape[0]
     if n < 2 or m < 2:
         raise ValueError(f"mmd_rbf needs at least 2 samples on each side, got n={n}, m={m}")
@@ -268,5 +268,5 @@ def sample_quality(generated: Any, target: Any) -> SampleQuality:
     Both are ``(n, *dims)``; two exact OT problems are solved, so the cost is dominated by POT
     for large n (about 30 s each at 10k x 10k on one CPU core).
     """
-    gs, ts = _pair(generated, target, "generated", "target")
+    gs, ts = as_pair(generated, target, "generated", "target")
     return SampleQuality(w1=w1(gs, ts), w2=w2(gs, ts), mmd=mmd_rbf(gs, ts))

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowmatch._validate import check_finite, check_positive_int
-from flowmatch.metrics._inputs import _pair, _trajectory
-from flowmatch.metrics.distances import _DEFAULT_NUM_ITER_MAX, _ot_cost
+from flowmatch._utils.validate import check_finite, check_positive_int
+from flowmatch.metrics._inputs import as_pair, as_trajectory
+from flowmatch.metrics.distances import DEFAULT_NUM_ITER_MAX, ot_cost
 
 __all__ = ["path_energy", "normalized_path_energy", "straightness"]
 
@@ -39,7 +39,7 @@ def path_energy(trajectory: Any, times: Any) -> float:
         trajectory: ``(T+1, n, *dims)``, T >= 1.
         times: ``(T+1,)``, strictly increasing.
     """
-    traj, ts = _trajectory(trajectory, times)
+    traj, ts = as_trajectory(trajectory, times)
     dx2 = (traj[1:] - traj[:-1]).pow(2).sum(-1)  # (T, n)
     dt = (ts[1:] - ts[:-1])[:, None]
     return float((dx2 / dt).sum(0).mean())
@@ -70,18 +70,18 @@ def normalized_path_energy(trajectory: Any, times: Any, x0: Any, x1: Any, *,
         ValueError: invalid input, ``times`` not spanning [0, 1], dimensions that disagree with
             the trajectory's, or ``W2(x0, x1) = 0`` (NPE undefined).
     """
-    traj, ts = _trajectory(trajectory, times)
+    traj, ts = as_trajectory(trajectory, times)
     t0, t1 = float(ts[0]), float(ts[-1])
     if abs(t0) > 1e-6 or abs(t1 - 1.0) > 1e-6:
         raise ValueError(f"times must run from 0 to 1 for the NPE, got [{t0!r}, {t1!r}]")
-    xs0, xs1 = _pair(x0, x1, "x0", "x1")
+    xs0, xs1 = as_pair(x0, x1, "x0", "x1")
     if xs0.shape[1] != traj.shape[2]:
         raise ValueError(
             f"x0 and the trajectory must have the same feature dimension, "
             f"got {xs0.shape[1]} and {traj.shape[2]}"
         )
     if w2sq is None:
-        w2sq = _ot_cost(xs0, xs1, 2.0, None, None, _DEFAULT_NUM_ITER_MAX)
+        w2sq = ot_cost(xs0, xs1, 2.0, None, None, DEFAULT_NUM_ITER_MAX)
     w2sq = float(w2sq)
     if not w2sq > 0:
         raise ValueError(f"NPE is undefined when W2^2(x0, x1) = 0, got {w2sq!r}")
@@ -144,7 +144,7 @@ def straightness(
     batch_size = check_positive_int("batch_size", batch_size)
     if not callable(model):
         raise TypeError(f"model must be callable, got {type(model).__name__}")
-    traj64, ts = _trajectory(trajectory, times)
+    traj64, ts = as_trajectory(trajectory, times)
     raw = trajectory if isinstance(trajectory, Tensor) else torch.as_tensor(np.asarray(trajectory))
     n = traj64.shape[1]
     dims = tuple(raw.shape[2:])

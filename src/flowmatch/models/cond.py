@@ -1,6 +1,6 @@
 """Condition encoders and the conditional MLP.
 
-:class:`CondEmbedding` turns a condition (see :mod:`flowmatch.conditioning`) into a feature vector
+:class:`CondEmbedding` turns a condition (see :mod:`flowmatch.data.conditioning`) into a feature vector
 per sample, with a learned null condition for classifier-free guidance (Ho & Salimans 2022):
 
 - class labels ``(B,)``: an embedding table of ``num_classes + 1`` rows, the last one the null
@@ -18,8 +18,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from flowmatch._validate import check_positive_int
-from flowmatch.conditioning import NULL_LABEL, is_label, null_mask
+from flowmatch._utils.validate import check_positive_int
+from flowmatch.data.conditioning import NULL_LABEL, is_label, null_mask
 from flowmatch.models.mlp import MLP
 
 __all__ = ["CondEmbedding", "ConditionalMLP"]

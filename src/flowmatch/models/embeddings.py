@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from flowmatch._validate import check_positive_int
+from flowmatch._utils.validate import check_positive_int
 
 __all__ = ["IdentityTimeEmbedding", "SinusoidalTimeEmbedding", "make_time_embedding"]
 

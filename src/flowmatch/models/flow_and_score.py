@@ -18,7 +18,7 @@ class FlowAndScore(nn.Module):
     ``forward(x, t, cond=None)`` returns the velocity, so every ODE sampler, metric and plot uses
     the module as a plain velocity model; ``score(x, t, cond=None)`` returns the score of the
     marginal path p_t (units 1/length, independent of the diffusion used to sample). Trained
-    jointly by :class:`flowmatch.sf2m.ScoreFlowMatcher` (Tong et al., "Simulation-free
+    jointly by :class:`flowmatch.objectives.sf2m.ScoreFlowMatcher` (Tong et al., "Simulation-free
     Schrödinger bridges via score and flow matching", AISTATS 2024); sampled as an SDE by
     :func:`flowmatch.sample_sde`. Checkpoints hold ``flow.*`` and ``score_net.*`` weights.
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
 import torch
+from torch import Tensor, nn
 
-from flowmatch._validate import check_choice, check_positive_int
+from flowmatch._utils.validate import check_choice, check_positive_int
 from flowmatch.models.embeddings import make_time_embedding
 
 __all__ = ["MLP", "ACTIVATIONS"]

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowmatch._validate import check_positive_int
+from flowmatch._utils.validate import check_positive_int
 from flowmatch.models.cond import CondEmbedding
 from flowmatch.models.embeddings import SinusoidalTimeEmbedding
 

@@ -16,10 +16,10 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from flowmatch._validate import check_positive_int
+from flowmatch._utils.validate import check_positive_int
 
 _DPI = 120
-_COLORS = {"source": "#9a9a9a", "target": "#1f77b4", "generated": "#d62728"}
+COLORS = {"source": "#9a9a9a", "target": "#1f77b4", "generated": "#d62728"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -27,7 +27,7 @@ _COLORS = {"source": "#9a9a9a", "target": "#1f77b4", "generated": "#d62728"}
 # --------------------------------------------------------------------------------------------
 
 
-def _to_numpy(name: str, x: Any) -> np.ndarray:
+def to_numpy(name: str, x: Any) -> np.ndarray:
     """Return ``x`` (tensor, ndarray, list) as a float64 ndarray."""
     if isinstance(x, torch.Tensor):
         return x.detach().to(device="cpu", dtype=torch.float64).numpy()
@@ -39,7 +39,7 @@ def _to_numpy(name: str, x: Any) -> np.ndarray:
         ) from None
 
 
-def _check_finite(name: str, arr: np.ndarray) -> None:
+def check_finite_points(name: str, arr: np.ndarray) -> None:
     bad = ~np.isfinite(arr)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -48,17 +48,17 @@ def _check_finite(name: str, arr: np.ndarray) -> None:
         )
 
 
-def _points(name: str, x: Any) -> np.ndarray:
+def as_points(name: str, x: Any) -> np.ndarray:
     """Validate samples ``(n, *dims)`` (or ``(n,)``) and flatten them to ``(n, D)``, n >= 1."""
-    arr = _to_numpy(name, x)
+    arr = to_numpy(name, x)
     if arr.ndim == 0 or arr.shape[0] == 0 or arr.size == 0:
         raise ValueError(f"{name} must hold at least 1 sample, got shape {arr.shape}")
     arr = arr.reshape(arr.shape[0], -1)
-    _check_finite(name, arr)
+    check_finite_points(name, arr)
     return arr
 
 
-def _same_dim(ref_name: str, ref: np.ndarray, name: str, arr: np.ndarray) -> None:
+def check_same_dim(ref_name: str, ref: np.ndarray, name: str, arr: np.ndarray) -> None:
     if arr.shape[1] != ref.shape[1]:
         raise ValueError(
             f"{name} and {ref_name} must have the same feature dimension, "
@@ -66,7 +66,7 @@ def _same_dim(ref_name: str, ref: np.ndarray, name: str, arr: np.ndarray) -> Non
         )
 
 
-def _subsample(arr: np.ndarray, max_points: int) -> np.ndarray:
+def subsample(arr: np.ndarray, max_points: int) -> np.ndarray:
     """At most ``max_points`` evenly spaced rows (deterministic; keeps the order)."""
     if arr.shape[0] <= max_points:
         return arr
@@ -74,7 +74,7 @@ def _subsample(arr: np.ndarray, max_points: int) -> np.ndarray:
     return arr[idx]
 
 
-class _Projection:
+class Projection:
     """Map ``(n, D)`` points to 2D: identity for D = 2, PCA of a reference set for D > 2."""
 
     def __init__(self, reference: np.ndarray, ref_name: str) -> None:
@@ -105,7 +105,7 @@ class _Projection:
         return np.concatenate([arr, np.zeros_like(arr)], axis=1)
 
 
-def _check_panels(name: str, panels: Any) -> list[tuple[str, Any]]:
+def check_panels(name: str, panels: Any) -> list[tuple[str, Any]]:
     """A non-empty mapping ``name -> value`` as a list of ``(str(key), value)`` pairs."""
     if not isinstance(panels, Mapping):
         raise TypeError(f"{name} must be a mapping of name -> data, got {type(panels).__name__}")
@@ -114,7 +114,7 @@ def _check_panels(name: str, panels: Any) -> list[tuple[str, Any]]:
     return [(str(k), v) for k, v in panels.items()]
 
 
-def _entry(name: str, key: str) -> str:
+def panel_entry(name: str, key: str) -> str:
     return f"{name}[{key!r}]"
 
 
@@ -124,13 +124,13 @@ def _entry(name: str, key: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _new_figure(figsize: tuple[float, float]) -> tuple[Figure, Any]:
+def new_figure(figsize: tuple[float, float]) -> tuple[Figure, Any]:
     fig = Figure(figsize=figsize, dpi=_DPI)
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot(1, 1, 1)
 
 
-def _finish(fig: Figure, ax: Any, title: str | None, labels: Sequence[str]) -> None:
+def finish_figure(fig: Figure, ax: Any, title: str | None, labels: Sequence[str]) -> None:
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
     if title is not None:
@@ -198,18 +198,18 @@ def _finish_panels(fig: Figure, axes: Sequence[Any], names: Sequence[str],
     fig.tight_layout()
 
 
-def _draw_single(proj: _Projection, title: str | None, draw: Callable[[Any], object]) -> Figure:
+def draw_single(proj: Projection, title: str | None, draw: Callable[[Any], object]) -> Figure:
     """A 6 x 6 in figure with one equal-aspect axes on which ``draw(ax)`` plots, in ``proj``."""
-    fig, ax = _new_figure((6.0, 6.0))
+    fig, ax = new_figure((6.0, 6.0))
     draw(ax)
     ax.autoscale_view()
     ax.set_aspect("equal", adjustable="datalim")
-    _finish(fig, ax, title, proj.labels)
+    finish_figure(fig, ax, title, proj.labels)
     return fig
 
 
-def _draw_panels(
-    proj: _Projection,
+def draw_panels(
+    proj: Projection,
     title: str | None,
     ncols: int | None,
     names: Sequence[str],
@@ -240,7 +240,7 @@ def _umask() -> int:
     return mask
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` to ``path`` atomically (temp file in the same directory, then os.replace)."""
     dest = Path(path)
     fmt = dest.suffix[1:].lower() if dest.suffix else "png"

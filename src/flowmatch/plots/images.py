@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from flowmatch._validate import check_positive_int
+from flowmatch._utils.validate import check_positive_int
 from flowmatch.plots._common import write_atomic
 
 __all__ = ["plot_image_grid", "image_grid_array"]

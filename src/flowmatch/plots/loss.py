@@ -11,13 +11,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from flowmatch.plots._common import (
-    _check_finite,
-    _check_panels,
-    _entry,
-    _finish,
-    _new_figure,
-    _save,
-    _to_numpy,
+    check_finite_points,
+    check_panels,
+    finish_figure,
+    new_figure,
+    panel_entry,
+    save_figure,
+    to_numpy,
 )
 
 __all__ = ["plot_loss", "plot_loss_csv", "plot_loss_curves"]
@@ -36,8 +36,8 @@ def _check_smoothing(smoothing: Any) -> float:
 def _loss_arrays(steps_name: str, losses_name: str, steps: Any, losses: Any
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Validate a loss curve: two finite 1-D arrays of the same length >= 1."""
-    x = _to_numpy(steps_name, steps)
-    y = _to_numpy(losses_name, losses)
+    x = to_numpy(steps_name, steps)
+    y = to_numpy(losses_name, losses)
     if x.ndim != 1 or y.ndim != 1:
         raise ValueError(
             f"{steps_name} and {losses_name} must be 1-D, got shapes {x.shape} and {y.shape}"
@@ -49,8 +49,8 @@ def _loss_arrays(steps_name: str, losses_name: str, steps: Any, losses: Any
         )
     if x.shape[0] == 0:
         raise ValueError(f"{losses_name} must hold at least 1 value, got 0")
-    _check_finite(steps_name, x)
-    _check_finite(losses_name, y)
+    check_finite_points(steps_name, x)
+    check_finite_points(losses_name, y)
     return x, y
 
 
@@ -82,14 +82,14 @@ def _loss_figure(
     The y-axis is logarithmic when every loss of every run is > 0 (linear otherwise); ``legend``
     holds extra keyword arguments of the legend.
     """
-    fig, ax = _new_figure((7.0, 4.0))
+    fig, ax = new_figure((7.0, 4.0))
     for x, y, style in runs:
         _draw_loss(ax, x, y, smoothing, **style)
     if all(bool((y > 0).all()) for _, y, _ in runs):
         ax.set_yscale("log")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="upper right", fontsize="small", **(legend or {}))
-    _finish(fig, ax, title, ("step", "loss"))
+    finish_figure(fig, ax, title, ("step", "loss"))
     return fig
 
 
@@ -122,7 +122,7 @@ def plot_loss(
     x, y = _loss_arrays("steps", "losses", steps, losses)
     style = dict(raw_color="#1f77b4", ema_color="#d62728", raw_label="loss",
                  ema_label=f"EMA ({s:g})")
-    return _save(_loss_figure([(x, y, style)], s, title), path)
+    return save_figure(_loss_figure([(x, y, style)], s, title), path)
 
 
 def plot_loss_csv(
@@ -198,10 +198,10 @@ def _build_loss_curves(
 ) -> Figure:
     """The figure of :func:`plot_loss_curves` (validated, drawn, not written)."""
     s = _check_smoothing(smoothing)
-    entries = _check_panels("curves", curves)
+    entries = check_panels("curves", curves)
     data = []
     for key, value in entries:
-        name = _entry("curves", key)
+        name = panel_entry("curves", key)
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
             got = f"length {len(value)}" if isinstance(value, Sequence) else type(value).__name__
             raise ValueError(f"{name} must be a (steps, losses) pair, got {got}")
@@ -243,4 +243,4 @@ def plot_loss_curves(
         TypeError: ``curves`` is not a mapping.
     """
     fig = _build_loss_curves(curves, title=title, smoothing=smoothing)
-    return _save(fig, path)
+    return save_figure(fig, path)

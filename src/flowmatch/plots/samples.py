@@ -9,18 +9,18 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from flowmatch._validate import check_positive_int
+from flowmatch._utils.validate import check_positive_int
 from flowmatch.plots._common import (
-    _COLORS,
-    _check_panels,
-    _draw_panels,
-    _draw_single,
-    _entry,
-    _points,
-    _Projection,
-    _same_dim,
-    _save,
-    _subsample,
+    COLORS,
+    Projection,
+    as_points,
+    check_panels,
+    check_same_dim,
+    draw_panels,
+    draw_single,
+    panel_entry,
+    save_figure,
+    subsample,
 )
 
 __all__ = ["plot_samples", "plot_sample_panels"]
@@ -28,7 +28,7 @@ __all__ = ["plot_samples", "plot_sample_panels"]
 
 def _draw_samples(
     ax: Any,
-    proj: _Projection,
+    proj: Projection,
     generated: np.ndarray,
     target: np.ndarray,
     source: np.ndarray | None,
@@ -41,15 +41,15 @@ def _draw_samples(
     size = 4.0
     drawn = []
     if source is not None:
-        s2 = proj(_subsample(source, max_points))
-        ax.scatter(s2[:, 0], s2[:, 1], s=size, c=_COLORS["source"], alpha=0.5, lw=0,
+        s2 = proj(subsample(source, max_points))
+        ax.scatter(s2[:, 0], s2[:, 1], s=size, c=COLORS["source"], alpha=0.5, lw=0,
                    label=f"source (n={source.shape[0]})")
         drawn.append(s2)
-    t2 = proj(_subsample(target, max_points))
-    ax.scatter(t2[:, 0], t2[:, 1], s=size, c=_COLORS["target"], alpha=0.6, lw=0,
+    t2 = proj(subsample(target, max_points))
+    ax.scatter(t2[:, 0], t2[:, 1], s=size, c=COLORS["target"], alpha=0.6, lw=0,
                label=f"target (n={target.shape[0]})")
-    g2 = proj(_subsample(generated, max_points))
-    ax.scatter(g2[:, 0], g2[:, 1], s=size, c=_COLORS["generated"], alpha=0.6, lw=0,
+    g2 = proj(subsample(generated, max_points))
+    ax.scatter(g2[:, 0], g2[:, 1], s=size, c=COLORS["generated"], alpha=0.6, lw=0,
                label=f"generated (n={generated.shape[0]})")
     drawn += [t2, g2]
     ax.legend(loc="upper right", markerscale=3.0, fontsize="small")
@@ -61,23 +61,23 @@ def _sample_scene(
     target: Any,
     source: Any,
     max_points: int,
-) -> tuple[list[np.ndarray], Callable[[Any, np.ndarray], list[np.ndarray]], _Projection]:
+) -> tuple[list[np.ndarray], Callable[[Any, np.ndarray], list[np.ndarray]], Projection]:
     """Validate the target, each named generated set (against the target), then the source.
 
     Returns the generated ``(n, D)`` sets, ``draw(ax, generated)`` (see :func:`_draw_samples`)
     and the projection, onto the target's principal plane for D > 2.
     """
-    tgt = _points("target", target)
+    tgt = as_points("target", target)
     gens = []
     for name, value in named:
-        gen = _points(name, value)
-        _same_dim("target", tgt, name, gen)
+        gen = as_points(name, value)
+        check_same_dim("target", tgt, name, gen)
         gens.append(gen)
     src = None
     if source is not None:
-        src = _points("source", source)
-        _same_dim("target", tgt, "source", src)
-    proj = _Projection(tgt, "target")
+        src = as_points("source", source)
+        check_same_dim("target", tgt, "source", src)
+    proj = Projection(tgt, "target")
 
     def draw(ax: Any, gen: np.ndarray) -> list[np.ndarray]:
         return _draw_samples(ax, proj, gen, tgt, src, max_points)
@@ -113,7 +113,7 @@ def plot_samples(
     """
     max_points = check_positive_int("max_points", max_points)
     (gen,), draw, proj = _sample_scene([("generated", generated)], target, source, max_points)
-    return _save(_draw_single(proj, title, lambda ax: draw(ax, gen)), path)
+    return save_figure(draw_single(proj, title, lambda ax: draw(ax, gen)), path)
 
 
 def _build_sample_panels(
@@ -127,10 +127,10 @@ def _build_sample_panels(
 ) -> Figure:
     """The figure of :func:`plot_sample_panels` (validated, drawn, not written)."""
     max_points = check_positive_int("max_points", max_points)
-    entries = _check_panels("panels", panels)
-    gens, draw, proj = _sample_scene([(_entry("panels", k), v) for k, v in entries], target,
+    entries = check_panels("panels", panels)
+    gens, draw, proj = _sample_scene([(panel_entry("panels", k), v) for k, v in entries], target,
                                      source, max_points)
-    return _draw_panels(proj, title, ncols, [k for k, _ in entries], gens, draw)
+    return draw_panels(proj, title, ncols, [k for k, _ in entries], gens, draw)
 
 
 def plot_sample_panels(
@@ -169,4 +169,4 @@ def plot_sample_panels(
     """
     fig = _build_sample_panels(panels, target, source=source, title=title,
                                max_points=max_points, ncols=ncols)
-    return _save(fig, path)
+    return save_figure(fig, path)

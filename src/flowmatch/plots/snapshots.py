@@ -11,9 +11,9 @@ from matplotlib import colormaps
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 
-from flowmatch._validate import check_positive_int
-from flowmatch.plots._common import _draw_single, _Projection, _save, _subsample, _to_numpy
-from flowmatch.plots.trajectories import _trajectory_array
+from flowmatch._utils.validate import check_positive_int
+from flowmatch.plots._common import Projection, draw_single, save_figure, subsample, to_numpy
+from flowmatch.plots.trajectories import trajectory_array
 
 __all__ = ["plot_snapshot_trajectories"]
 
@@ -31,7 +31,7 @@ def plot_snapshot_trajectories(
     """Paths pushed through a time course over the observed populations, all colored by time.
 
     Args:
-        trajectory: ``(T+1, n, D)`` states at ``times`` (e.g. :func:`flowmatch.trajectory_inference.push`
+        trajectory: ``(T+1, n, D)`` states at ``times`` (e.g. :func:`flowmatch.trajectory.inference.push`
             with ``return_trajectory=True``).
         times: ``(T+1,)`` the time of each state, in the data's units.
         snapshots: a :class:`flowmatch.data.snapshots.Snapshots`; each population is scattered in the
@@ -42,22 +42,22 @@ def plot_snapshot_trajectories(
         n_show: the first ``n_show`` paths are drawn.
     """
     n_show = check_positive_int("n_show", n_show)
-    traj = _trajectory_array("trajectory", trajectory, n_show)
-    ts = _to_numpy("times", times).reshape(-1)
+    traj = trajectory_array("trajectory", trajectory, n_show)
+    ts = to_numpy("times", times).reshape(-1)
     if ts.shape[0] != traj.shape[0]:
         raise ValueError(f"times must have one entry per trajectory state ({traj.shape[0]}), got {ts.shape[0]}")
-    pops = [_to_numpy("population", p) for p in snapshots.populations]
-    snap_t = _to_numpy("snapshot times", snapshots.times)
+    pops = [to_numpy("population", p) for p in snapshots.populations]
+    snap_t = to_numpy("snapshot times", snapshots.times)
     if pops[0].shape[1] != traj.shape[2]:
         raise ValueError(f"trajectory and snapshots must have the same dimension, got {traj.shape[2]} and "
                          f"{pops[0].shape[1]}")
-    proj = _Projection(np.concatenate(pops), "observed points")
+    proj = Projection(np.concatenate(pops), "observed points")
     norm = Normalize(vmin=float(snap_t[0]), vmax=float(snap_t[-1]))
     cmap = colormaps["viridis"]
 
     def draw(ax: Any) -> None:
         for k, (t, pop) in enumerate(zip(snap_t, pops)):
-            p2 = proj(_subsample(pop, 2000))
+            p2 = proj(subsample(pop, 2000))
             if k == held_out:
                 ax.scatter(p2[:, 0], p2[:, 1], s=10.0, facecolors="none", edgecolors="black", lw=0.4, alpha=0.5,
                            zorder=1, label=f"held out: t={t:g}")
@@ -77,4 +77,4 @@ def plot_snapshot_trajectories(
 
     if title is None:
         title = f"{traj.shape[1]} trajectories through {len(pops)} time points"
-    return _save(_draw_single(proj, title, draw), path)
+    return save_figure(draw_single(proj, title, draw), path)

@@ -10,41 +10,41 @@ import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from flowmatch._validate import check_positive_int
+from flowmatch._utils.validate import check_positive_int
 from flowmatch.plots._common import (
-    _COLORS,
-    _check_finite,
-    _check_panels,
-    _draw_panels,
-    _draw_single,
-    _entry,
-    _points,
-    _Projection,
-    _same_dim,
-    _save,
-    _subsample,
-    _to_numpy,
+    COLORS,
+    Projection,
+    as_points,
+    check_finite_points,
+    check_panels,
+    check_same_dim,
+    draw_panels,
+    draw_single,
+    panel_entry,
+    save_figure,
+    subsample,
+    to_numpy,
 )
 
 __all__ = ["plot_trajectories", "plot_trajectory_panels"]
 
 
-def _trajectory_array(name: str, trajectory: Any, n_show: int) -> np.ndarray:
+def trajectory_array(name: str, trajectory: Any, n_show: int) -> np.ndarray:
     """Validate ``(T+1, n, *dims)`` and return the first ``n_show`` paths as ``(T+1, n', D)``."""
-    traj = _to_numpy(name, trajectory)
+    traj = to_numpy(name, trajectory)
     if traj.ndim < 3 or traj.shape[0] < 2 or traj.shape[1] < 1 or traj.size == 0:
         raise ValueError(
             f"{name} must have shape (T+1, n, *dims) with T+1 >= 2 and n >= 1, "
             f"got shape {traj.shape}"
         )
     traj = traj[:, :n_show].reshape(traj.shape[0], min(traj.shape[1], n_show), -1)
-    _check_finite(name, traj)
+    check_finite_points(name, traj)
     return traj
 
 
 def _draw_trajectories(
     ax: Any,
-    proj: _Projection,
+    proj: Projection,
     traj: np.ndarray,
     target: np.ndarray | None,
 ) -> list[np.ndarray]:
@@ -56,8 +56,8 @@ def _draw_trajectories(
     flat = proj(traj.reshape(steps * n, d)).reshape(steps, n, 2)
     drawn = [flat.reshape(steps * n, 2)]
     if target is not None:
-        t2 = proj(_subsample(target, 5000))
-        ax.scatter(t2[:, 0], t2[:, 1], s=3.0, c=_COLORS["target"], alpha=0.25, lw=0,
+        t2 = proj(subsample(target, 5000))
+        ax.scatter(t2[:, 0], t2[:, 1], s=3.0, c=COLORS["target"], alpha=0.25, lw=0,
                    zorder=1, label=f"target (n={target.shape[0]})")
         drawn.append(t2)
     segments = np.transpose(flat, (1, 0, 2))  # (n, T+1, 2)
@@ -65,7 +65,7 @@ def _draw_trajectories(
                                      linewidths=0.6, zorder=2))
     ax.scatter(flat[0, :, 0], flat[0, :, 1], s=4.0, c="black", lw=0, zorder=3,
                label="start (t=0)")
-    ax.scatter(flat[-1, :, 0], flat[-1, :, 1], s=4.0, c=_COLORS["generated"], lw=0,
+    ax.scatter(flat[-1, :, 0], flat[-1, :, 1], s=4.0, c=COLORS["generated"], lw=0,
                zorder=4, label="end (t=1)")
     ax.legend(loc="upper right", markerscale=3.0, fontsize="small")
     return drawn
@@ -73,16 +73,16 @@ def _draw_trajectories(
 
 def _trajectory_scene(
     trajs: Sequence[np.ndarray], target: np.ndarray | None
-) -> tuple[Callable[[Any, np.ndarray], list[np.ndarray]], _Projection]:
+) -> tuple[Callable[[Any, np.ndarray], list[np.ndarray]], Projection]:
     """``draw(ax, trajectory)`` (see :func:`_draw_trajectories`) and the shared projection.
 
     For D > 2 the plane is spanned by the top two principal components of the target, or of the
     end points of all ``(T+1, n, D)`` trajectories together when there is no target.
     """
     if target is not None:
-        proj = _Projection(target, "target")
+        proj = Projection(target, "target")
     else:
-        proj = _Projection(np.concatenate([t[-1] for t in trajs], axis=0), "end points")
+        proj = Projection(np.concatenate([t[-1] for t in trajs], axis=0), "end points")
 
     def draw(ax: Any, traj: np.ndarray) -> list[np.ndarray]:
         return _draw_trajectories(ax, proj, traj, target)
@@ -117,14 +117,14 @@ def plot_trajectories(
             values; a target of a different flattened dimension.
     """
     n_show = check_positive_int("n_show", n_show)
-    traj = _trajectory_array("trajectory", trajectory, n_show)
-    tgt = None if target is None else _points("target", target)
+    traj = trajectory_array("trajectory", trajectory, n_show)
+    tgt = None if target is None else as_points("target", target)
     if tgt is not None:
-        _same_dim("trajectory", traj[-1], "target", tgt)
+        check_same_dim("trajectory", traj[-1], "target", tgt)
     draw, proj = _trajectory_scene([traj], tgt)
     if title is None:
         title = f"{traj.shape[1]} trajectories, {traj.shape[0] - 1} steps"
-    return _save(_draw_single(proj, title, lambda ax: draw(ax, traj)), path)
+    return save_figure(draw_single(proj, title, lambda ax: draw(ax, traj)), path)
 
 
 def _build_trajectory_panels(
@@ -137,16 +137,16 @@ def _build_trajectory_panels(
 ) -> Figure:
     """The figure of :func:`plot_trajectory_panels` (validated, drawn, not written)."""
     n_show = check_positive_int("n_show", n_show)
-    entries = _check_panels("panels", panels)
-    names = [_entry("panels", k) for k, _ in entries]
-    trajs = [_trajectory_array(name, v, n_show) for name, (_, v) in zip(names, entries)]
-    tgt = None if target is None else _points("target", target)
+    entries = check_panels("panels", panels)
+    names = [panel_entry("panels", k) for k, _ in entries]
+    trajs = [trajectory_array(name, v, n_show) for name, (_, v) in zip(names, entries)]
+    tgt = None if target is None else as_points("target", target)
     # Every entry must match the target, or the first entry when there is no target.
     ref_name, ref = ("target", tgt) if tgt is not None else (names[0], trajs[0][-1])
     for name, traj in zip(names, trajs):
-        _same_dim(ref_name, ref, name, traj[-1])
+        check_same_dim(ref_name, ref, name, traj[-1])
     draw, proj = _trajectory_scene(trajs, tgt)
-    return _draw_panels(proj, title, ncols, [k for k, _ in entries], trajs, draw)
+    return draw_panels(proj, title, ncols, [k for k, _ in entries], trajs, draw)
 
 
 def plot_trajectory_panels(
@@ -183,4 +183,4 @@ def plot_trajectory_panels(
     """
     fig = _build_trajectory_panels(panels, target=target, n_show=n_show, title=title,
                                    ncols=ncols)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,0 +1,160 @@
+"""Named flow matching methods with the defaults of Tong et al. (TMLR 2024), Table 1.
+
+>>> from flowmatch import methods
+>>> methods.names()
+['cnf', 'fm', 'i-cfm', 'ot-cfm', 'rf', 'sb-cfm', 'vp-cfm']
+>>> methods.get("ot-cfm", sigma=0.1).coupling
+ExactOT()
+
+| name   | path                                  | coupling                        | default sigma |
+|--------|---------------------------------------|---------------------------------|---------------|
+| i-cfm  | linear, constant sigma                | independent                     | 0.1           |
+| ot-cfm | linear, constant sigma                | exact minibatch OT (permutation)| 0.1           |
+| fm     | Lipman's Gaussian-to-data, sigma_min  | independent (source = N(0, I))  | 0.1           |
+| sb-cfm | Brownian bridge sigma sqrt(t(1-t))    | entropic OT, epsilon = 2 sigma^2| 1.0           |
+| vp-cfm | trigonometric, constant sigma         | independent                     | 0.1           |
+| rf     | linear, sigma = 0                     | independent (reflow: retrain on model pairs) | 0 |
+| cnf    | none: maximum likelihood through the ODE solve (baseline, not flow matching) | - | - |
+
+``cnf`` is the simulation-based baseline (Chen et al. 2018; Grathwohl et al. 2019): its build
+returns a :class:`flowmatch.objectives.cnf.CNFObjective` (same ``.loss``/``.name`` interface), not a
+FlowMatcher; ``spec("cnf").simulation_free`` is False.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Union
+
+from flowmatch._utils.validate import check_choice, check_nonnegative_float
+from flowmatch.couplings import ExactOT, Independent, Sinkhorn
+from flowmatch.objectives.cfm import FlowMatcher
+from flowmatch.paths import BrownianBridgePath, GaussianToDataPath, LinearPath, VPTrigPath
+
+if TYPE_CHECKING:
+    from flowmatch.objectives.cnf import CNFObjective
+
+__all__ = ["MethodSpec", "get", "names", "spec"]
+
+#: What a method's build returns: a FlowMatcher, or the CNF baseline's maximum-likelihood objective.
+Objective = Union[FlowMatcher, "CNFObjective"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A named method: how to build its FlowMatcher and what it expects of the data."""
+
+    name: str
+    description: str
+    default_sigma: float
+    build: Callable[[float], Objective]
+    #: The method's path assumes x0 ~ N(0, I) (Lipman's FM).
+    requires_gaussian_source: bool = False
+    #: sigma has to be 0 (rectified flow is deterministic).
+    fixed_sigma: bool = False
+    #: False for the CNF baseline: its loss integrates the ODE, and build returns a CNFObjective.
+    simulation_free: bool = True
+    #: The method also learns the score of its path ([SF]2M): build returns a ScoreFlowMatcher and
+    #: runs build a FlowAndScore model, sampled as an SDE by ``flowmatch.sample_sde``.
+    learns_score: bool = False
+
+
+def _cnf(sigma: float) -> "CNFObjective":
+    from flowmatch.objectives.cnf import CNFObjective  # lazy: the CNF loss needs the solvers
+
+    return CNFObjective(name="cnf")
+
+
+def _sb(sigma: float) -> FlowMatcher:
+    """SB-CFM / [SF]2M: Brownian bridge sigma sqrt(t(1-t)), entropic OT with epsilon = 2 sigma^2 in
+    the squared cost's own units (the static Schrödinger problem for the reference sigma W, whose
+    kernel is exp(-||x0 - x1||^2 / (2 sigma^2))), plus the score term for models with a score."""
+    from flowmatch.objectives.sf2m import ScoreFlowMatcher
+
+    if sigma == 0:
+        raise ValueError("sb-cfm needs sigma > 0 (entropic regularisation 2 sigma^2), got 0.0")
+    return ScoreFlowMatcher(
+        BrownianBridgePath(sigma), Sinkhorn(2 * sigma**2, reg_scale="absolute"), name="sb-cfm"
+    )
+
+
+_SPECS: dict[str, MethodSpec] = {
+    s.name: s
+    for s in [
+        MethodSpec(
+            "i-cfm",
+            "independent coupling, straight path with constant noise sigma (Tong et al. 2024)",
+            0.1,
+            lambda s: FlowMatcher(LinearPath(s), Independent(), name="i-cfm"),
+        ),
+        MethodSpec(
+            "ot-cfm",
+            "exact minibatch OT coupling, straight path with constant noise sigma (Tong et al. 2024)",
+            0.1,
+            lambda s: FlowMatcher(LinearPath(s), ExactOT(), name="ot-cfm"),
+        ),
+        MethodSpec(
+            "fm",
+            "flow matching from N(0, I) with Lipman's OT path, sigma = sigma_min (Lipman et al. 2023)",
+            0.1,
+            lambda s: FlowMatcher(GaussianToDataPath(s), Independent(), name="fm"),
+            requires_gaussian_source=True,
+        ),
+        MethodSpec(
+            "sb-cfm",
+            "Schrodinger bridge: Brownian-bridge path, entropic OT coupling with epsilon = 2 sigma^2, "
+            "velocity and score learned together ([SF]2M, Tong et al. 2024)",
+            1.0,
+            _sb,
+            learns_score=True,
+        ),
+        MethodSpec(
+            "vp-cfm",
+            "variance-preserving trigonometric interpolant, independent coupling (Albergo & Vanden-Eijnden 2023)",
+            0.1,
+            lambda s: FlowMatcher(VPTrigPath(s), Independent(), name="vp-cfm"),
+        ),
+        MethodSpec(
+            "rf",
+            "rectified flow: straight path, sigma = 0, independent coupling (Liu et al. 2023)",
+            0.0,
+            lambda s: FlowMatcher(LinearPath(0.0), Independent(), name="rf"),
+            fixed_sigma=True,
+        ),
+        MethodSpec(
+            "cnf",
+            "CNF baseline: maximum likelihood with backpropagation through an rk4 solve, Hutchinson trace "
+            "(Chen et al. 2018; Grathwohl et al. 2019)",
+            0.0,
+            _cnf,
+            requires_gaussian_source=True,
+            fixed_sigma=True,
+            simulation_free=False,
+        ),
+    ]
+}
+
+
+def names() -> list[str]:
+    """All registered method names."""
+    return sorted(_SPECS)
+
+
+def spec(name: str) -> MethodSpec:
+    """The :class:`MethodSpec` of a method; unknown names raise ValueError listing the valid ones."""
+    check_choice("method", name, tuple(_SPECS))
+    return _SPECS[name]
+
+
+def get(name: str, *, sigma: float | None = None) -> Objective:
+    """Build the FlowMatcher of a named method (for ``cnf`` its CNFObjective); ``sigma=None``
+    takes the paper's default."""
+    s = spec(name)
+    if sigma is None:
+        sigma = s.default_sigma
+    sigma = check_nonnegative_float("sigma", sigma)
+    if s.fixed_sigma and sigma != 0:
+        raise ValueError(f"method {name!r} is deterministic and needs sigma = 0, got {sigma}")
+    if name == "fm" and sigma >= 1:
+        raise ValueError(f"fm needs sigma_min in [0, 1), got {sigma}")
+    return s.build(sigma)

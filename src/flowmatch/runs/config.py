@@ -1,0 +1,279 @@
+"""RunConfig: every setting of a training run, validated once, stored as config.toml.
+
+`flowmatch train --config run/config.toml` repeats a run; flags given on the command line
+override the file. Defaults are the paper's 2D setup (Tong et al. TMLR 2024, Appendix D):
+3x64 SELU MLP, AdamW lr 1e-3, weight decay 1e-5, batch 512, 20k steps, 10k train points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from flowmatch._utils.validate import (
+    check_choice,
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+    check_probability,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["RunConfig", "load_toml", "dump_toml", "parse_int_list", "SOLVER_CHOICES", "COND_CHOICES",
+           "MODEL_CHOICES"]
+
+SOLVER_CHOICES = ("euler", "midpoint", "heun", "rk4", "dopri5")
+COND_CHOICES = ("none", "label")
+MODEL_CHOICES = ("auto", "mlp", "unet")
+
+
+def parse_int_list(name: str, text: str, *, allow_empty: bool = False) -> tuple[int, ...] | None:
+    """``"1,2,2"`` -> (1, 2, 2); ``"auto"`` -> None; ``"none"``/``""`` -> () when allowed."""
+    if not isinstance(text, str):
+        raise ValueError(f"{name} must be a comma-separated list of positive integers or 'auto', got {text!r}")
+    t = text.strip().lower()
+    if t == "auto":
+        return None
+    if allow_empty and t in ("", "none"):
+        return ()
+    try:
+        values = tuple(int(v) for v in t.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        extra = ", 'none'" if allow_empty else ""
+        raise ValueError(f"{name} must be a comma-separated list of positive integers, 'auto'{extra}, got {text!r}")
+    return values
+
+
+@dataclass
+class RunConfig:
+    """All settings of one training run (see ``flowmatch train --help`` for each)."""
+
+    # data
+    source: str = "gaussian"
+    target: str = "moons"
+    n_train: int = 10_000
+    n_test: int = 1_000
+    test_split: str = "fresh"  # "fresh": independent test draw; "paper": random split of one draw
+    # time-labelled snapshot data (.npz/.csv, or the built-in "bifurcation"): trajectory inference
+    # across consecutive time points; source and target are then unused (flowmatch.trajectory)
+    snapshots: str | None = None
+    holdout: int | None = None  # snapshot runs: index of the intermediate time point left out of training
+    # method
+    method: str = "ot-cfm"
+    sigma: float | None = None  # None: the method's paper default
+    score: bool | None = None  # learn the score too ([SF]2M); None: the method's default (sb-cfm: true)
+    # conditioning and classifier-free guidance
+    cond: str = "none"  # "none", or "label": condition on the class labels of the target data
+    guidance_dropout: float = 0.0  # probability of training a pair with the null condition
+    # model
+    model: str = "auto"  # "auto": unet for image data, mlp otherwise; or "mlp" / "unet"
+    hidden: int = 64
+    depth: int = 3
+    activation: str = "selu"
+    time_embedding: str = "concat"
+    unet_width: int = 32  # channels of the UNet's first level
+    unet_mults: str = "auto"  # channel multiplier per level, e.g. "1,2,2"; auto: from the image size
+    unet_attention: str = "auto"  # resolutions with self-attention, e.g. "16,8"; "none"; auto: 16 px
+    unet_blocks: int = 1  # residual blocks per UNet level
+    # optimisation
+    steps: int = 20_000
+    batch_size: int = 512
+    lr: float = 1e-3
+    lr_schedule: str = "constant"
+    weight_decay: float = 1e-5
+    grad_clip: float = 0.0  # 0: off
+    ema_decay: float = 0.0  # 0: off; else weights averaged with this decay are used to sample
+    seed: int = 0
+    device: str = "auto"
+    # threads that solve the couplings of the next steps while a step trains; "auto": 1 when the
+    # method pairs its batches (ot-cfm, sb-cfm) and there are 2+ CPUs, else 0 (inline)
+    coupling_workers: int | str = "auto"
+    # data-parallel runs (torchrun): "local" pairs each rank's batch, "global" solves one OT
+    # problem over the batches of all ranks (flowmatch.couplings.global_coupling)
+    coupling_scope: str = "local"
+    # GPU speed options (CUDA only; ignored with a warning on other devices): flowmatch.training.speed
+    bf16: bool = False
+    compile: bool = False
+    tf32: bool = False
+    # bookkeeping
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    # evaluation at the end of training
+    eval_solver: str = "euler"
+    eval_steps: int = 100
+    eval_guidance: float = 1.0  # guidance scale of the final evaluation and sample grid (cond runs)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "RunConfig":
+        """Check every field; raise ValueError naming the rule and the value."""
+        from flowmatch.objectives import methods
+        from flowmatch.models.mlp import ACTIVATIONS
+
+        for name in ("source", "target"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not v:
+                raise ValueError(f"{name} must be a dataset name or file path, got {v!r}")
+        spec = methods.spec(self.method)
+        if self.sigma is not None:
+            self.sigma = check_nonnegative_float("sigma", self.sigma)
+            methods.get(self.method, sigma=self.sigma)  # method-specific sigma rules
+        if self.score is not None and not isinstance(self.score, bool):
+            raise ValueError(f"score must be true or false, got {self.score!r}")
+        if self.score and not spec.learns_score:
+            learners = ", ".join(n for n in methods.names() if methods.spec(n).learns_score)
+            raise ValueError(f"score = true needs a method that learns a score ({learners}), "
+                             f"got method {self.method!r}")
+        self._validate_snapshots(spec)
+        if spec.requires_gaussian_source and self.source != "gaussian":
+            raise ValueError(
+                f"method {self.method!r} flows from N(0, I) and needs --source gaussian, got {self.source!r}"
+            )
+        for name in ("n_train", "n_test", "hidden", "depth", "steps", "batch_size", "log_every",
+                     "checkpoint_every", "keep_checkpoints", "eval_steps", "unet_width", "unet_blocks"):
+            setattr(self, name, check_positive_int(name, getattr(self, name)))
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        w = self.coupling_workers
+        if isinstance(w, str) and w.strip().isdigit():
+            w = int(w.strip())
+        if not (w == "auto" or (isinstance(w, int) and not isinstance(w, bool) and w >= 0)):
+            raise ValueError(f"coupling_workers must be 'auto' or an integer >= 0, got {self.coupling_workers!r}")
+        self.coupling_workers = w
+        check_choice("coupling_scope", self.coupling_scope, ("local", "global"))
+        if self.coupling_scope == "global" and self.cond != "none":
+            raise ValueError(f"coupling_scope 'global' needs an unconditional run (cond 'none'), got cond {self.cond!r}")
+        for name in ("bf16", "compile", "tf32"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        self.lr = check_positive_float("lr", self.lr)
+        check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        self.weight_decay = check_nonnegative_float("weight_decay", self.weight_decay)
+        self.grad_clip = check_nonnegative_float("grad_clip", self.grad_clip)
+        self.ema_decay = check_probability("ema_decay", self.ema_decay)
+        if self.ema_decay == 1.0:
+            raise ValueError("ema_decay must be < 1 (1 would freeze the average), got 1.0")
+        check_choice("test_split", self.test_split, ("fresh", "paper"))
+        check_choice("activation", self.activation, tuple(ACTIVATIONS))
+        check_choice("time_embedding", self.time_embedding, ("concat", "sinusoidal"))
+        check_choice("eval_solver", self.eval_solver, SOLVER_CHOICES)
+        check_choice("cond", self.cond, COND_CHOICES)
+        check_choice("model", self.model, MODEL_CHOICES)
+        self.guidance_dropout = check_probability("guidance_dropout", self.guidance_dropout)
+        if self.guidance_dropout == 1.0:
+            raise ValueError("guidance_dropout must be < 1 (1 never trains the condition), got 1.0")
+        if self.guidance_dropout > 0 and self.cond == "none":
+            raise ValueError(f"guidance_dropout needs a condition (--cond label), got cond 'none' "
+                             f"with guidance_dropout {self.guidance_dropout}")
+        self.eval_guidance = check_nonnegative_float("eval_guidance", self.eval_guidance)
+        parse_int_list("unet_mults", self.unet_mults)
+        parse_int_list("unet_attention", self.unet_attention, allow_empty=True)
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        return self
+
+    def _validate_snapshots(self, spec) -> None:
+        """Rules of snapshot runs (--snapshots, --holdout)."""
+        if self.snapshots is not None:
+            if not isinstance(self.snapshots, str) or not self.snapshots:
+                raise ValueError(f"snapshots must be a built-in course name or a .npz/.csv file, got {self.snapshots!r}")
+            if not spec.simulation_free or spec.requires_gaussian_source:
+                raise ValueError(f"snapshot runs need a method that flows between data sets (i-cfm, ot-cfm, sb-cfm, "
+                                 f"vp-cfm, rf), got method {self.method!r}")
+            if self.cond != "none":
+                raise ValueError(f"snapshot runs take no condition, got cond {self.cond!r}")
+        if self.holdout is not None:
+            if self.snapshots is None:
+                raise ValueError(f"holdout needs snapshot data (--snapshots), got holdout {self.holdout!r} without it")
+            if isinstance(self.holdout, bool) or not isinstance(self.holdout, int) or self.holdout < 1:
+                raise ValueError(f"holdout must be the index of an intermediate time point (>= 1), got {self.holdout!r}")
+
+    @property
+    def resolved_sigma(self) -> float:
+        """sigma, with the method's default filled in."""
+        from flowmatch.objectives import methods
+
+        return methods.spec(self.method).default_sigma if self.sigma is None else self.sigma
+
+    @property
+    def resolved_score(self) -> bool:
+        """Whether the run learns a score (FlowAndScore model, SDE sampling): ``score``, or the
+        method's default (true for sb-cfm)."""
+        from flowmatch.objectives import methods
+
+        return methods.spec(self.method).learns_score if self.score is None else self.score
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        """Build from a dict (e.g. a TOML table); unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> "RunConfig":
+        data = load_toml(path)
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a flat TOML file of settings (top-level keys, or a single [train] table)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file must exist, got {str(p)!r}")
+    try:
+        data = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"malformed TOML config {str(p)!r}: {e}") from None
+    if set(data) == {"train"} and isinstance(data["train"], dict):
+        data = data["train"]
+    return data
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"cannot write a non-finite float to TOML, got {v!r}")
+        return repr(v)
+    if isinstance(v, str):
+        escaped = v.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dump_toml(d: dict[str, Any], header: str = "") -> str:
+    """Write a flat dict as TOML; None values are written as comments (TOML has no null)."""
+    lines = [f"# {line}" for line in header.splitlines()] if header else []
+    for k, v in d.items():
+        if v is None:
+            lines.append(f"# {k} = (default)")
+        else:
+            lines.append(f"{k} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n"
+

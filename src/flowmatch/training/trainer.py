@@ -1,0 +1,340 @@
+"""Trainer: the optimisation loop of conditional flow matching, with EMA, logging and resumable
+atomic checkpoints.
+
+One step (Tong et al. TMLR 2024, Algorithm 1): draw x0 from the source and x1 from the target,
+let the FlowMatcher pair them and draw (t, x_t, u_t), regress v_theta(t, x_t) on u_t with AdamW.
+
+All randomness of the loop comes from two ``torch.Generator``s seeded from ``seed``: ``generator``
+draws the batches and the coupling's own random numbers, ``path_generator`` draws t, eps (and
+condition dropout). Both states are saved in every checkpoint: a run resumed from a checkpoint on
+the same machine takes exactly the same steps as one that was never interrupted. The split lets
+the batches and pairings of later steps be drawn and solved ahead, in worker threads, while the
+current step trains (``coupling_workers``, :mod:`flowmatch.training.prefetch`), with the same pairs and
+weights as with ``coupling_workers=0``.
+
+Under torchrun (a process group initialised before the Trainer is built) the Trainer trains one
+data-parallel replica: ``batch_size`` is the global batch, split evenly over the ranks, each with
+its own seeds; the loss runs inside DistributedDataParallel; only rank 0 writes (see
+:mod:`flowmatch.training.distributed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from flowmatch._utils.device import resolve_device
+from flowmatch.objectives.cfm import FlowMatcher
+from flowmatch.training import distributed
+from flowmatch.training.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from flowmatch.training.config import TrainerConfig, TrainResult
+from flowmatch.training.interrupt import DeferredInterrupt, Interrupted
+from flowmatch.training.log import LOG_COLUMNS, open_log
+from flowmatch.training.optim import EMA, adamw, learning_rate
+from flowmatch.training.prefetch import BatchPrefetcher, StepBatch
+from flowmatch.training.speed import SpeedOptions
+
+__all__ = ["TrainerConfig", "TrainResult", "EMA", "Trainer", "resolve_device", "learning_rate", "LOG_COLUMNS"]
+
+#: The path generator (t, eps) is seeded with seed + this offset.
+PATH_SEED_OFFSET = 3_000_017
+
+
+BatchFn = Callable[..., Tensor]
+
+
+class Trainer:
+    """Trains ``model`` with ``matcher`` on batches from ``source`` and ``target``.
+
+    Args:
+        model: velocity network ``model(x, t, cond=None)``; moved to ``device``.
+        matcher: a :class:`~flowmatch.objectives.cfm.FlowMatcher`.
+        source, target: callables ``(n, generator=None) -> (n, *dims)`` tensors on ``device``
+            (see :mod:`flowmatch.data.batches`); the target may return a pair ``(x1, cond)``,
+            whose condition (labels ``(n,)`` or features ``(n, ...)``) goes to the matcher.
+        config: :class:`TrainerConfig`.
+        run_dir: where ``log.csv`` and ``checkpoints/`` go; None trains in memory only.
+        device: torch device for the model and the generator.
+        metadata: JSON-serialisable dict stored in every checkpoint's state.json.
+
+    Example:
+        >>> import torch
+        >>> from flowmatch import methods
+        >>> from flowmatch.models import MLP
+        >>> from flowmatch.training.trainer import Trainer, TrainerConfig
+        >>> src = lambda n, generator=None: torch.randn(n, 2, generator=generator)
+        >>> tgt = lambda n, generator=None: torch.randn(n, 2, generator=generator) + 4
+        >>> res = Trainer(MLP(2), methods.get("i-cfm"), src, tgt,
+        ...               TrainerConfig(steps=20, batch_size=64, quiet=True)).fit()
+        >>> res.step
+        20
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        matcher: FlowMatcher,
+        source: BatchFn,
+        target: BatchFn,
+        config: TrainerConfig,
+        *,
+        run_dir: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        metadata: dict[str, Any] | None = None,
+    ):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.matcher = matcher
+        self.source = source
+        self.target = target
+        self.config = config
+        # data parallel (flowmatch.training.distributed): batch_size is global, each rank draws its share
+        self.dist = distributed.info()
+        self.local_batch_size = distributed.local_batch_size(config.batch_size, self.dist.world_size)
+        for batches in (source, target):
+            check = getattr(batches, "check_batch_size", None)
+            if check is not None:
+                check(self.local_batch_size)
+        self.speed = SpeedOptions(config.bf16, config.compile, config.tf32).for_device(self.device)
+        self._train_module = distributed.wrap_for_training(self.speed.setup(self.model), self.device)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.metadata = metadata or {}
+        self.optimizer = adamw(self.model, config.lr, config.weight_decay, self.device)
+        self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
+        seed = distributed.rank_seed(config.seed, self.dist.rank)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.path_generator = torch.Generator(device=self.device).manual_seed(seed + PATH_SEED_OFFSET)
+        self._prefetcher: BatchPrefetcher | None = None
+        self.step = 0
+        self._elapsed_before = 0.0
+        self._loss_sum = 0.0
+        self._loss_count = 0
+        self._last_loss = math.nan  # the latest logged mean loss
+        self._t_start: float | None = None  # perf_counter at the start of fit()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def sampling_model(self) -> nn.Module:
+        """The weights to sample with: the EMA when enabled, else the trained model."""
+        return self.ema.model if self.ema is not None else self.model
+
+    def _checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            step=self.step,
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            ema=self.ema.model.state_dict() if self.ema is not None else None,
+            rng=distributed.gather_states({  # every rank's streams (a collective)
+                "generator": self._prefetcher.state() if self._prefetcher is not None else self.generator.get_state(),
+                "path_generator": self.path_generator.get_state()}),
+            state={
+                "elapsed_s": self._elapsed(),
+                "loss_sum": self._loss_sum,
+                "loss_count": self._loss_count,
+                "last_loss": None if math.isnan(self._last_loss) else self._last_loss,
+                **self.metadata,
+            },
+        )
+
+    def save(self) -> Path | None:
+        """Write a checkpoint of the current step (no-op without a run directory)."""
+        if self.run_dir is None:
+            return None
+        ckpt = self._checkpoint()  # on every rank: it gathers their generator states
+        if not self.dist.is_main:  # only rank 0 writes
+            return None
+        return save_checkpoint(self.run_dir / "checkpoints", ckpt, keep=self.config.keep_checkpoints)
+
+    def load(self, path: str | Path) -> int:
+        """Restore model, optimizer, EMA and generator from a checkpoint; returns its step."""
+        ck = load_checkpoint(path)
+        self.model.load_state_dict(ck.model)
+        if ck.optimizer is not None:
+            self.optimizer.load_state_dict(ck.optimizer)
+        if self.ema is not None:
+            if ck.ema is None:
+                raise ValueError(f"checkpoint {str(ck.path)!r} has no EMA weights but ema_decay > 0")
+            self.ema.model.load_state_dict(ck.ema)
+        rng = distributed.states_for_rank(ck.rng, self.dist.rank, self.dist.world_size)
+        self.generator.set_state(rng["generator"].to(torch.uint8).cpu())
+        if "path_generator" in rng:
+            self.path_generator.set_state(rng["path_generator"].to(torch.uint8).cpu())
+        self.step = ck.step
+        self._elapsed_before = float(ck.state.get("elapsed_s", 0.0))
+        self._loss_sum = float(ck.state.get("loss_sum", 0.0))
+        self._loss_count = int(ck.state.get("loss_count", 0))
+        last = ck.state.get("last_loss")
+        self._last_loss = math.nan if last is None else float(last)
+        return ck.step
+
+    # ------------------------------------------------------------------ logging
+    def _elapsed(self) -> float:
+        running = 0.0 if self._t_start is None else time.perf_counter() - self._t_start
+        return self._elapsed_before + running
+
+    def _open_log(self, resumed: bool):
+        if self.run_dir is None or not self.dist.is_main:
+            return None
+        return open_log(self.run_dir / "log.csv", keep_until=self.step if resumed else None)
+
+    # ------------------------------------------------------------------ loop
+    def train_step(self) -> Tensor:
+        """One optimisation step; returns the (detached) loss."""
+        cfg = self.config
+        lr = learning_rate(cfg.lr, cfg.lr_schedule, self.step, cfg.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self._prefetcher.next() if self._prefetcher is not None else self._inline_batch()
+        use_pairing = getattr(self.matcher, "use_pairing", None)  # objectives without a coupling lack it
+        extra = (batch.cond,) if batch.cond is not None else ()
+
+        def loss_of(model: nn.Module) -> Tensor:  # run as the (DDP) module's forward
+            return self.matcher.loss(model, batch.x0, batch.x1, *extra, generator=self.path_generator)
+
+        with use_pairing(batch.pairing) if use_pairing is not None else contextlib.nullcontext():
+            with self.speed.autocast():
+                loss = self._train_module(loss_of)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return loss.detach()
+
+    def _draw_step(self):
+        """One step's draws from ``generator``, in order: x0, x1 (and its condition), then the
+        coupling's random numbers; returns them with the thunk that computes the pairing."""
+        n = self.local_batch_size
+        x0 = self.source(n, generator=self.generator)
+        x1 = self.target(n, generator=self.generator)
+        cond = None
+        if isinstance(x1, tuple):  # a labelled target: (x1, cond), cond attached to x1
+            x1, cond = x1
+        prepare = getattr(self.matcher, "prepare_pairing", None)
+        thunk = prepare(x0, x1, cond, generator=self.generator) if prepare is not None else None
+        return x0, x1, cond, thunk
+
+    def _inline_batch(self) -> StepBatch:
+        x0, x1, cond, thunk = self._draw_step()
+        return StepBatch(x0, x1, cond, thunk() if thunk is not None else None)
+
+    def _grad_norm(self) -> float:
+        norms = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
+        return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        """Train until ``config.steps``; with ``resume`` continue from the run's latest checkpoint.
+
+        Ctrl-C (SIGINT) and SIGTERM are deferred to the end of the current step: the step
+        completes, a checkpoint is written and :class:`~flowmatch.training.interrupt.Interrupted` (a
+        KeyboardInterrupt) is raised, so the run resumes exactly. A second signal of the same kind
+        interrupts at once (still checkpointing the last completed step, on one process).
+        """
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        resumed_from = None
+        if resume:
+            if self.run_dir is None:
+                raise ValueError("resume needs a run directory, got run_dir=None")
+            ck = latest_checkpoint(self.run_dir / "checkpoints")
+            if ck is None:
+                raise ValueError(f"cannot resume: no checkpoint in {str(self.run_dir / 'checkpoints')!r}")
+            resumed_from = self.load(ck)
+        if self.step > cfg.steps:
+            raise ValueError(f"steps must be >= the checkpoint's step {self.step}, got {cfg.steps}")
+        log = self._open_log(resumed=resume)
+        writer = csv.writer(log) if log is not None else None
+        losses: list[tuple[int, float]] = []
+        # float64 (MPS has none): a log window split by a checkpoint sums to the same logged mean
+        loss_acc = torch.zeros((), device=self.device,
+                               dtype=torch.float32 if self.device.type == "mps" else torch.float64)
+        self.model.train()
+        self._t_start = time.perf_counter()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=cfg.quiet or not self.dist.is_main, desc="train", unit="step",
+                   dynamic_ncols=True, leave=True)
+        step0 = self.step
+        ranks = self.dist.world_size
+        interrupt = DeferredInterrupt(keep_deferring=distributed.launched_by_torchrun())
+        agreed_stop = False  # every rank stops after the same step and can checkpoint together
+        self._prefetcher = BatchPrefetcher(self._draw_step, self.generator, workers=cfg.coupling_workers,
+                                           limit=cfg.steps - self.step)
+        try:
+            with interrupt:
+                while self.step < cfg.steps:
+                    path_before = self.path_generator.get_state()
+                    try:
+                        loss_acc += self.train_step()
+                    except KeyboardInterrupt:  # raised inside a step: undo its draws
+                        self._prefetcher.rewind(include_current=True)
+                        self.path_generator.set_state(path_before)
+                        raise
+                    self._loss_count += 1
+                    distributed.fault_hook(self.step)  # testing hook, no-op unless FLOWMATCH_FAULT_AT_STEP
+                    bar.update(1)
+                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                        self._loss_sum += distributed.mean_over_ranks(loss_acc)
+                        loss_acc.zero_()
+                        mean = self._loss_sum / self._loss_count
+                        losses.append((self.step, mean))
+                        self._last_loss = mean
+                        if writer is not None:
+                            writer.writerow([self.step, f"{mean:.6g}",
+                                             f"{self.optimizer.param_groups[0]['lr']:.6g}",
+                                             f"{self._grad_norm():.6g}", f"{self._elapsed():.3f}"])
+                            log.flush()
+                        bar.set_postfix(loss=f"{mean:.4f}")
+                        self._loss_sum, self._loss_count = 0.0, 0
+                    if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                        self._flush_loss(loss_acc)
+                        loss_acc.zero_()
+                        self.save()
+                    # data parallel: one tiny collective per step, so that all ranks stop together
+                    stop = bool(interrupt.requested) if ranks == 1 else not distributed.all_ranks_true(
+                        not interrupt.requested)
+                    if stop:
+                        agreed_stop = True
+                        raise Interrupted(interrupt.requested or signal.SIGINT, self.step)
+        except KeyboardInterrupt as e:
+            if ranks == 1 or agreed_stop:  # never lose work (ranks interrupted apart cannot gather)
+                self._flush_loss(loss_acc)
+                saved = self.save() is not None
+                if not isinstance(e, Interrupted):
+                    e = Interrupted(interrupt.requested or signal.SIGINT, self.step)
+                e.saved = saved
+                e.args = (e.describe(),)
+                raise e from None
+            raise
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+            self._prefetcher.rewind()  # the generator back at the last completed step
+            self._prefetcher.close()
+            self._prefetcher = None
+        self._flush_loss(loss_acc)
+        self.save()
+        ran = self.step - step0
+        wall = time.perf_counter() - self._t_start
+        return TrainResult(
+            step=self.step,
+            final_loss=self._last_loss,
+            elapsed_s=self._elapsed(),
+            steps_per_s=ran / wall if ran > 0 and wall > 0 else math.nan,
+            resumed_from=resumed_from,
+            losses=losses,
+        )
+
+    def _flush_loss(self, loss_acc: Tensor) -> None:
+        self._loss_sum += distributed.mean_over_ranks(loss_acc)
