@@ -1,6 +1,7 @@
 """The assignment's certificate is relative to the optimum (issue 15 item 9): results that float64
 cannot certify (tight clusters far apart, whose optimum is tiny against the spread of the costs)
-are finished exactly by SciPy's linear_sum_assignment; emd's gap comes from its duals."""
+are finished exactly by SciPy's linear_sum_assignment; emd's gap comes from its duals; the cost of
+float32 data is float64 in every dimension."""
 
 from __future__ import annotations
 
@@ -110,6 +111,26 @@ def test_emd_reports_the_gap_of_its_duals():
     assert max(plain, 0.0) <= res.gap <= max(plain, 0.0) + 1e-13 * res.cost
     assert 0 < res.gap <= 1e-12 * res.cost
     assert res.cost == pytest.approx(_lsa_cost(cost), rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-25])
+def test_64d_float32_batches_at_extreme_scales_are_paired_optimally(scale):
+    # float32 squares overflow at 1e20 ("cost must be finite") and underflow at 1e-25 (43% above
+    # the optimum): the cost of float32 data is float64 in every dimension
+    g = torch.Generator().manual_seed(13)
+    n = 256
+    x0 = torch.randn(n, 64, generator=g) * scale
+    x1 = (torch.randn(n, 64, generator=g) * 0.5 + 1) * scale
+    cost = _cost64(x0, x1)
+    best = _lsa_cost(cost)
+    assert np.isfinite(best) and best > 0
+    assert ExactOT().cost(x0, x1).dtype == torch.float64
+    for solver in ("auto", "emd"):
+        assert _pair_cost(cost, ExactOT(solver).pair(x0, x1).i1) == pytest.approx(best, rel=1e-9, abs=0)
+    assert _pair_cost(cost, exact_ot_permutation(x0, x1)) == pytest.approx(best, rel=1e-9, abs=0)
+    i1 = BlockOT(64).pair(x0, x1, generator=torch.Generator().manual_seed(0)).i1
+    assert sorted(i1.tolist()) == list(range(n))
+    assert math.isfinite(_pair_cost(cost, i1))
 
 
 def test_an_uncertifiable_auction_is_finished_exactly():
