@@ -169,3 +169,15 @@ def test_emd_whose_duals_do_not_certify_is_finished_exactly(monkeypatch):
     res = solve_assignment(cost, solver="emd")
     assert calls and res.solver == "lsa" and res.gap == 0.0
     assert res.cost == pytest.approx(_lsa_cost(cost), rel=1e-15, abs=0)
+
+
+def test_certified_gap_rejects_what_is_not_a_pairing():
+    cost = np.arange(9.0).reshape(3, 3)
+    # the row-minimum bound: (0 + 4 + 8) - (0 + 3 + 6), widened by 1 + (n + 2) u
+    assert certified_gap(cost, np.array([0, 1, 2])) == (1 + 5 * np.finfo(float).eps) * 3.0
+    with pytest.raises(ValueError, match=r"cost must be a finite non-empty square \(n, n\) matrix, got shape \(3, 2\)"):
+        certified_gap(cost[:, :2], np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"perm must be a permutation of range\(3\)"):
+        certified_gap(cost, np.array([0, 0, 2]))
+    with pytest.raises(ValueError, match=r"v must be a finite \(3,\) vector of column duals, got shape \(2,\)"):
+        certified_gap(cost, np.array([0, 1, 2]), np.zeros(2))

@@ -104,7 +104,17 @@ def certified_gap(cost: np.ndarray, perm: np.ndarray, v: np.ndarray | None = Non
     ``v`` (any finite (n,) vector; None: the row-minimum bound alone). See the module docstring:
     the smaller of the dual bound sum_i [(C_is(i) - v_s(i)) - min_j (C_ij - v_j)] and the
     row-minimum bound, each widened by the rounding of its subtractions, minima and sums."""
+    cost = np.asarray(cost, dtype=np.float64)
     n, u = cost.shape[0], np.finfo(np.float64).eps
+    perm = np.asarray(perm)
+    if cost.ndim != 2 or cost.shape != (n, n) or n == 0 or not np.isfinite(cost).all():
+        raise ValueError(f"cost must be a finite non-empty square (n, n) matrix, got shape {cost.shape}")
+    if perm.shape != (n,) or not np.array_equal(np.sort(perm), np.arange(n)):
+        raise ValueError(f"perm must be a permutation of range({n}), got shape {perm.shape}")
+    if v is not None:
+        v = np.asarray(v, dtype=np.float64)
+        if v.shape != (n,) or not np.isfinite(v).all():
+            raise ValueError(f"v must be a finite ({n},) vector of column duals, got shape {v.shape}")
     g = 1.0 + (n + 2) * u
     rows = np.arange(n)
     assigned = cost[rows, perm]
