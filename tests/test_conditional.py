@@ -57,6 +57,7 @@ def test_guidance_is_the_affine_combination_and_w1_is_the_conditional_field(name
     assert not torch.allclose(v_cond, v_null)  # the condition matters
 
 
+@pytest.mark.filterwarnings("ignore::flowmatch.sampling.ode.SolverToleranceWarning")  # asserted in test_solvers
 def test_guided_model_works_with_every_ode_solver():
     model, _, cond = _models()["mlp-label"]
     x0 = torch.randn(6, 3, generator=torch.Generator().manual_seed(2))

@@ -41,11 +41,12 @@ class ExactOT(Coupling):
     total cost equal to the optimum. (Sampling B pairs from the plan with replacement, as some
     implementations do, keeps only about 1 - 1/e ~ 63% distinct pairs.)
 
-    ``solver``: ``auto`` (the compiled epsilon-scaling auction, certified to 1e-12 relative, or
-    POT's ``emd`` without a C compiler), ``auction``, ``emd`` or ``lsa`` (see
-    :mod:`flowmatch.ot.assignment`). The cost is :func:`~flowmatch.ot.transport.squared_cost_f64`
-    (from the differences in float64 for low-dimensional CPU batches, else
-    :func:`~flowmatch.ot.transport.centered_squared_cost` in the batches' dtype), solved in float64.
+    ``solver``: ``auto`` (the compiled epsilon-scaling auction, certified to 1e-12 of the optimum,
+    or POT's ``emd`` without a C compiler; either finished exactly by SciPy's
+    ``linear_sum_assignment`` when float64 cannot certify it), ``auction``, ``emd`` or ``lsa``
+    (see :mod:`flowmatch.ot.assignment`). The cost is :func:`~flowmatch.ot.transport.squared_cost_f64`
+    (float64 for every dtype and dimension: from the differences for low-dimensional CPU batches,
+    else the centred matrix product in float64), solved in float64.
     """
 
     deterministic = True
@@ -182,8 +183,9 @@ class BlockOT(Coupling):
             r1 = torch.stack([blocks1[i] for i in ids])
             # all blocks of this size in one batched product: the per-block Python overhead
             # dominated small blocks (16 blocks of 64 at n = 1024: 15.5 ms before, 8.6 ms after)
-            costs = batched_centered_squared_cost(a[r0.to(a.device)], b[r1.to(b.device)])
-            costs = costs.double().cpu().numpy()
+            # in float64 whatever the batches' dtype (as squared_cost_f64: no float32 overflow)
+            costs = batched_centered_squared_cost(a[r0.to(a.device)].double(), b[r1.to(b.device)].double())
+            costs = costs.cpu().numpy()
             # all blocks in one kernel call, then one scatter: few Python steps (GIL hand-offs)
             # when this runs in a prefetching thread beside training
             perms = solve_assignments(costs, solver=self.solver)

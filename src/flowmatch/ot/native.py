@@ -18,9 +18,20 @@ satisfies eps-complementary slackness, C_is(i) + p_s(i) <= min_j (C_ij + p_j) + 
     primal - dual <= n eps,   primal = sum_i C_is(i),   dual = sum_i min_j (C_ij + p_j) - sum_j p_j,
 
 where ``dual`` is the value of the feasible dual solution (u_i = min_j (C_ij + p_j), v_j = -p_j)
-and hence a lower bound on the optimum (LP duality). The kernel runs phases with eps divided by
-``factor`` until that certified gap is at most ``rtol * |primal| + atol``; the result is optimal
-to that certified tolerance (1e-12 relative by default, i.e. to the rounding of the cost itself).
+and hence a lower bound on the optimum (LP duality). Since s is a permutation, primal - dual =
+sum_i (w_is(i) - m_i) with w_ij = C_ij + p_j and m_i = min_j w_ij, a sum of terms >= 0; the
+kernel's certified gap is that sum times 1 + (n + 2) u plus 2 u sum_i (|w_is(i)| + |m_i|)
+(u = 2^-52: the rounding of the w, the minima and the sums), or the row-minimum bound
+primal - sum_i min_j C_ij with its rounding, whichever is smaller. The kernel runs phases with eps
+divided by ``factor`` until that gap is at most ``rtol * max(M, n u max |C_ij|)``, M the lower
+bound on |optimum| that [primal - gap, primal] allows: relative to the optimum itself (1e-12 by
+default), not to the spread of the costs. Prices start at -min_i C_ij and only rise, so every
+w_ij >= 0 and every m_i only grows; when 2 u (sum_i w_is(i) - n eps) at the end of a phase (a lower
+bound on the final rounding term) already exceeds the bound, or eps reaches the resolution of the
+prices, the kernel stops with status 2 and :mod:`flowmatch.ot.assignment` finishes exactly with
+SciPy's ``linear_sum_assignment``: costs whose optimum is tiny against their spread (tight
+clusters far apart: prices ~ the spread, optimum ~ the clusters' width) cannot be certified in
+float64 by any dual of that size.
 Prices start at the column reduction p_j = -min_i C_ij instead of 0. Each row keeps its best
 ``CANDIDATES`` (3) columns and a threshold (the next-best value at its last full scan); since
 prices only rise, a bid whose two best listed values are below the threshold needs no full scan
