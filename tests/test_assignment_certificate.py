@@ -13,9 +13,9 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from flowmatch import assignment
 from flowmatch.couplings import BlockOT, ExactOT
 from flowmatch.data import sample_toy
+from flowmatch.ot import assignment
 from flowmatch.ot.assignment import certified_gap, solve_assignment, solve_assignments
 from flowmatch.ot.transport import exact_ot_permutation
 

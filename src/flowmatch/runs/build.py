@@ -1,0 +1,102 @@
+"""What a run trains, built from its :class:`~flowmatch.runs.config.RunConfig`: the network
+(:func:`build_model`), the objective with its coupling (:func:`build_matcher`) and the Trainer's
+settings (:func:`trainer_config`). Shared by every kind of run (vector, image, snapshot)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from flowmatch.models import MLP
+from flowmatch.objectives import methods
+from flowmatch.objectives.cfm import FlowMatcher
+from flowmatch.runs.config import RunConfig
+from flowmatch.training.trainer import TrainerConfig
+
+__all__ = ["build_model", "build_matcher", "trainer_config", "coupling_workers", "SCORE_SEED_OFFSET"]
+
+SCORE_SEED_OFFSET = 7_919  # initial weights of the score network of [SF]2M runs
+
+
+def build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = None,
+                num_classes: int = 0) -> nn.Module:
+    """The velocity network of the config, initialised from ``cfg.seed`` without touching global RNG.
+
+    ``cfg.model``: ``mlp`` (vectors of ``dim``), ``unet`` (images of ``shape`` (C, H, W)) or ``auto``
+    (the UNet for images). With ``cfg.cond == "label"`` the network is class-conditional over
+    ``num_classes`` classes, with a learned null class for classifier-free guidance.
+    """
+    if cfg.resolved_score:
+        # [SF]2M (sb-cfm): a velocity and a score network of the same architecture in one FlowAndScore;
+        # the velocity network is initialised exactly as in a flow-only run, the score network
+        # from seed + SCORE_SEED_OFFSET.
+        from flowmatch.models import FlowAndScore
+
+        flow_cfg = cfg.replace(score=False)
+        flow = build_model(flow_cfg, dim, shape=shape, num_classes=num_classes)
+        score = build_model(flow_cfg.replace(seed=cfg.seed + SCORE_SEED_OFFSET), dim, shape=shape,
+                            num_classes=num_classes)
+        return FlowAndScore(flow, score)
+    is_image = shape is not None and len(shape) == 3
+    kind = ("unet" if is_image else "mlp") if cfg.model == "auto" else cfg.model
+    k = num_classes if cfg.cond == "label" else 0
+    if cfg.cond == "label" and k < 1:
+        raise ValueError(f"cond 'label' needs the number of classes, got {num_classes!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        if kind == "unet":
+            if not is_image:
+                raise ValueError(f"model 'unet' needs image data (N, C, H, W), got samples of shape {shape or (dim,)}")
+            from flowmatch.runs.image import build_unet
+
+            return build_unet(cfg, shape, num_classes=k)
+        if is_image:
+            raise ValueError(f"model 'mlp' needs vector data (N, D), got images of shape {shape}; use --model unet")
+        kw = dict(hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation, time_embedding=cfg.time_embedding)
+        if k:
+            from flowmatch.models.cond import ConditionalMLP
+
+            return ConditionalMLP(dim, num_classes=k, **kw)
+        return MLP(dim, **kw)
+
+
+def build_matcher(cfg: RunConfig):
+    """The method's objective; for conditional runs with condition dropout, and a coupling that pairs
+    only within labels (:class:`flowmatch.couplings.WithinLabels`)."""
+    fm = methods.get(cfg.method, sigma=cfg.sigma)
+    if cfg.coupling_scope == "global":  # one OT problem over all ranks (cond runs are rejected by RunConfig)
+        if not isinstance(fm, FlowMatcher):
+            raise ValueError(f"coupling_scope 'global' needs a flow matching method, got method {cfg.method!r}")
+        from flowmatch.couplings.global_coupling import GlobalCoupling
+
+        fm.coupling = GlobalCoupling(fm.coupling, seed=cfg.seed)
+    if cfg.cond == "none":
+        return fm
+    if not methods.spec(cfg.method).simulation_free:
+        raise ValueError(f"method {cfg.method!r} does not take a condition; use a flow matching method")
+    from flowmatch.couplings import WithinLabels
+    from flowmatch.objectives.cfm import takes_condition
+
+    fm.cond_dropout = cfg.guidance_dropout
+    if not fm.coupling.is_identity and not takes_condition(fm.coupling):
+        fm.coupling = WithinLabels(fm.coupling)
+    return fm
+
+
+def trainer_config(cfg: RunConfig, quiet: bool) -> TrainerConfig:
+    return TrainerConfig(
+        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule=cfg.lr_schedule, weight_decay=cfg.weight_decay,
+        grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, seed=cfg.seed, log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints, quiet=quiet,
+        coupling_workers=coupling_workers(cfg), bf16=cfg.bf16, compile=cfg.compile, tf32=cfg.tf32,
+    )
+
+
+def coupling_workers(cfg: RunConfig) -> int:
+    """cfg.coupling_workers with "auto" resolved (flowmatch.training.prefetch.auto_workers)."""
+    if cfg.coupling_workers != "auto":
+        return int(cfg.coupling_workers)
+    from flowmatch.training.prefetch import auto_workers
+
+    coupling = getattr(methods.get(cfg.method, sigma=cfg.sigma), "coupling", None)  # cnf has none
+    return auto_workers(coupling is None or coupling.is_identity)
