@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "flowmatch"
 
 #: The layers, bottom first: a module may import from its own layer and the layers before it.
-LAYERS = ["_utils", "data", "ot", "couplings", "paths", "sampling", "models", "objectives", "training", "metrics",
+LAYERS = ["_utils", "data", "ot", "couplings", "paths", "models", "sampling", "objectives", "training", "metrics",
           "trajectory", "plots", "runs", "bench", "cli"]
 #: Top-level modules outside the layers: the package's lazy public surface, the deprecated old
 #: paths, and ``python -m flowmatch``.

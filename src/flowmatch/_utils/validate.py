@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "check_positive_int",
+    "check_nonnegative_int",
     "check_nonnegative_float",
     "check_positive_float",
     "check_probability",
@@ -29,10 +30,26 @@ def check_positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def check_nonnegative_int(name: str, value: Any) -> int:
+    """Return ``value`` as int if it is an integer >= 0, else raise ValueError naming the rule."""
+    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if int(value) < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def _number(value: Any) -> float:
+    """float(value); a bool (``lr = true`` in a config) is not a number."""
+    if isinstance(value, bool):
+        raise TypeError
+    return float(value)
+
+
 def check_nonnegative_float(name: str, value: Any) -> float:
     """Return ``value`` as float if it is finite and >= 0."""
     try:
-        v = float(value)
+        v = _number(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from None
     if not math.isfinite(v) or v < 0:
@@ -43,7 +60,7 @@ def check_nonnegative_float(name: str, value: Any) -> float:
 def check_positive_float(name: str, value: Any) -> float:
     """Return ``value`` as float if it is finite and > 0."""
     try:
-        v = float(value)
+        v = _number(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}") from None
     if not math.isfinite(v) or v <= 0:
@@ -54,7 +71,7 @@ def check_positive_float(name: str, value: Any) -> float:
 def check_probability(name: str, value: Any) -> float:
     """Return ``value`` as float if it lies in [0, 1]."""
     try:
-        v = float(value)
+        v = _number(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}") from None
     if not (0.0 <= v <= 1.0):

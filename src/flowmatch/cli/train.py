@@ -59,6 +59,8 @@ _HELP = {
     "log_every": "write the mean loss to log.csv every this many steps",
     "checkpoint_every": "write a checkpoint every this many steps (and at the end)",
     "keep_checkpoints": "how many checkpoints to keep",
+    "max_bad_steps": "steps with a non-finite loss or gradient to skip (not apply) before training stops "
+                     "with an error (0: stop at the first; the latest checkpoint is always finite)",
     "eval_solver": "solver for the final evaluation: euler, midpoint, heun, rk4, dopri5",
     "eval_steps": "solver steps for the final evaluation",
     "coupling_workers": "threads that solve the couplings (OT) of the next steps while a step trains: "

@@ -18,7 +18,7 @@ from flowmatch import metrics
 from flowmatch._utils.validate import check_positive_int
 from flowmatch.sampling.ode import sample
 
-__all__ = ["EvalReport", "evaluate_model", "w2_at_steps", "w2_sampling_floor"]
+__all__ = ["check_evaluable", "MIN_EVAL_POINTS", "EvalReport", "evaluate_model", "w2_at_steps", "w2_sampling_floor"]
 
 
 @dataclass
@@ -39,6 +39,18 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Test points per distribution the evaluation needs (the unbiased MMD estimate averages over pairs).
+MIN_EVAL_POINTS = 2
+
+
+def check_evaluable(n_source: int, n_target: int) -> None:
+    """The test-set sizes :func:`evaluate_model` needs, checked before any training is spent."""
+    if min(n_source, n_target) < MIN_EVAL_POINTS:
+        raise ValueError(f"the evaluation needs at least {MIN_EVAL_POINTS} held-out points per distribution "
+                         f"(MMD averages over pairs), got {n_source} source and {n_target} target test points; "
+                         "raise --n-test")
 
 
 def evaluate_model(

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from flowmatch._utils.validate import check_probability
 from flowmatch.couplings import Coupling, Independent, Pairing
 from flowmatch.data.conditioning import drop_condition
+from flowmatch.models.contract import call_velocity
 from flowmatch.paths import ProbabilityPath
 
 __all__ = ["PathSample", "UniformTime", "PairingOverride", "FlowMatcher"]
@@ -239,7 +240,7 @@ class FlowMatcher(PairingOverride):
     @staticmethod
     def loss_from_sample(model: nn.Module, s: PathSample) -> Tensor:
         """The regression loss on an already drawn :class:`PathSample`."""
-        v = model(s.x_t, s.t, s.cond) if s.cond is not None else model(s.x_t, s.t)
+        v = call_velocity(model, s.x_t, s.t, s.cond)
         return torch.mean((v - s.u_t) ** 2)
 
     def __repr__(self) -> str:

@@ -88,6 +88,7 @@ def trainer_config(cfg: RunConfig, quiet: bool) -> TrainerConfig:
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule=cfg.lr_schedule, weight_decay=cfg.weight_decay,
         grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, seed=cfg.seed, log_every=cfg.log_every,
         checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints, quiet=quiet,
+        max_bad_steps=cfg.max_bad_steps,
         coupling_workers=coupling_workers(cfg), bf16=cfg.bf16, compile=cfg.compile, tf32=cfg.tf32,
     )
 

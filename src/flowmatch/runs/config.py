@@ -18,6 +18,7 @@ from typing import Any
 from flowmatch._utils.validate import (
     check_choice,
     check_nonnegative_float,
+    check_nonnegative_int,
     check_positive_float,
     check_positive_int,
     check_probability,
@@ -110,6 +111,8 @@ class RunConfig:
     log_every: int = 50
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
+    # steps with a non-finite loss or gradient that may be skipped (not applied) before training stops
+    max_bad_steps: int = 0
     # evaluation at the end of training
     eval_solver: str = "euler"
     eval_steps: int = 100
@@ -120,8 +123,8 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         """Check every field; raise ValueError naming the rule and the value."""
-        from flowmatch.objectives import methods
         from flowmatch.models.mlp import ACTIVATIONS
+        from flowmatch.objectives import methods
 
         for name in ("source", "target"):
             v = getattr(self, name)
@@ -145,6 +148,7 @@ class RunConfig:
         for name in ("n_train", "n_test", "hidden", "depth", "steps", "batch_size", "log_every",
                      "checkpoint_every", "keep_checkpoints", "eval_steps", "unet_width", "unet_blocks"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
+        self.max_bad_steps = check_nonnegative_int("max_bad_steps", self.max_bad_steps)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         w = self.coupling_workers

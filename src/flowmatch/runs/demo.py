@@ -16,10 +16,10 @@ import torch
 
 from flowmatch import plots
 from flowmatch._utils.io import write_json
-from flowmatch.runs.config import RunConfig
 from flowmatch.data import resolve_distribution
 from flowmatch.metrics.evaluate import w2_sampling_floor
 from flowmatch.metrics.report import eval_row, format_table
+from flowmatch.runs.config import RunConfig
 from flowmatch.runs.run import build_data, train_run
 from flowmatch.sampling.ode import sample
 

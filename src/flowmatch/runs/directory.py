@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from flowmatch.training import distributed
 from flowmatch._utils.io import atomic_write_text
-from flowmatch.training.checkpoint import latest_checkpoint
 from flowmatch.runs.config import RunConfig, dump_toml
 from flowmatch.runs.lock import LOCK_FILE, RunLock
+from flowmatch.training import distributed
+from flowmatch.training.checkpoint import latest_checkpoint
 
 __all__ = ["CONFIG_FILE", "MARKER_FILE", "RUN_ENTRIES", "RESUME_MAY_CHANGE", "check_run_dir", "prepare_run_dir", "claim_run_dir",
            "write_config", "foreign_entries"]
@@ -35,7 +35,7 @@ RUN_ENTRIES = frozenset({CONFIG_FILE, MARKER_FILE, LOCK_FILE, "checkpoints", "lo
 #: Settings that may differ between a run and its resumption (the rest must match).
 RESUME_MAY_CHANGE = frozenset({"steps", "log_every", "checkpoint_every", "keep_checkpoints",
                                "eval_solver", "eval_steps", "eval_guidance", "device", "coupling_workers",
-                               "bf16", "compile", "tf32"})
+                               "bf16", "compile", "tf32", "max_bad_steps"})
 
 
 def _is_run_entry(name: str) -> bool:

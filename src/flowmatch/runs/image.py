@@ -13,10 +13,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from flowmatch.runs.config import RunConfig, parse_int_list
-from flowmatch.models.guidance import guided
 from flowmatch.metrics.images import ImageEvalReport, evaluate_images, load_or_train_classifier
+from flowmatch.models.guidance import guided
 from flowmatch.models.unet import UNet
+from flowmatch.runs.config import RunConfig, parse_int_list
 from flowmatch.sampling.ode import sample
 
 __all__ = ["unet_settings", "build_unet", "sample_images", "evaluate_image_model", "plot_image_samples",

@@ -23,17 +23,16 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from flowmatch.training import distributed
-
 from flowmatch._utils.io import write_json
-from flowmatch.training.checkpoint import latest_checkpoint, load_checkpoint
-from flowmatch.runs.config import RunConfig
 from flowmatch.data import DataSplit, make_split, resolve_distribution
-from flowmatch.data.images import is_image_spec
 from flowmatch.data.batches import StreamBatches, TensorBatches
-from flowmatch.metrics.evaluate import EvalReport, evaluate_model
+from flowmatch.data.images import is_image_spec
+from flowmatch.metrics.evaluate import EvalReport, check_evaluable, evaluate_model
 from flowmatch.runs.build import build_matcher, build_model, trainer_config
+from flowmatch.runs.config import RunConfig
 from flowmatch.runs.directory import CONFIG_FILE, check_run_dir, claim_run_dir
+from flowmatch.training import distributed
+from flowmatch.training.checkpoint import latest_checkpoint, load_checkpoint
 from flowmatch.training.trainer import Trainer, TrainResult, resolve_device
 
 __all__ = ["RunData", "LoadedRun", "build_data", "build_model", "train_run", "load_run",
@@ -155,6 +154,8 @@ def train_run(
         return train_snapshot_run(cfg, out_path, resume=resume, force=force, quiet=quiet, evaluate=evaluate,
                                   plots=plots)
     data = build_data(cfg)
+    if evaluate:  # what the final evaluation needs, before any training is spent
+        check_evaluable(len(data.source.test), len(data.target.test))
     trainer = _make_trainer(cfg, data, out_path, quiet)  # checks batch size against the data
     with claim_run_dir(cfg, out_path, resume=resume, force=force):
         result = trainer.fit(resume=resume)

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from flowmatch._utils.io import write_json
+from flowmatch.data.snapshots import Snapshots, load_snapshots
 from flowmatch.runs.build import build_model, trainer_config
 from flowmatch.runs.config import RunConfig
-from flowmatch.data.snapshots import Snapshots, load_snapshots
 from flowmatch.training.trainer import Trainer, TrainResult, resolve_device
 from flowmatch.trajectory import SnapshotBatches, SnapshotMatcher
 from flowmatch.trajectory.inference import HoldoutResult, holdout_w1, push, step_w1
@@ -130,8 +130,8 @@ def _device(model: nn.Module) -> torch.device:
 def train_snapshot_run(cfg: RunConfig, out: Path | None, *, resume: bool, force: bool, quiet: bool,
                        evaluate: bool, plots: bool) -> tuple[Trainer, TrainResult, SnapshotReport | None]:
     """The snapshot branch of :func:`flowmatch.runs.run.train_run` (called after its directory checks)."""
-    from flowmatch.training import distributed
     from flowmatch.runs.directory import claim_run_dir
+    from flowmatch.training import distributed
 
     data = build_snapshot_data(cfg)
     trainer = make_snapshot_trainer(cfg, data, out, quiet)  # checks the batch size against the data

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from flowmatch._utils.validate import check_choice, check_finite, check_positive_int
+from flowmatch.models.contract import call_velocity
 from flowmatch.sampling.ode import SampleResult, sample
 
 __all__ = [
@@ -167,7 +168,7 @@ def velocity_and_divergence(
     from torch.func import vjp, vmap
 
     def f(xx: Tensor) -> Tensor:
-        return model(xx, t, cond=cond)
+        return call_velocity(model, xx, t, cond)
 
     v, vjp_fn = vjp(f, x)
     if v.shape != x.shape:

@@ -68,6 +68,7 @@ import torch
 from torch import Tensor
 
 from flowmatch._utils.validate import check_choice, check_finite, check_positive_float, check_positive_int
+from flowmatch.models.contract import call_velocity
 
 __all__ = ["SampleResult", "sample", "ode_solvers", "SolverToleranceWarning"]
 
@@ -222,13 +223,7 @@ class _CountingField:
     def __call__(self, t: float | Tensor, x: Tensor) -> Tensor:
         self.calls += 1
         tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(()).expand(x.shape[0])
-        v = self.model(x, tt, cond=self.cond)
-        if not isinstance(v, Tensor) or v.shape != x.shape:
-            got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
-            raise ValueError(
-                f"model output must have the shape of x {tuple(x.shape)}, got {got}"
-            )
-        return v
+        return call_velocity(self.model, x, tt, self.cond)
 
 
 def _integrate_fixed(

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from flowmatch._utils.validate import check_choice, check_nonnegative_float, check_positive_int
+from flowmatch.models.contract import check_output
 from flowmatch.sampling.ode import SampleResult, check_t_span, check_x0
 
 __all__ = ["sample_sde", "LAST_STEPS"]
@@ -52,11 +53,7 @@ LAST_STEPS = ("ode", "sde")
 
 def _call(fn: Callable[..., Tensor], x: Tensor, t: float, cond: Any, what: str) -> Tensor:
     tt = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
-    out = fn(x, tt, cond=cond)
-    if not isinstance(out, Tensor) or out.shape != x.shape:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"{what} output must have the shape of x {tuple(x.shape)}, got {got}")
-    return out
+    return check_output(fn, fn(x, tt, cond=cond), x, what=f"{what} output")
 
 
 def sample_sde(

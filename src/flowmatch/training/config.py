@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from flowmatch._utils.validate import (
     check_choice,
     check_nonnegative_float,
+    check_nonnegative_int,
     check_positive_float,
     check_positive_int,
     check_probability,
@@ -39,13 +40,15 @@ class TrainerConfig:
     bf16: bool = False
     compile: bool = False
     tf32: bool = False
+    #: steps whose loss or gradient is not finite that are skipped (not applied) before training
+    #: stops with :class:`~flowmatch.training.trainer.TrainingDiverged` (0: stop at the first)
+    max_bad_steps: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
-        w = self.coupling_workers
-        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
-            raise ValueError(f"coupling_workers must be an integer >= 0, got {w!r}")
+        for name in ("coupling_workers", "max_bad_steps"):
+            setattr(self, name, check_nonnegative_int(name, getattr(self, name)))
         self.lr = check_positive_float("lr", self.lr)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         self.weight_decay = check_nonnegative_float("weight_decay", self.weight_decay)

@@ -42,7 +42,11 @@ from flowmatch.training.optim import EMA, adamw, learning_rate
 from flowmatch.training.prefetch import BatchPrefetcher, StepBatch
 from flowmatch.training.speed import SpeedOptions
 
-__all__ = ["TrainerConfig", "TrainResult", "EMA", "Trainer", "resolve_device", "learning_rate", "LOG_COLUMNS"]
+__all__ = ["TrainingDiverged", "TrainerConfig", "TrainResult", "EMA", "Trainer", "resolve_device", "learning_rate", "LOG_COLUMNS"]
+
+class TrainingDiverged(ValueError):
+    """The loss, the gradient or the weights stopped being finite; the latest checkpoint is finite."""
+
 
 #: The path generator (t, eps) is seeded with seed + this offset.
 PATH_SEED_OFFSET = 3_000_017
@@ -117,6 +121,8 @@ class Trainer:
         self._elapsed_before = 0.0
         self._loss_sum = 0.0
         self._loss_count = 0
+        self._bad_steps = 0  # steps skipped for a non-finite loss or gradient (max_bad_steps)
+        self._saved_step: int | None = None  # the step of the latest checkpoint this run wrote or loaded
         self._last_loss = math.nan  # the latest logged mean loss
         self._t_start: float | None = None  # perf_counter at the start of fit()
 
@@ -139,19 +145,28 @@ class Trainer:
                 "elapsed_s": self._elapsed(),
                 "loss_sum": self._loss_sum,
                 "loss_count": self._loss_count,
+                "bad_steps": self._bad_steps,
                 "last_loss": None if math.isnan(self._last_loss) else self._last_loss,
                 **self.metadata,
             },
         )
 
     def save(self) -> Path | None:
-        """Write a checkpoint of the current step (no-op without a run directory)."""
+        """Write a checkpoint of the current step (no-op without a run directory). Weights that are
+        not finite are never written: :class:`TrainingDiverged` instead, the latest checkpoint kept."""
         if self.run_dir is None:
             return None
+        models = [self.model] + ([self.ema.model] if self.ema is not None else [])
+        if not all(bool(torch.isfinite(p).all()) for m in models for p in m.parameters()):
+            raise TrainingDiverged(f"the weights are not finite at step {self.step}; not checkpointed (the latest "
+                                   f"checkpoint, step {self._saved_step}, is kept); lower the learning rate or "
+                                   "clip the gradient (--grad-clip)")
         ckpt = self._checkpoint()  # on every rank: it gathers their generator states
         if not self.dist.is_main:  # only rank 0 writes
             return None
-        return save_checkpoint(self.run_dir / "checkpoints", ckpt, keep=self.config.keep_checkpoints)
+        path = save_checkpoint(self.run_dir / "checkpoints", ckpt, keep=self.config.keep_checkpoints)
+        self._saved_step = self.step
+        return path
 
     def load(self, path: str | Path) -> int:
         """Restore model, optimizer, EMA and generator from a checkpoint; returns its step."""
@@ -171,6 +186,8 @@ class Trainer:
         self._elapsed_before = float(ck.state.get("elapsed_s", 0.0))
         self._loss_sum = float(ck.state.get("loss_sum", 0.0))
         self._loss_count = int(ck.state.get("loss_count", 0))
+        self._bad_steps = int(ck.state.get("bad_steps", 0))
+        self._saved_step = ck.step
         last = ck.state.get("last_loss")
         self._last_loss = math.nan if last is None else float(last)
         return ck.step
@@ -186,8 +203,9 @@ class Trainer:
         return open_log(self.run_dir / "log.csv", keep_until=self.step if resumed else None)
 
     # ------------------------------------------------------------------ loop
-    def train_step(self) -> Tensor:
-        """One optimisation step; returns the (detached) loss."""
+    def train_step(self) -> Tensor | None:
+        """One optimisation step; returns the (detached) loss, or None for a step skipped because
+        its loss or gradient was not finite (at most ``max_bad_steps``; then TrainingDiverged)."""
         cfg = self.config
         lr = learning_rate(cfg.lr, cfg.lr_schedule, self.step, cfg.steps)
         for group in self.optimizer.param_groups:
@@ -204,13 +222,36 @@ class Trainer:
                 loss = self._train_module(loss_of)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = (nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0
+                else nn.utils.get_total_norm(grads))
+        loss = loss.detach()
+        finite = bool(torch.isfinite(loss) & torch.isfinite(norm))  # the step's one host sync
+        if self.dist.world_size > 1:  # every rank skips or stops together
+            finite = distributed.all_ranks_true(finite)
+        if not finite:
+            self._skip_bad_step(loss, norm, lr)
+            return None
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
-        return loss.detach()
+        return loss
+
+    def _skip_bad_step(self, loss: Tensor, norm: Tensor, lr: float) -> None:
+        """A step whose loss or gradient is not finite: not applied; counted, and past
+        ``max_bad_steps`` training stops with :class:`TrainingDiverged`."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self._bad_steps += 1
+        if self._bad_steps > self.config.max_bad_steps:
+            kept = (f"the latest checkpoint (step {self._saved_step}) is the last finite one"
+                    if self._saved_step is not None else "no checkpoint was written")
+            raise TrainingDiverged(
+                f"training diverged at step {self.step + 1}: loss {float(loss):g}, gradient norm {float(norm):g} "
+                f"(lr {lr:g}); the step was not applied and {kept}; lower the learning rate, clip the gradient "
+                f"(--grad-clip), check the data's scale, or skip such steps with --max-bad-steps N "
+                f"({self._bad_steps - 1} skipped so far)")
+        self.step += 1
 
     def _draw_step(self):
         """One step's draws from ``generator``, in order: x0, x1 (and its condition), then the
@@ -275,18 +316,20 @@ class Trainer:
                 while self.step < cfg.steps:
                     path_before = self.path_generator.get_state()
                     try:
-                        loss_acc += self.train_step()
+                        loss = self.train_step()
                     except KeyboardInterrupt:  # raised inside a step: undo its draws
                         self._prefetcher.rewind(include_current=True)
                         self.path_generator.set_state(path_before)
                         raise
-                    self._loss_count += 1
+                    if loss is not None:  # None: a skipped non-finite step (max_bad_steps)
+                        loss_acc += loss
+                        self._loss_count += 1
                     distributed.fault_hook(self.step)  # testing hook, no-op unless FLOWMATCH_FAULT_AT_STEP
                     bar.update(1)
                     if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                         self._loss_sum += distributed.mean_over_ranks(loss_acc)
                         loss_acc.zero_()
-                        mean = self._loss_sum / self._loss_count
+                        mean = self._loss_sum / self._loss_count if self._loss_count else math.nan
                         losses.append((self.step, mean))
                         self._last_loss = mean
                         if writer is not None:

@@ -1,0 +1,50 @@
+"""The one model contract: a velocity model is called as ``model(x, t, cond=None)`` and returns a
+tensor of the shape of ``x``. Every caller (the objectives' losses, the ODE and SDE samplers, the
+likelihood) goes through :func:`call_velocity`, so that a model breaking the contract fails the
+same way, with one line, whether it is trained or sampled: a ``forward(x, t)`` without ``cond``
+used to train and then fail to sample with a raw TypeError, and a model returning ``x[:, :1]``
+trained to a finite loss by broadcasting.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import Tensor
+
+__all__ = ["call_velocity", "check_output", "ModelContractError"]
+
+
+class ModelContractError(ValueError):
+    """A model that does not follow ``model(x, t, cond=None) -> tensor of x's shape``."""
+
+
+def _name(model: Any) -> str:
+    return type(model).__name__
+
+
+def check_output(model: Any, out: Any, x: Tensor, what: str = "model output") -> Tensor:
+    """``out`` if it is a tensor of ``x``'s shape, else :class:`ModelContractError`."""
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ModelContractError(f"{what} must have the shape of x {tuple(x.shape)}, got {got} (model {_name(model)})")
+    return out
+
+
+def call_velocity(model: Callable[..., Any], x: Tensor, t: Tensor, cond: Any = None) -> Tensor:
+    """``model(x, t, cond=cond)``, its output checked to have the shape of ``x``.
+
+    A model whose signature refuses the call (no ``cond`` keyword, a missing ``t``) raises
+    :class:`ModelContractError` naming the contract instead of a raw TypeError.
+    """
+    try:
+        out = model(x, t, cond=cond)
+    except TypeError as e:
+        text = str(e)
+        if "cond" in text or "positional argument" in text:
+            raise ModelContractError(
+                f"model {_name(model)} must be callable as model(x, t, cond=None) (the model contract of every "
+                f"loss and sampler), but the call failed: {text}; add a cond=None parameter to its forward"
+            ) from None
+        raise
+    return check_output(model, out, x)
