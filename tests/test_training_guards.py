@@ -20,7 +20,6 @@ from flowmatch.models.contract import ModelContractError
 from flowmatch.objectives import methods
 from flowmatch.training import Trainer, TrainerConfig, latest_checkpoint, load_checkpoint
 from flowmatch.training.trainer import TrainingDiverged
-
 from test_cli import TINY, error_of
 
 

@@ -136,10 +136,9 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from flowmatch.data.images import is_image_spec
-    from flowmatch.metrics.report import eval_row, format_table
     from flowmatch.runs.config import RunConfig, load_toml
     from flowmatch.runs.directory import CONFIG_FILE
-    from flowmatch.runs.run import train_run
+    from flowmatch.runs.run import kind_for, train_run
     from flowmatch.training import distributed
 
     if args.out is None:
@@ -166,14 +165,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet and dist.is_main:
         print(f"trained {cfg.method} for {result.step} steps in {result.elapsed_s:.1f} s "
               f"({result.steps_per_s:.1f} steps/s); final loss {result.final_loss:.4f}")
-        if report is not None and hasattr(report, "real_fd"):  # image runs: classifier metrics
-            from flowmatch.runs.image import image_table
-
-            print(image_table(report))
-        elif report is not None and hasattr(report, "summary"):  # snapshot runs: held-out W1
-            print(report.summary())
-        elif report is not None:
-            print(format_table([eval_row(cfg.method, report, result.elapsed_s)]))
+        if report is not None:  # W2 table, image metrics or held-out W1: the run kind's text
+            print(kind_for(cfg).report_text(cfg, report, result))
         print(f"run directory: {args.out}")
     return 0
 

@@ -4,16 +4,19 @@ settings (:func:`trainer_config`). Shared by every kind of run (vector, image, s
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import torch
 from torch import nn
 
 from flowmatch.models import MLP
+from flowmatch.models.unet import UNet
 from flowmatch.objectives import methods
 from flowmatch.objectives.cfm import FlowMatcher
-from flowmatch.runs.config import RunConfig
+from flowmatch.runs.config import RunConfig, parse_int_list
 from flowmatch.training.trainer import TrainerConfig
 
-__all__ = ["build_model", "build_matcher", "trainer_config", "coupling_workers", "SCORE_SEED_OFFSET"]
+__all__ = ["build_unet", "unet_settings", "build_model", "build_matcher", "trainer_config", "coupling_workers", "SCORE_SEED_OFFSET"]
 
 SCORE_SEED_OFFSET = 7_919  # initial weights of the score network of [SF]2M runs
 
@@ -47,8 +50,6 @@ def build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = Non
         if kind == "unet":
             if not is_image:
                 raise ValueError(f"model 'unet' needs image data (N, C, H, W), got samples of shape {shape or (dim,)}")
-            from flowmatch.runs.image import build_unet
-
             return build_unet(cfg, shape, num_classes=k)
         if is_image:
             raise ValueError(f"model 'mlp' needs vector data (N, D), got images of shape {shape}; use --model unet")
@@ -101,3 +102,29 @@ def coupling_workers(cfg: RunConfig) -> int:
 
     coupling = getattr(methods.get(cfg.method, sigma=cfg.sigma), "coupling", None)  # cnf has none
     return auto_workers(coupling is None or coupling.is_identity)
+
+
+def unet_settings(cfg: RunConfig, shape: Sequence[int]) -> dict[str, Any]:
+    """UNet constructor arguments of a config for images of ``shape`` (C, H, W).
+
+    ``unet_mults="auto"``: (1, 2) up to 16 px, (1, 2, 2) up to 32 px, (1, 2, 2, 2) above.
+    ``unet_attention="auto"``: the levels of 16 px (as in the CIFAR-10 UNet of Ho et al. 2020); the
+    middle block, at the lowest resolution, always has self-attention.
+    """
+    c, h, w = (int(s) for s in shape)
+    size = max(h, w)
+    mults = parse_int_list("unet_mults", cfg.unet_mults)
+    if mults is None:
+        mults = (1, 2) if size <= 16 else (1, 2, 2) if size <= 32 else (1, 2, 2, 2)
+    pad = 2 ** (len(mults) - 1)
+    padded = -(-size // pad) * pad
+    attn = parse_int_list("unet_attention", cfg.unet_attention, allow_empty=True)
+    if attn is None:
+        attn = tuple(padded // 2**i for i in range(len(mults)) if padded // 2**i == 16)
+    return dict(in_channels=c, base_channels=cfg.unet_width, channel_mults=mults,
+                num_res_blocks=cfg.unet_blocks, attention_resolutions=attn, image_size=size)
+
+
+def build_unet(cfg: RunConfig, shape: Sequence[int], num_classes: int = 0) -> UNet:
+    """The UNet of ``cfg`` for images of ``shape``, class-conditional when ``num_classes > 0``."""
+    return UNet(num_classes=num_classes, **unet_settings(cfg, shape))

@@ -1,5 +1,5 @@
-"""The image side of a run directory: the UNet of a config, class-conditional sampling with
-guidance, the classifier-based evaluation and the sample grid.
+"""Image runs: class-conditional sampling with guidance, the classifier-based evaluation and the
+sample grid (:class:`ImageKind`; the UNet of a config is built by :mod:`flowmatch.runs.build`).
 
 Used by :mod:`flowmatch.runs.run` for image targets (``digits``, ``mnist``, ``cifar10``, a folder of
 images, an (N, C, H, W) array); see :mod:`flowmatch.data.images`.
@@ -15,40 +15,17 @@ from torch import Tensor, nn
 
 from flowmatch.metrics.images import ImageEvalReport, evaluate_images, load_or_train_classifier
 from flowmatch.models.guidance import guided
-from flowmatch.models.unet import UNet
-from flowmatch.runs.config import RunConfig, parse_int_list
+from flowmatch.runs.build import build_unet, unet_settings  # noqa: F401  (re-exported)
+from flowmatch.runs.config import RunConfig
+from flowmatch.runs.data import RunData
+from flowmatch.runs.vector import VectorKind
 from flowmatch.sampling.ode import sample
+from flowmatch.training.trainer import TrainResult
 
-__all__ = ["unet_settings", "build_unet", "sample_images", "evaluate_image_model", "plot_image_samples",
+__all__ = ["ImageKind", "sample_images", "evaluate_image_model", "plot_image_samples",
            "parse_cond", "SAMPLES_GRID"]
 
 SAMPLES_GRID = "samples.png"
-
-
-def unet_settings(cfg: RunConfig, shape: Sequence[int]) -> dict[str, Any]:
-    """UNet constructor arguments of a config for images of ``shape`` (C, H, W).
-
-    ``unet_mults="auto"``: (1, 2) up to 16 px, (1, 2, 2) up to 32 px, (1, 2, 2, 2) above.
-    ``unet_attention="auto"``: the levels of 16 px (as in the CIFAR-10 UNet of Ho et al. 2020); the
-    middle block, at the lowest resolution, always has self-attention.
-    """
-    c, h, w = (int(s) for s in shape)
-    size = max(h, w)
-    mults = parse_int_list("unet_mults", cfg.unet_mults)
-    if mults is None:
-        mults = (1, 2) if size <= 16 else (1, 2, 2) if size <= 32 else (1, 2, 2, 2)
-    pad = 2 ** (len(mults) - 1)
-    padded = -(-size // pad) * pad
-    attn = parse_int_list("unet_attention", cfg.unet_attention, allow_empty=True)
-    if attn is None:
-        attn = tuple(padded // 2**i for i in range(len(mults)) if padded // 2**i == 16)
-    return dict(in_channels=c, base_channels=cfg.unet_width, channel_mults=mults,
-                num_res_blocks=cfg.unet_blocks, attention_resolutions=attn, image_size=size)
-
-
-def build_unet(cfg: RunConfig, shape: Sequence[int], num_classes: int = 0) -> UNet:
-    """The UNet of ``cfg`` for images of ``shape``, class-conditional when ``num_classes > 0``."""
-    return UNet(num_classes=num_classes, **unet_settings(cfg, shape))
 
 
 def parse_cond(text: str, classes: Sequence[str]) -> int:
@@ -172,3 +149,25 @@ def image_table(rep: ImageEvalReport) -> str:
                  "FD": f"{rep.real_fd:.3f}", "FD / real": "1.00", "NFE": "-", "n": str(n_real)})
     return format_table(rows) + f"\n({rep.solver} {rep.steps} steps; FD to the real train images in the "\
         f"classifier's feature space)"
+
+
+class ImageKind(VectorKind):
+    """N(0, I) -> images ``(N, C, H, W)``: trained like a vector run; evaluated by a classifier
+    (accuracy, Fréchet distance) when the images have labels; a sample grid."""
+
+    name = "image"
+
+    def evaluate(self, model: nn.Module, data: RunData, cfg: RunConfig, run_dir: Path | None, *,
+                 solver: str | None = None, steps: int | None = None, n: int | None = None,
+                 guidance: Sequence[float] | None = None) -> ImageEvalReport | None:
+        if data.labels is None:  # the classifier of the image metrics needs labels
+            return None
+        w = tuple(guidance) if guidance is not None else (cfg.eval_guidance,)
+        return evaluate_image_model(model, data, cfg, run_dir, guidance=w, solver=solver, steps=steps, n=n)
+
+    def plot(self, out: Path, model: nn.Module, data: RunData, cfg: RunConfig, *, solver: str | None = None,
+             steps: int | None = None) -> dict[str, Path]:
+        return {"samples": plot_image_samples(model, data, cfg, out / SAMPLES_GRID, solver=solver, steps=steps)}
+
+    def report_text(self, cfg: RunConfig, report: ImageEvalReport, result: TrainResult | None) -> str:
+        return image_table(report)

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from flowmatch._utils.io import write_json
 from flowmatch.data.snapshots import Snapshots, load_snapshots
 from flowmatch.runs.build import build_model, trainer_config
 from flowmatch.runs.config import RunConfig
+from flowmatch.runs.kind import RunKind
 from flowmatch.training.trainer import Trainer, TrainResult, resolve_device
 from flowmatch.trajectory import SnapshotBatches, SnapshotMatcher
 from flowmatch.trajectory.inference import HoldoutResult, holdout_w1, push, step_w1
 
-__all__ = ["SnapshotRunData", "SnapshotReport", "build_snapshot_data", "train_snapshot_run", "evaluate_snapshot_model",
+__all__ = ["SnapshotRunData", "SnapshotReport", "build_snapshot_data", "evaluate_snapshot_model", "SnapshotKind",
            "plot_snapshot_run", "DATA_SEED"]
 
 #: Seed of built-in courses (the data stays the same whatever the run's training seed).
@@ -127,35 +127,10 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def train_snapshot_run(cfg: RunConfig, out: Path | None, *, resume: bool, force: bool, quiet: bool,
-                       evaluate: bool, plots: bool) -> tuple[Trainer, TrainResult, SnapshotReport | None]:
-    """The snapshot branch of :func:`flowmatch.runs.run.train_run` (called after its directory checks)."""
-    from flowmatch.runs.directory import claim_run_dir
-    from flowmatch.training import distributed
-
-    data = build_snapshot_data(cfg)
-    trainer = make_snapshot_trainer(cfg, data, out, quiet)  # checks the batch size against the data
-    with claim_run_dir(cfg, out, resume=resume, force=force):
-        result = trainer.fit(resume=resume)
-        if not distributed.info().is_main:  # only rank 0 evaluates and writes
-            return trainer, result, None
-        report = evaluate_snapshot_model(trainer.sampling_model, data, cfg) if evaluate else None
-        if out is not None:
-            summary = {"train": result.summary(), "method": cfg.method, "snapshots": cfg.snapshots,
-                       "holdout": cfg.holdout, "times": data.full.times.tolist(), "score": cfg.resolved_score}
-            if report is not None:
-                summary["eval"] = report.to_dict()
-            write_json(out / "metrics.json", summary)
-            if plots:
-                plot_snapshot_run(out, trainer.sampling_model, data, cfg)
-    return trainer, result, report
-
-
 def plot_snapshot_run(out: Path, model: nn.Module, data: SnapshotRunData, cfg: RunConfig, *,
                       solver: str | None = None, steps: int | None = None) -> dict[str, Path]:
     """trajectories.png (the first population pushed through the course, over all snapshots colored by
-    time, the held-out one marked) and loss.png."""
-    from flowmatch import plots
+    time, the held-out one marked)."""
     from flowmatch.plots.snapshots import plot_snapshot_trajectories
 
     full = data.full
@@ -167,6 +142,33 @@ def plot_snapshot_run(out: Path, model: nn.Module, data: SnapshotRunData, cfg: R
     written = {"trajectories": plot_snapshot_trajectories(
         res.trajectory.cpu(), res.times.cpu(), full, out / "trajectories.png", held_out=data.holdout,
         title=f"{cfg.method} on {full.name}{held}")}
-    if (out / "log.csv").is_file():
-        written["loss"] = plots.plot_loss_csv(out / "log.csv", out / "loss.png")
     return written
+
+
+class SnapshotKind(RunKind):
+    """Trajectory inference across the time points of a course (``--snapshots``): held-out W1,
+    trajectories.png of the course."""
+
+    name = "snapshots"
+
+    def build_data(self, cfg: RunConfig) -> SnapshotRunData:
+        return build_snapshot_data(cfg)
+
+    def make_trainer(self, cfg: RunConfig, data: SnapshotRunData, out: Path | None, quiet: bool) -> Trainer:
+        return make_snapshot_trainer(cfg, data, out, quiet)
+
+    def evaluate(self, model: nn.Module, data: SnapshotRunData, cfg: RunConfig, run_dir: Path | None, *,
+                 solver: str | None = None, steps: int | None = None, n: int | None = None,
+                 guidance: Sequence[float] | None = None) -> SnapshotReport:
+        return evaluate_snapshot_model(model, data, cfg, solver=solver, steps=steps, n=n)
+
+    def summary(self, cfg: RunConfig, data: SnapshotRunData) -> dict[str, Any]:
+        return {"method": cfg.method, "snapshots": cfg.snapshots, "holdout": cfg.holdout,
+                "times": data.full.times.tolist(), "score": cfg.resolved_score}
+
+    def plot(self, out: Path, model: nn.Module, data: SnapshotRunData, cfg: RunConfig, *, solver: str | None = None,
+             steps: int | None = None) -> dict[str, Path]:
+        return plot_snapshot_run(out, model, data, cfg, solver=solver, steps=steps)
+
+    def report_text(self, cfg: RunConfig, report: SnapshotReport, result: TrainResult | None) -> str:
+        return report.summary()

@@ -1,0 +1,59 @@
+"""One interface for every kind of run (vector, image, snapshot; sequence when it lands): how it
+builds its data and Trainer, checks what can be checked before training, evaluates, summarises,
+plots and reports. :mod:`flowmatch.runs.run` drives a run through it and holds what every kind
+shares (the run directory, rank-0 writes, metrics.json, loss.png), so no caller branches on the
+kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+from torch import nn
+
+from flowmatch.runs.config import RunConfig
+from flowmatch.training.trainer import Trainer, TrainResult
+
+__all__ = ["Report", "RunKind"]
+
+
+class Report(Protocol):
+    """What a kind's evaluation returns: its JSON form goes into metrics.json under ``eval``."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class RunKind:
+    """The base of the run kinds; every method but :meth:`check` must be provided."""
+
+    #: the name written into metrics.json (``kind``)
+    name = "run"
+
+    def build_data(self, cfg: RunConfig) -> Any:
+        """The run's data, deterministic in ``cfg.seed``."""
+        raise NotImplementedError
+
+    def check(self, cfg: RunConfig, data: Any, *, evaluate: bool) -> None:
+        """What can be checked before any training is spent (beyond the config's own rules)."""
+
+    def make_trainer(self, cfg: RunConfig, data: Any, out: Path | None, quiet: bool) -> Trainer:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, data: Any, cfg: RunConfig, run_dir: Path | None, *,
+                 solver: str | None = None, steps: int | None = None, n: int | None = None,
+                 guidance: Sequence[float] | None = None) -> Report | None:
+        """The held-out evaluation (None where the kind has none for this run)."""
+        raise NotImplementedError
+
+    def summary(self, cfg: RunConfig, data: Any) -> dict[str, Any]:
+        """The kind's fields of metrics.json besides ``train`` and ``eval``."""
+        raise NotImplementedError
+
+    def plot(self, out: Path, model: nn.Module, data: Any, cfg: RunConfig, *, solver: str | None = None,
+             steps: int | None = None) -> dict[str, Path]:
+        """The kind's figures in ``out`` (loss.png is drawn for every kind by the caller)."""
+        raise NotImplementedError
+
+    def report_text(self, cfg: RunConfig, report: Report, result: TrainResult | None) -> str:
+        """What ``flowmatch train`` prints of the evaluation."""
+        raise NotImplementedError
