@@ -1,0 +1,53 @@
+"""Bad input that used to end in a traceback (issue 15, item 8): each case now gives one line
+``flowmatch: error: ...`` naming the file or setting, the rule and the value, with exit code 2; a
+missing or corrupt newest checkpoint falls back to the previous whole one with a warning."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flowmatch.cli import main
+from test_cli import TINY, error_of
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory) -> Path:
+    """A finished 20-step run with checkpoints at steps 10 and 20 (copy it before changing it)."""
+    out = tmp_path_factory.mktemp("bad_input") / "run"
+    assert main(["train", "--out", str(out), "--target", "8gaussians", *TINY, "--no-plots"]) == 0
+    return out
+
+
+def copy_run(good_run: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# Settings: config.toml, --device
+# --------------------------------------------------------------------------------------------
+
+
+def test_device_given_as_a_number_in_config_toml_exits_2(capsys, tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("device = 5\n")
+    out = tmp_path / "out"
+    msg = error_of(capsys, ["train", "--config", str(cfg), "--out", str(out), *TINY])
+    assert "device must be a string" in msg and "got the number 5" in msg and '"cuda:5"' in msg
+    assert not out.exists()
+
+
+@pytest.mark.skipif(__import__("torch").backends.mps.is_available(), reason="MPS is available here")
+@pytest.mark.parametrize("command", ["train", "sample", "eval"])
+def test_device_mps_where_it_is_not_available_exits_2(capsys, tmp_path, good_run, command):
+    out = tmp_path / "out"
+    argv = {"train": ["train", "--out", str(out), *TINY],
+            "sample": ["sample", str(good_run), "--out", str(tmp_path / "s.npy"), "--quiet"],
+            "eval": ["eval", str(good_run), "--quiet"]}[command]
+    msg = error_of(capsys, [*argv, "--device", "mps"])
+    assert "device 'mps' needs Apple's MPS backend" in msg and "--device cpu" in msg
+    assert not out.exists() and not (tmp_path / "s.npy").exists()
