@@ -51,3 +51,16 @@ def test_device_mps_where_it_is_not_available_exits_2(capsys, tmp_path, good_run
     msg = error_of(capsys, [*argv, "--device", "mps"])
     assert "device 'mps' needs Apple's MPS backend" in msg and "--device cpu" in msg
     assert not out.exists() and not (tmp_path / "s.npy").exists()
+
+
+@pytest.mark.parametrize("method, parts", [
+    ("ot-cfm", ["sigma must be finite in float32", "got 1e+308"]),
+    ("vp-cfm", ["sigma must be finite in float32", "got 1e+308"]),
+    ("sb-cfm", ["sigma must keep sb-cfm's entropic regularisation 2 sigma^2 finite", "got sigma 1e+308"]),
+])
+def test_sigma_that_overflows_float32_exits_2(capsys, tmp_path, method, parts):
+    out = tmp_path / "out"
+    msg = error_of(capsys, ["train", "--out", str(out), "--method", method, "--sigma", "1e308", *TINY])
+    for part in parts:
+        assert part in msg, (part, msg)
+    assert not out.exists()
