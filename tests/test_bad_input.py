@@ -64,3 +64,29 @@ def test_sigma_that_overflows_float32_exits_2(capsys, tmp_path, method, parts):
     for part in parts:
         assert part in msg, (part, msg)
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Data files
+# --------------------------------------------------------------------------------------------
+
+
+def test_garbage_bytes_in_a_npy_file_exit_2_without_suggesting_to_unpickle(capsys, tmp_path):
+    bad = tmp_path / "garbage.npy"
+    bad.write_bytes(bytes(range(7, 207)))  # not the .npy magic; np.load called it "pickled data"
+    out = tmp_path / "out"
+    msg = error_of(capsys, ["train", "--out", str(out), "--target", str(bad), *TINY])
+    assert "malformed npy file" in msg and "garbage.npy" in msg
+    assert "must start with the bytes b'\\x93NUMPY'" in msg and "got b'\\x07\\x08" in msg
+    assert "pickle" not in msg
+    assert not out.exists()
+
+
+def test_an_object_array_npy_file_exits_2_and_is_not_unpickled(capsys, tmp_path):
+    import numpy as np
+
+    bad = tmp_path / "objects.npy"
+    np.save(bad, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    msg = error_of(capsys, ["train", "--out", str(tmp_path / "out"), "--target", str(bad), *TINY])
+    assert "objects.npy" in msg and "dtype object" in msg and "never unpickled" in msg
+    assert "allow_pickle" not in msg
