@@ -90,3 +90,18 @@ def test_an_object_array_npy_file_exits_2_and_is_not_unpickled(capsys, tmp_path)
     msg = error_of(capsys, ["train", "--out", str(tmp_path / "out"), "--target", str(bad), *TINY])
     assert "objects.npy" in msg and "dtype object" in msg and "never unpickled" in msg
     assert "allow_pickle" not in msg
+
+
+# --------------------------------------------------------------------------------------------
+# Model size
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_model_too_large_for_memory_exits_2_naming_hidden_and_the_size(capsys, tmp_path):
+    """--hidden 10000000: each hidden layer's weight is 10^14 float32 = 400 TB, more than any address
+    space; the count comes from the meta device, not from a hard-coded limit."""
+    out = tmp_path / "out"
+    msg = error_of(capsys, ["train", "--out", str(out), "--target", "moons", *TINY, "--hidden", "10000000"])
+    assert "the model must fit in memory" in msg and "hidden = 10000000 (depth 3)" in msg
+    assert "needs 800.0 TB for its 2e+14 parameters" in msg and "can't allocate memory" in msg
+    assert not out.exists()
