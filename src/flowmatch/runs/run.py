@@ -26,7 +26,7 @@ from torch import nn
 from flowmatch.training import distributed
 
 from flowmatch._utils.io import write_json
-from flowmatch.training.checkpoint import latest_checkpoint, load_checkpoint
+from flowmatch.training.checkpoint import latest_checkpoint, load_checkpoint, load_weights
 from flowmatch.runs.config import RunConfig
 from flowmatch.data import DataSplit, make_split, resolve_distribution
 from flowmatch.data.images import is_image_spec
@@ -217,7 +217,8 @@ def load_run(run_dir: str | Path, *, device: str = "auto", use_ema: bool = True)
     else:
         data = build_data(cfg)
     model = build_model(cfg, data.dim, shape=data.shape, num_classes=data.num_classes)
-    model.load_state_dict(ck.ema if (use_ema and ck.ema is not None) else ck.model)
+    ema = use_ema and ck.ema is not None
+    load_weights(model, ck.ema if ema else ck.model, ck.path / ("ema.safetensors" if ema else "model.safetensors"))
     dev = resolve_device(device)
     return LoadedRun(cfg, model.to(dev).eval(), data, ck.step, path, dev)
 
