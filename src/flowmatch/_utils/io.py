@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "write_json"]
+__all__ = ["atomic_write_text", "write_json", "write_error"]
+
+
+def write_error(path: str | Path, err: OSError) -> ValueError:
+    """The one-line error for a write of ``path`` that the OS refused (read-only file system, no
+    space left, permission denied): names the file, the rule and the OS's reason."""
+    reason = err.strerror or " ".join(str(err).split()) or type(err).__name__
+    return ValueError(f"cannot write {str(path)!r}: {reason}; the output directory must be writable and have free space")
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write text to ``path`` through a temporary file in the same directory and os.replace."""
+    """Write text to ``path`` through a temporary file in the same directory and os.replace.
+
+    An OSError (read-only or full disk) leaves ``path`` as it was, removes the temporary file and
+    raises the ValueError of :func:`write_error`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise write_error(path, e) from None
     return path
 
 

@@ -16,7 +16,12 @@ __all__ = [
     "check_probability",
     "check_choice",
     "check_finite",
+    "check_fits_float32",
+    "FLOAT32_MAX",
 ]
+
+#: The largest finite float32, the dtype the paths, models and samplers compute in.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def check_positive_int(name: str, value: Any) -> int:
@@ -84,6 +89,18 @@ def check_choice(name: str, value: Any, choices: "list[str] | tuple[str, ...]") 
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(sorted(choices))}")
     return value
+
+
+def check_fits_float32(name: str, value: float, quantity: str | None = None, derived: float | None = None) -> float:
+    """Return ``value`` if it, or the ``quantity`` named ``derived`` that a computation makes from it,
+    is finite in float32; else raise ValueError naming the setting, the rule and the value."""
+    x = value if derived is None else derived
+    if math.isfinite(x) and abs(x) <= FLOAT32_MAX:
+        return value
+    if quantity is None:
+        raise ValueError(f"{name} must be finite in float32 (at most {FLOAT32_MAX:.4g}), got {value!r}")
+    raise ValueError(f"{name} must keep {quantity} finite in float32 (at most {FLOAT32_MAX:.4g}), got {name} "
+                     f"{value!r}, which makes it {x:.4g}")
 
 
 def check_finite(name: str, x: "torch.Tensor") -> "torch.Tensor":

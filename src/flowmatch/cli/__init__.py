@@ -2,9 +2,11 @@
 registers itself through ``add_parser(subparsers)`` (which sets ``func``); add a new one to
 ``COMMANDS``.
 
-Errors in what the user typed or supplied (ValueError, FileNotFoundError) print one line
-``flowmatch: error: ...`` on stderr and exit with code 2, no traceback; set FLOWMATCH_DEBUG=1 to
-see the traceback.
+Errors in what the user typed or supplied (ValueError, FileNotFoundError), and a file the system
+refuses to write or read (OSError: a read-only or full disk), print one line ``flowmatch: error:
+...`` on stderr and exit with code 2, no traceback; set FLOWMATCH_DEBUG=1 to see the traceback. A
+checkpoint fallback (the newest checkpoint missing or damaged) prints one line ``flowmatch:
+warning: ...``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from typing import Sequence
 
 from flowmatch.cli import bench, demo, encode, evaluate, plot, sample, train
@@ -39,17 +42,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.threads is not None:
-            import torch
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_checkpoint_warnings(warnings.showwarning)
+            if args.threads is not None:
+                import torch
 
-            from flowmatch._utils.validate import check_positive_int
+                from flowmatch._utils.validate import check_positive_int
 
-            torch.set_num_threads(check_positive_int("--threads", args.threads))
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+                torch.set_num_threads(check_positive_int("--threads", args.threads))
+            return args.func(args)
+    except (ValueError, OSError) as e:  # FileNotFoundError is an OSError
         if os.environ.get("FLOWMATCH_DEBUG"):
             raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename is not None:
+            msg = f"cannot access {str(e.filename)!r}: {e.strerror or e}"  # e.g. a read-only --out
+        else:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"flowmatch: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
@@ -59,3 +67,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = e.describe() if isinstance(e, Interrupted) else "interrupted; the latest checkpoint is kept"
             print(f"flowmatch: {text}", file=sys.stderr)
         return e.exit_code if isinstance(e, Interrupted) else 130
+
+
+def _one_line_checkpoint_warnings(show_other):
+    """A ``warnings.showwarning`` that prints each checkpoint fallback once, as one line ``flowmatch:
+    warning: ...``, and hands every other warning to ``show_other``."""
+    from flowmatch.training.checkpoint import CheckpointFallbackWarning
+
+    shown: set[str] = set()  # a run looks up its checkpoint more than once: say it once
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CheckpointFallbackWarning):
+            if str(message) not in shown:
+                shown.add(str(message))
+                print(f"flowmatch: warning: {message}", file=file or sys.stderr)
+        else:
+            show_other(message, category, filename, lineno, file, line)
+
+    return show

@@ -76,11 +76,24 @@ def _numeric_numpy(arr: np.ndarray, kind: str, path: Path) -> np.ndarray:
     return arr
 
 
+#: The first bytes of every .npy file (a zip archive, i.e. an .npz, starts with ``PK``).
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def _read_npy(path: Path, key: str | None) -> np.ndarray:
     """Read a ``.npy`` file (no pickles)."""
+    with open(path, "rb") as fh:
+        head = fh.read(len(_NPY_MAGIC))
+    if head != _NPY_MAGIC and not head.startswith(b"PK"):  # np.load would call it "pickled data"
+        raise _malformed("npy", path, f"a .npy file must start with the bytes {_NPY_MAGIC!r}, got {head!r}")
     try:
         arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # an object array: its elements are pickled Python objects
+            raise _malformed("npy", path, "holds an array of Python objects (dtype object), which is never "
+                             "unpickled; save a numeric array") from None
+        raise _malformed("npy", path, err) from None
+    except (OSError, EOFError) as err:
         raise _malformed("npy", path, err) from None
     if not isinstance(arr, np.ndarray):
         arr.close()

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Union
 
-from flowmatch._utils.validate import check_choice, check_nonnegative_float
+from flowmatch._utils.validate import check_choice, check_fits_float32, check_nonnegative_float
 from flowmatch.couplings import ExactOT, Independent, Sinkhorn
 from flowmatch.objectives.cfm import FlowMatcher
 from flowmatch.paths import BrownianBridgePath, GaussianToDataPath, LinearPath, VPTrigPath
@@ -73,8 +73,10 @@ def _sb(sigma: float) -> FlowMatcher:
 
     if sigma == 0:
         raise ValueError("sb-cfm needs sigma > 0 (entropic regularisation 2 sigma^2), got 0.0")
+    epsilon = 2.0 * sigma * sigma  # (sigma**2 raises OverflowError past 1.3e154)
+    check_fits_float32("sigma", sigma, "sb-cfm's entropic regularisation 2 sigma^2", epsilon)
     return ScoreFlowMatcher(
-        BrownianBridgePath(sigma), Sinkhorn(2 * sigma**2, reg_scale="absolute"), name="sb-cfm"
+        BrownianBridgePath(sigma), Sinkhorn(epsilon, reg_scale="absolute"), name="sb-cfm"
     )
 
 

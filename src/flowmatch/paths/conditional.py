@@ -29,7 +29,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from flowmatch._utils.validate import check_nonnegative_float, check_probability
+from flowmatch._utils.validate import check_fits_float32, check_nonnegative_float, check_probability
 
 __all__ = [
     "ProbabilityPath",
@@ -116,7 +116,7 @@ class LinearPath(_StraightMean):
     """
 
     def __init__(self, sigma: float = 0.0):
-        self.sigma = check_nonnegative_float("sigma", sigma)
+        self.sigma = check_fits_float32("sigma", check_nonnegative_float("sigma", sigma))  # sigma_t is float32
 
     def sigma_t(self, t: Tensor) -> Tensor:
         return torch.full_like(t, self.sigma)
@@ -174,7 +174,7 @@ class BrownianBridgePath(_StraightMean):
     """
 
     def __init__(self, sigma: float = 1.0, t_eps: float = 1e-3):
-        self.sigma = check_nonnegative_float("sigma", sigma)
+        self.sigma = check_fits_float32("sigma", check_nonnegative_float("sigma", sigma))  # sigma_t is float32
         t_eps = check_nonnegative_float("t_eps", t_eps)
         if not t_eps < 0.5:
             raise ValueError(f"t_eps must lie in [0, 0.5), got {t_eps!r}")
@@ -203,7 +203,7 @@ class VPTrigPath(ProbabilityPath):
     """
 
     def __init__(self, sigma: float = 0.0):
-        self.sigma = check_nonnegative_float("sigma", sigma)
+        self.sigma = check_fits_float32("sigma", check_nonnegative_float("sigma", sigma))  # sigma_t is float32
 
     @property
     def is_stochastic(self) -> bool:

@@ -16,6 +16,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from flowmatch._utils.io import write_error
 from flowmatch._utils.validate import check_positive_int
 
 _DPI = 120
@@ -254,18 +255,24 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
 
 
 def write_atomic(dest: Path, write) -> Path:
-    """Call ``write(binary_file)`` on a temporary file next to ``dest``, then os.replace it."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    """Call ``write(binary_file)`` on a temporary file next to ``dest``, then os.replace it (an OSError,
+    a read-only or full disk, is the one-line ValueError of :func:`flowmatch._utils.io.write_error`)."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as e:
+        raise write_error(dest, e) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file mode
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise write_error(dest, e) from None
         raise
     return dest

@@ -28,7 +28,51 @@ def build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = Non
     ``cfg.model``: ``mlp`` (vectors of ``dim``), ``unet`` (images of ``shape`` (C, H, W)) or ``auto``
     (the UNet for images). With ``cfg.cond == "label"`` the network is class-conditional over
     ``num_classes`` classes, with a learned null class for classifier-free guidance.
+
+    A network whose weights cannot be allocated raises a one-line ValueError naming the size
+    setting and the memory the weights need.
     """
+    try:
+        return _build_model(cfg, dim, shape=shape, num_classes=num_classes)
+    except RuntimeError as e:  # torch.OutOfMemoryError (CUDA) is a RuntimeError too
+        text = str(e)
+        if not isinstance(e, torch.OutOfMemoryError) and not any(
+                s in text for s in ("can't allocate memory", "out of memory", "not enough memory")):
+            raise
+        reason = next((s for s in ("DefaultCPUAllocator: can't allocate memory", "CUDA out of memory",
+                                   "not enough memory") if s in text), text.splitlines()[0] if text else "")
+        raise ValueError(_too_large(cfg, dim, shape, num_classes, reason)) from None
+
+
+def _too_large(cfg: RunConfig, dim: int, shape: tuple[int, ...] | None, num_classes: int, reason: str) -> str:
+    """The out-of-memory message: the size setting, the parameters and bytes the network needs
+    (counted on the meta device, which allocates nothing)."""
+    is_image = shape is not None and len(shape) == 3
+    unet = (cfg.model == "auto" and is_image) or cfg.model == "unet"
+    setting = (f"unet_width = {cfg.unet_width} (unet_mults {cfg.unet_mults}, unet_blocks {cfg.unet_blocks})"
+               if unet else f"hidden = {cfg.hidden} (depth {cfg.depth})")
+    try:
+        with torch.device("meta"):
+            meta = _build_model(cfg, dim, shape=shape, num_classes=num_classes)
+        tensors = [*meta.parameters(), *meta.buffers()]
+        n = sum(t.numel() for t in meta.parameters())
+        size = f"{_bytes_text(sum(t.numel() * t.element_size() for t in tensors))} for its {n:.3g} parameters"
+    except Exception:  # noqa: BLE001 - the count is a courtesy; the message stands without it
+        size = "more memory"
+    kind = "a UNet" if unet else "an MLP"
+    return (f"the model must fit in memory, but {setting} makes {kind} that needs {size}, which cannot be "
+            f"allocated here ({reason}); choose a smaller {'unet_width' if unet else 'hidden'}")
+
+
+def _bytes_text(n: int) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = None,
+                 num_classes: int = 0) -> nn.Module:
     if cfg.resolved_score:
         # [SF]2M (sb-cfm): a velocity and a score network of the same architecture in one FlowAndScore;
         # the velocity network is initialised exactly as in a flow-only run, the score network
@@ -36,8 +80,8 @@ def build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = Non
         from flowmatch.models import FlowAndScore
 
         flow_cfg = cfg.replace(score=False)
-        flow = build_model(flow_cfg, dim, shape=shape, num_classes=num_classes)
-        score = build_model(flow_cfg.replace(seed=cfg.seed + SCORE_SEED_OFFSET), dim, shape=shape,
+        flow = _build_model(flow_cfg, dim, shape=shape, num_classes=num_classes)
+        score = _build_model(flow_cfg.replace(seed=cfg.seed + SCORE_SEED_OFFSET), dim, shape=shape,
                             num_classes=num_classes)
         return FlowAndScore(flow, score)
     is_image = shape is not None and len(shape) == 3

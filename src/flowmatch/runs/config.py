@@ -185,7 +185,11 @@ class RunConfig:
         self.eval_guidance = check_nonnegative_float("eval_guidance", self.eval_guidance)
         parse_int_list("unet_mults", self.unet_mults)
         parse_int_list("unet_attention", self.unet_attention, allow_empty=True)
-        if not (self.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", self.device)):
+        if not isinstance(self.device, str) or not (
+                self.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", self.device)):
+            if isinstance(self.device, int) and not isinstance(self.device, bool):
+                raise ValueError(f"device must be a string: auto, cpu, cuda, cuda:N or mps, got the number "
+                                 f"{self.device!r} (for CUDA device {self.device} write device = \"cuda:{self.device}\")")
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         return self
 

@@ -21,7 +21,7 @@ from flowmatch._utils.io import atomic_write_text
 from flowmatch.runs.config import RunConfig, dump_toml
 from flowmatch.runs.lock import LOCK_FILE, RunLock
 from flowmatch.training import distributed
-from flowmatch.training.checkpoint import latest_checkpoint
+from flowmatch.training.checkpoint import latest_checkpoint, read_state
 
 __all__ = ["CONFIG_FILE", "MARKER_FILE", "RUN_ENTRIES", "RESUME_MAY_CHANGE", "check_run_dir", "prepare_run_dir", "claim_run_dir",
            "write_config", "foreign_entries"]
@@ -70,7 +70,7 @@ def check_run_dir(cfg: RunConfig, out_path: Path | None, *, resume: bool, force:
         ck = latest_checkpoint(out_path / "checkpoints")
         if ck is None:
             raise ValueError(f"cannot resume: no checkpoint in {str(out_path / 'checkpoints')!r}")
-        done = int(json.loads((ck / "state.json").read_text())["step"])
+        done = read_state(ck)["step"]
         if cfg.steps < done:
             raise ValueError(f"steps must be >= the checkpoint's step {done}, got {cfg.steps}")
         return

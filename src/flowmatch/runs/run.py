@@ -36,7 +36,7 @@ from flowmatch.runs.kind import Report, RunKind
 from flowmatch.runs.snapshot import SnapshotKind
 from flowmatch.runs.vector import VectorKind
 from flowmatch.training import distributed
-from flowmatch.training.checkpoint import latest_checkpoint, load_checkpoint
+from flowmatch.training.checkpoint import latest_checkpoint, load_checkpoint, load_weights
 from flowmatch.training.trainer import Trainer, TrainResult, resolve_device
 
 __all__ = ["RunData", "LoadedRun", "build_data", "build_model", "kind_for", "train_run", "load_run",
@@ -126,7 +126,8 @@ def load_run(run_dir: str | Path, *, device: str = "auto", use_ema: bool = True)
         cfg = cfg.replace(score=False)  # an sb-cfm run trained before sb-cfm learned its score
     data = kind_for(cfg).build_data(cfg)
     model = build_model(cfg, data.dim, shape=getattr(data, "shape", None), num_classes=data.num_classes)
-    model.load_state_dict(ck.ema if (use_ema and ck.ema is not None) else ck.model)
+    ema = use_ema and ck.ema is not None
+    load_weights(model, ck.ema if ema else ck.model, ck.path / ("ema.safetensors" if ema else "model.safetensors"))
     dev = resolve_device(device)
     return LoadedRun(cfg, model.to(dev).eval(), data, ck.step, path, dev)
 

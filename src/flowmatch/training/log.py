@@ -7,9 +7,9 @@ import io
 from pathlib import Path
 from typing import TextIO
 
-from flowmatch._utils.io import atomic_write_text
+from flowmatch._utils.io import atomic_write_text, write_error
 
-__all__ = ["LOG_COLUMNS", "open_log"]
+__all__ = ["LOG_COLUMNS", "open_log", "write_row"]
 
 LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "elapsed_s")
 
@@ -33,4 +33,17 @@ def open_log(path: Path, keep_until: int | None = None) -> TextIO:
     w.writerow(LOG_COLUMNS)
     w.writerows(rows)
     atomic_write_text(path, buf.getvalue())
-    return open(path, "a", newline="")
+    try:
+        return open(path, "a", newline="")
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
+def write_row(log: TextIO, row: list) -> None:
+    """Append ``row`` to the open log and flush it; a refused write (full disk) is the one-line
+    ValueError of :func:`flowmatch._utils.io.write_error`."""
+    try:
+        csv.writer(log).writerow(row)
+        log.flush()
+    except OSError as e:
+        raise write_error(log.name, e) from None

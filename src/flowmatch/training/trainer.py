@@ -21,7 +21,6 @@ its own seeds; the loss runs inside DistributedDataParallel; only rank 0 writes 
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
 import signal
 import time
@@ -34,10 +33,10 @@ from torch import Tensor, nn
 from flowmatch._utils.device import resolve_device
 from flowmatch.objectives.cfm import FlowMatcher
 from flowmatch.training import distributed
-from flowmatch.training.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from flowmatch.training.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from flowmatch.training.config import TrainerConfig, TrainResult
 from flowmatch.training.interrupt import DeferredInterrupt, Interrupted
-from flowmatch.training.log import LOG_COLUMNS, open_log
+from flowmatch.training.log import LOG_COLUMNS, open_log, write_row
 from flowmatch.training.optim import EMA, adamw, learning_rate
 from flowmatch.training.prefetch import BatchPrefetcher, StepBatch
 from flowmatch.training.speed import SpeedOptions
@@ -171,13 +170,13 @@ class Trainer:
     def load(self, path: str | Path) -> int:
         """Restore model, optimizer, EMA and generator from a checkpoint; returns its step."""
         ck = load_checkpoint(path)
-        self.model.load_state_dict(ck.model)
+        load_weights(self.model, ck.model, Path(ck.path or path) / "model.safetensors")
         if ck.optimizer is not None:
             self.optimizer.load_state_dict(ck.optimizer)
         if self.ema is not None:
             if ck.ema is None:
                 raise ValueError(f"checkpoint {str(ck.path)!r} has no EMA weights but ema_decay > 0")
-            self.ema.model.load_state_dict(ck.ema)
+            load_weights(self.ema.model, ck.ema, Path(ck.path or path) / "ema.safetensors")
         rng = distributed.states_for_rank(ck.rng, self.dist.rank, self.dist.world_size)
         self.generator.set_state(rng["generator"].to(torch.uint8).cpu())
         if "path_generator" in rng:
@@ -300,7 +299,6 @@ class Trainer:
         if self.step > cfg.steps:
             raise ValueError(f"steps must be >= the checkpoint's step {self.step}, got {cfg.steps}")
         log = self._open_log(resumed=resume)
-        writer = csv.writer(log) if log is not None else None
         losses: list[tuple[int, float]] = []
         # float64 (MPS has none): a log window split by a checkpoint sums to the same logged mean
         loss_acc = torch.zeros((), device=self.device,
@@ -336,11 +334,9 @@ class Trainer:
                         mean = self._loss_sum / self._loss_count if self._loss_count else math.nan
                         losses.append((self.step, mean))
                         self._last_loss = mean
-                        if writer is not None:
-                            writer.writerow([self.step, f"{mean:.6g}",
-                                             f"{self.optimizer.param_groups[0]['lr']:.6g}",
-                                             f"{self._grad_norm():.6g}", f"{self._elapsed():.3f}"])
-                            log.flush()
+                        if log is not None:
+                            write_row(log, [self.step, f"{mean:.6g}", f"{self.optimizer.param_groups[0]['lr']:.6g}",
+                                            f"{self._grad_norm():.6g}", f"{self._elapsed():.3f}"])
                         bar.set_postfix(loss=f"{mean:.4f}")
                         self._loss_sum, self._loss_count = 0.0, 0
                     if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
@@ -366,7 +362,8 @@ class Trainer:
         finally:
             bar.close()
             if log is not None:
-                log.close()
+                with contextlib.suppress(OSError):  # every row was flushed; a failed flush has raised already
+                    log.close()
             self._prefetcher.rewind()  # the generator back at the last completed step
             self._prefetcher.close()
             self._prefetcher = None
