@@ -275,3 +275,32 @@ def test_snapshot_runs_under_nproc_2_prepare_their_directory_on_rank_0_only(tmp_
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert load_checkpoint(run / "checkpoints").step == 20
         assert (run / "metrics.json").is_file() and (run / MARKER_FILE).is_file()
+
+
+def test_a_really_full_disk_is_one_line_and_the_run_resumes_bit_exact(tmp_path):
+    """A tmpfs too small for the run (root only; skipped elsewhere): the write that fails (here in
+    safetensors, which reports ENOSPC as its own error) is one line naming the checkpoint, exit 2,
+    and the run resumes, once there is room, to the weights of an uninterrupted run."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        argv = [str(FLOWMATCH), "train", "--target", "8gaussians", *TINY, "--hidden", "32", "--steps", "400",
+                "--checkpoint-every", "50", "--no-plots"]
+        straight = tmp_path / "straight"
+        subprocess.run(argv + ["--out", str(straight)], env=_env(), check=True, stdin=subprocess.DEVNULL)
+        run = disk / "run"
+        proc = subprocess.run(argv + ["--out", str(run)], env=_env(), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert "cannot write" in lines[0] and "No space left on device" in lines[0]
+        assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        subprocess.run([str(FLOWMATCH), "train", "--resume", "--out", str(run), "--quiet", "--threads", "1",
+                        "--no-plots"], env=_env(), check=True, stdin=subprocess.DEVNULL)
+        assert_same_weights(straight, run)
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

@@ -97,7 +97,7 @@ def save_checkpoint(directory: str | Path, ckpt: Checkpoint, *, keep: int = 2) -
     final = directory / name
     try:
         _write_checkpoint(directory, tmp, final, ckpt)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own I/O error
         shutil.rmtree(tmp, ignore_errors=True)
         raise write_error(final, e) from None
     atomic_write_text(directory / "latest", name + "\n")
