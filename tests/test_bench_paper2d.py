@@ -131,6 +131,20 @@ def test_report_only_tables_the_finished_cells_and_computes_nothing(quick_out, t
     assert "6 finished cell(s) reported, 1 missing" in capsys.readouterr().out
 
 
+def test_report_only_without_a_benchmark_is_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    # README: `flowmatch bench paper2d --report-only` before any run (the default --out runs/bench/paper2d)
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "paper2d", "--report-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("flowmatch: error: no finished cell to report"), err
+    assert "'runs/bench/paper2d'" in err[0]
+    assert list(tmp_path.iterdir()) == []  # no empty runs/bench/paper2d left behind
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no benchmark cells"):
+        run_paper2d(tmp_path / "empty", Paper2DSettings.quick(), log=None, report_only=True)
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
 def test_evaluation_sets_are_a_split_drawn_apart_from_the_training_draw():
     from flowmatch.runs.run import build_data
 

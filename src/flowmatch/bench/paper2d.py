@@ -152,7 +152,11 @@ def run_paper2d(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a directory, got the file {str(out)!r}")
-    out.mkdir(parents=True, exist_ok=True)
+    if report_only and not (out / "cells").is_dir():  # nothing to report: create nothing
+        raise ValueError(f"no finished cell to report: {str(out)!r} holds no benchmark cells (run the "
+                         f"benchmark into it first; --report-only reads the --out and settings of that run)")
+    if not report_only:
+        out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _line: None)
     for t, m in skipped:
         say(f"[paper2d] {t}: {m} skipped (it needs a Gaussian source)")
