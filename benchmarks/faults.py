@@ -146,16 +146,20 @@ def _inject(fault: str, run: Path, rng: random.Random, mounts: list[Path]) -> st
         ck = latest_checkpoint(run / "checkpoints")
         if ck is None:
             return done + ", no checkpoint to corrupt"
+        whole = len(list((run / "checkpoints").glob("step-*")))
         f = ck / "model.safetensors"
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-        done += f", {ck.name}/model.safetensors truncated"
+        done += f", {ck.name}/model.safetensors truncated ({whole - 1} older)"
     return done
 
 
 def _finish(run: Path) -> tuple[int, str]:
     """Resume until the run completes (at most 3 tries); return (exit code, how)."""
     for _ in range(3):
-        has = latest_checkpoint(run / "checkpoints") is not None
+        try:
+            has = latest_checkpoint(run / "checkpoints") is not None
+        except ValueError:  # every checkpoint damaged (the only one was corrupted): start over
+            has = False
         extra = ["--resume"] if has else ["--force"]
         proc = subprocess.run(
             _cmd("--out", str(run), *extra),

@@ -45,3 +45,32 @@ def test_every_kind_trains_evaluates_plots_and_loads_through_the_one_driver(tmp_
     assert eval_key in again.to_dict()
     written = plot_run(out, run.model, run.data, run.config)
     assert set(written) == figures | {"loss"} and all(p.is_file() for p in written.values())
+
+
+def test_a_training_builds_its_method_once(tmp_path, monkeypatch):
+    """Configuration resolved once (issue 16, item 3): the config checks sigma without building
+    the method, and the coupling workers come from the method's spec; one training used to build
+    LinearPath and ExactOT three times."""
+    from flowmatch.couplings import ExactOT
+    from flowmatch.objectives import methods
+    from flowmatch.paths import LinearPath
+
+    built = {"ExactOT": 0, "LinearPath": 0, "check_sigma": 0}
+    for cls in (ExactOT, LinearPath):
+        original = cls.__init__
+
+        def counting(self, *a, _original=original, _name=cls.__name__, **kw):
+            built[_name] += 1
+            _original(self, *a, **kw)
+
+        monkeypatch.setattr(cls, "__init__", counting)
+    check = methods.check_sigma
+
+    def counting_check(*a, **kw):
+        built["check_sigma"] += 1
+        return check(*a, **kw)
+
+    monkeypatch.setattr(methods, "check_sigma", counting_check)
+    cfg = RunConfig(**COMMON, **CASES["vector"][1], method="ot-cfm", sigma=0.05, coupling_workers="auto")
+    train_run(cfg, tmp_path / "run", quiet=True, evaluate=False, plots=False)
+    assert built == {"ExactOT": 1, "LinearPath": 1, "check_sigma": 2}  # RunConfig once, the build once

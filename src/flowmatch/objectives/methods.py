@@ -34,7 +34,7 @@ from flowmatch.paths import BrownianBridgePath, GaussianToDataPath, LinearPath, 
 if TYPE_CHECKING:
     from flowmatch.objectives.cnf import CNFObjective
 
-__all__ = ["MethodSpec", "get", "names", "spec"]
+__all__ = ["MethodSpec", "get", "check_sigma", "names", "spec"]
 
 #: What a method's build returns: a FlowMatcher, or the CNF baseline's maximum-likelihood objective.
 Objective = Union[FlowMatcher, "CNFObjective"]
@@ -57,6 +57,8 @@ class MethodSpec:
     #: The method also learns the score of its path ([SF]2M): build returns a ScoreFlowMatcher and
     #: runs build a FlowAndScore model, sampled as an SDE by ``flowmatch.sample_sde``.
     learns_score: bool = False
+    #: Its coupling pairs the batches (an OT problem per step, worth solving ahead in a worker).
+    pairs: bool = False
 
 
 def _cnf(sigma: float) -> "CNFObjective":
@@ -71,12 +73,8 @@ def _sb(sigma: float) -> FlowMatcher:
     kernel is exp(-||x0 - x1||^2 / (2 sigma^2))), plus the score term for models with a score."""
     from flowmatch.objectives.sf2m import ScoreFlowMatcher
 
-    if sigma == 0:
-        raise ValueError("sb-cfm needs sigma > 0 (entropic regularisation 2 sigma^2), got 0.0")
-    epsilon = 2.0 * sigma * sigma  # (sigma**2 raises OverflowError past 1.3e154)
-    check_fits_float32("sigma", sigma, "sb-cfm's entropic regularisation 2 sigma^2", epsilon)
     return ScoreFlowMatcher(
-        BrownianBridgePath(sigma), Sinkhorn(epsilon, reg_scale="absolute"), name="sb-cfm"
+        BrownianBridgePath(sigma), Sinkhorn(2.0 * sigma * sigma, reg_scale="absolute"), name="sb-cfm"
     )
 
 
@@ -94,6 +92,7 @@ _SPECS: dict[str, MethodSpec] = {
             "exact minibatch OT coupling, straight path with constant noise sigma (Tong et al. 2024)",
             0.1,
             lambda s: FlowMatcher(LinearPath(s), ExactOT(), name="ot-cfm"),
+            pairs=True,
         ),
         MethodSpec(
             "fm",
@@ -109,6 +108,7 @@ _SPECS: dict[str, MethodSpec] = {
             1.0,
             _sb,
             learns_score=True,
+            pairs=True,
         ),
         MethodSpec(
             "vp-cfm",
@@ -148,9 +148,10 @@ def spec(name: str) -> MethodSpec:
     return _SPECS[name]
 
 
-def get(name: str, *, sigma: float | None = None) -> Objective:
-    """Build the FlowMatcher of a named method (for ``cnf`` its CNFObjective); ``sigma=None``
-    takes the paper's default."""
+def check_sigma(name: str, sigma: float | None) -> float:
+    """The method's sigma (``None``: the paper's default), checked against its rules without
+    building anything: >= 0 and finite in float32, 0 for the deterministic methods, sigma_min < 1
+    for fm, > 0 for sb-cfm with 2 sigma^2 finite in float32."""
     s = spec(name)
     if sigma is None:
         sigma = s.default_sigma
@@ -159,4 +160,15 @@ def get(name: str, *, sigma: float | None = None) -> Objective:
         raise ValueError(f"method {name!r} is deterministic and needs sigma = 0, got {sigma}")
     if name == "fm" and sigma >= 1:
         raise ValueError(f"fm needs sigma_min in [0, 1), got {sigma}")
-    return s.build(sigma)
+    if name == "sb-cfm":
+        if sigma == 0:
+            raise ValueError("sb-cfm needs sigma > 0 (entropic regularisation 2 sigma^2), got 0.0")
+        epsilon = 2.0 * sigma * sigma  # (sigma**2 raises OverflowError past 1.3e154)
+        check_fits_float32("sigma", sigma, "sb-cfm's entropic regularisation 2 sigma^2", epsilon)
+    return check_fits_float32("sigma", sigma)  # the paths compute in float32
+
+
+def get(name: str, *, sigma: float | None = None) -> Objective:
+    """Build the FlowMatcher of a named method (for ``cnf`` its CNFObjective); ``sigma=None``
+    takes the paper's default (checked by :func:`check_sigma`)."""
+    return spec(name).build(check_sigma(name, sigma))

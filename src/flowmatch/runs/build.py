@@ -13,7 +13,7 @@ from flowmatch.models import MLP
 from flowmatch.models.unet import UNet
 from flowmatch.objectives import methods
 from flowmatch.objectives.cfm import FlowMatcher
-from flowmatch.runs.config import RunConfig, parse_int_list
+from flowmatch.runs.config import TRAINER_FIELDS, RunConfig, parse_int_list
 from flowmatch.training.trainer import TrainerConfig
 
 __all__ = ["build_unet", "unet_settings", "build_model", "build_matcher", "trainer_config", "coupling_workers", "SCORE_SEED_OFFSET"]
@@ -129,13 +129,9 @@ def build_matcher(cfg: RunConfig):
 
 
 def trainer_config(cfg: RunConfig, quiet: bool) -> TrainerConfig:
-    return TrainerConfig(
-        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_schedule=cfg.lr_schedule, weight_decay=cfg.weight_decay,
-        grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay, seed=cfg.seed, log_every=cfg.log_every,
-        checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints, quiet=quiet,
-        max_bad_steps=cfg.max_bad_steps,
-        coupling_workers=coupling_workers(cfg), bf16=cfg.bf16, compile=cfg.compile, tf32=cfg.tf32,
-    )
+    """The Trainer's settings of a run: its TRAINER_FIELDS, ``coupling_workers`` resolved."""
+    return TrainerConfig(**{name: getattr(cfg, name) for name in TRAINER_FIELDS}, quiet=quiet,
+                         coupling_workers=coupling_workers(cfg))
 
 
 def coupling_workers(cfg: RunConfig) -> int:
@@ -144,8 +140,7 @@ def coupling_workers(cfg: RunConfig) -> int:
         return int(cfg.coupling_workers)
     from flowmatch.training.prefetch import auto_workers
 
-    coupling = getattr(methods.get(cfg.method, sigma=cfg.sigma), "coupling", None)  # cnf has none
-    return auto_workers(coupling is None or coupling.is_identity)
+    return auto_workers(not methods.spec(cfg.method).pairs)  # from the method's spec: nothing built
 
 
 def unet_settings(cfg: RunConfig, shape: Sequence[int]) -> dict[str, Any]:

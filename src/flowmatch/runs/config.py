@@ -19,7 +19,6 @@ from flowmatch._utils.validate import (
     check_choice,
     check_nonnegative_float,
     check_nonnegative_int,
-    check_positive_float,
     check_positive_int,
     check_probability,
 )
@@ -54,6 +53,11 @@ def parse_int_list(name: str, text: str, *, allow_empty: bool = False) -> tuple[
         extra = ", 'none'" if allow_empty else ""
         raise ValueError(f"{name} must be a comma-separated list of positive integers, 'auto'{extra}, got {text!r}")
     return values
+
+
+#: The RunConfig fields that are the Trainer's settings (checked and passed by TrainerConfig).
+TRAINER_FIELDS = ("steps", "batch_size", "lr", "weight_decay", "grad_clip", "ema_decay", "lr_schedule", "seed",
+                  "log_every", "checkpoint_every", "keep_checkpoints", "bf16", "compile", "tf32", "max_bad_steps")
 
 
 @dataclass
@@ -133,7 +137,7 @@ class RunConfig:
         spec = methods.spec(self.method)
         if self.sigma is not None:
             self.sigma = check_nonnegative_float("sigma", self.sigma)
-            methods.get(self.method, sigma=self.sigma)  # method-specific sigma rules
+            methods.check_sigma(self.method, self.sigma)  # method-specific sigma rules, nothing built
         if self.score is not None and not isinstance(self.score, bool):
             raise ValueError(f"score must be true or false, got {self.score!r}")
         if self.score and not spec.learns_score:
@@ -145,31 +149,27 @@ class RunConfig:
             raise ValueError(
                 f"method {self.method!r} flows from N(0, I) and needs --source gaussian, got {self.source!r}"
             )
-        for name in ("n_train", "n_test", "hidden", "depth", "steps", "batch_size", "log_every",
-                     "checkpoint_every", "keep_checkpoints", "eval_steps", "unet_width", "unet_blocks"):
+        for name in ("n_train", "n_test", "hidden", "depth", "eval_steps", "unet_width", "unet_blocks"):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
-        self.max_bad_steps = check_nonnegative_int("max_bad_steps", self.max_bad_steps)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        # the optimisation settings: the Trainer's own rules, in one place (TrainerConfig)
+        from flowmatch.training.config import TrainerConfig
+
+        checked = TrainerConfig(**{name: getattr(self, name) for name in TRAINER_FIELDS})
+        for name in TRAINER_FIELDS:
+            setattr(self, name, getattr(checked, name))
         w = self.coupling_workers
         if isinstance(w, str) and w.strip().isdigit():
             w = int(w.strip())
-        if not (w == "auto" or (isinstance(w, int) and not isinstance(w, bool) and w >= 0)):
-            raise ValueError(f"coupling_workers must be 'auto' or an integer >= 0, got {self.coupling_workers!r}")
+        if w != "auto":
+            try:
+                w = check_nonnegative_int("coupling_workers", w)
+            except ValueError:
+                raise ValueError(f"coupling_workers must be 'auto' or an integer >= 0, got {self.coupling_workers!r}") \
+                    from None
         self.coupling_workers = w
         check_choice("coupling_scope", self.coupling_scope, ("local", "global"))
         if self.coupling_scope == "global" and self.cond != "none":
             raise ValueError(f"coupling_scope 'global' needs an unconditional run (cond 'none'), got cond {self.cond!r}")
-        for name in ("bf16", "compile", "tf32"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        self.lr = check_positive_float("lr", self.lr)
-        check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
-        self.weight_decay = check_nonnegative_float("weight_decay", self.weight_decay)
-        self.grad_clip = check_nonnegative_float("grad_clip", self.grad_clip)
-        self.ema_decay = check_probability("ema_decay", self.ema_decay)
-        if self.ema_decay == 1.0:
-            raise ValueError("ema_decay must be < 1 (1 would freeze the average), got 1.0")
         check_choice("test_split", self.test_split, ("fresh", "paper"))
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
         check_choice("time_embedding", self.time_embedding, ("concat", "sinusoidal"))

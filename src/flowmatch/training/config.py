@@ -55,7 +55,11 @@ class TrainerConfig:
         self.grad_clip = check_nonnegative_float("grad_clip", self.grad_clip)
         self.ema_decay = check_probability("ema_decay", self.ema_decay)
         if self.ema_decay == 1.0:
-            raise ValueError("ema_decay must be < 1, got 1.0")
+            raise ValueError("ema_decay must be < 1 (1 would freeze the average), got 1.0")
+        self.seed = check_nonnegative_int("seed", self.seed)
+        for name in ("quiet", "bf16", "compile", "tf32"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
 
 @dataclass
