@@ -45,4 +45,7 @@ def main(out: str, settings: str) -> None:
 
 
 if __name__ == "__main__":
+    from flowmatch.training.distributed import exit_worker
+
     main(sys.argv[1], sys.argv[2])
+    exit_worker(0)
