@@ -18,9 +18,9 @@ run keeps every finished cell, and the pending units are cancelled.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 

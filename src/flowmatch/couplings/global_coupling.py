@@ -22,8 +22,8 @@ With one process (no process group) the wrapper is its base coupling, bit for bi
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

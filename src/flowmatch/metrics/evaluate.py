@@ -8,8 +8,9 @@ trajectories; NFE is the number of function evaluations of the adaptive dopri5 s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn

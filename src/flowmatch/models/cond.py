@@ -13,7 +13,7 @@ per sample, with a learned null condition for classifier-free guidance (Ho & Sal
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

@@ -19,7 +19,7 @@ are padded by reflection and the output cropped back, so the output always has t
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -13,9 +13,9 @@ path (Tong et al., Theorem 3.2), so integrating v_theta from t = 0 to 1 generate
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn

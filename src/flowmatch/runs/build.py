@@ -4,7 +4,8 @@ settings (:func:`trainer_config`). Shared by every kind of run (vector, image, s
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -9,8 +9,8 @@ target points, and writes the comparison into ``<out>/``: ``metrics.json``, ``sa
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

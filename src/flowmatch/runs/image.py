@@ -7,8 +7,9 @@ images, an (N, C, H, W) array); see :mod:`flowmatch.data.images`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn

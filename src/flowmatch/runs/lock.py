@@ -62,7 +62,7 @@ class RunLock:
         self._file: IO[str] | None = None
         self._key: Path | None = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         key = _key(self.run_dir)
         if key in _held:

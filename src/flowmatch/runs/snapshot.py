@@ -11,9 +11,10 @@ The directory has the layout of :mod:`flowmatch.runs.run`; ``metrics.json`` hold
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -36,8 +36,8 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn

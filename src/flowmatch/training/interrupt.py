@@ -66,7 +66,7 @@ class DeferredInterrupt:
         if not self.keep_deferring and signum in self._previous:
             signal.signal(signum, self._previous.pop(signum))  # the second one acts at once
 
-    def __enter__(self) -> "DeferredInterrupt":
+    def __enter__(self) -> DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
             for sig in HANDLED_SIGNALS:
                 self._previous[sig] = signal.getsignal(sig)

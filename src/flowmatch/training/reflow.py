@@ -179,7 +179,7 @@ class PairedBatches:
         return self.x1[idx]
 
     class _View:
-        def __init__(self, owner: "PairedBatches", draw):
+        def __init__(self, owner: PairedBatches, draw):
             self._owner = owner
             self._draw = draw
 
@@ -190,12 +190,12 @@ class PairedBatches:
             return self._draw(n, generator=generator)
 
     @property
-    def source(self) -> "PairedBatches._View":
+    def source(self) -> PairedBatches._View:
         """Callable ``(n, generator) -> (n, *dims)`` rows of ``x0``; draws the batch's indices."""
         return PairedBatches._View(self, self._draw_source)
 
     @property
-    def target(self) -> "PairedBatches._View":
+    def target(self) -> PairedBatches._View:
         """Callable ``(n, generator) -> (n, *dims)``: the ``x1`` partners of the last source batch."""
         return PairedBatches._View(self, self._draw_target)
 

@@ -48,7 +48,7 @@ class SpeedOptions:
         """Names of the options that are on."""
         return tuple(f.name for f in fields(self) if getattr(self, f.name))
 
-    def for_device(self, device: torch.device, *, warn: bool = True) -> "SpeedOptions":
+    def for_device(self, device: torch.device, *, warn: bool = True) -> SpeedOptions:
         """The options that apply on ``device``: all of them on CUDA, none elsewhere (with a
         :class:`SpeedOptionWarning` naming the ignored ones when ``warn``)."""
         if device.type == "cuda" or not self.requested:

@@ -27,8 +27,8 @@ is a spatial gradient and needs no rescaling; its loss weight is the path's sigm
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -135,7 +135,7 @@ class SnapshotMatcher(PairingOverride):
 
     @classmethod
     def from_method(cls, method: str, times: Sequence[float] | Tensor, *, sigma: float | None = None,
-                    score: bool | None = None) -> "SnapshotMatcher":
+                    score: bool | None = None) -> SnapshotMatcher:
         """The named method (:mod:`flowmatch.objectives.methods`) on every interval; for a method that learns a
         score (sb-cfm), ``sigma`` is the diffusion per unit of data time, so interval k gets the
         bridge sigma sqrt(t_{k+1} - t_k) (module docstring). ``score``: default the method's."""
