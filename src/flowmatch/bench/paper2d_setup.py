@@ -129,7 +129,7 @@ class Paper2DSettings:
     @classmethod
     def quick(cls, **overrides: Any) -> Paper2DSettings:
         """A tiny configuration that runs the whole pipeline in seconds (a smoke test, not a result)."""
-        base = dict(steps=10, batch_size=64, seeds=1, n_train=256, n_test=128, n_eval=128, n_sweep=128)
+        base: dict[str, Any] = dict(steps=10, batch_size=64, seeds=1, n_train=256, n_test=128, n_eval=128, n_sweep=128)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 

@@ -84,6 +84,7 @@ def evaluate_model(
     """
     model.eval()
     res = sample(model, x0, solver=solver, steps=steps, cond=cond, return_trajectory=True)
+    assert res.trajectory is not None  # return_trajectory=True
     if w1_mmd:
         q = metrics.sample_quality(res.x, x1)
         w2, w1, mmd = q.w2, q.w1, q.mmd

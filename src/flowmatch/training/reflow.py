@@ -243,9 +243,10 @@ def train_on_pairs(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(pairs, ReflowPairs):
         raise TypeError(f"pairs must be ReflowPairs, got {type(pairs).__name__}")
-    matcher = methods.get("rf") if matcher is None else matcher
-    if not isinstance(matcher, FlowMatcher):
-        raise TypeError(f"matcher must be a FlowMatcher, got {type(matcher).__name__}")
+    objective = methods.get("rf") if matcher is None else matcher
+    if not isinstance(objective, FlowMatcher):
+        raise TypeError(f"matcher must be a FlowMatcher, got {type(objective).__name__}")
+    matcher = objective
     if not matcher.coupling.is_identity:
         raise ValueError(
             f"training on fixed pairs needs a matcher whose coupling keeps the pairs (identity), "

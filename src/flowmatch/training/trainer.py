@@ -52,7 +52,7 @@ class TrainingDiverged(ValueError):
 PATH_SEED_OFFSET = 3_000_017
 
 
-BatchFn = Callable[..., Tensor]
+BatchFn = Callable[..., Tensor | tuple[Tensor, Tensor]]
 
 
 class Trainer:

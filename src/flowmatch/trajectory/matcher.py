@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -206,7 +207,7 @@ class SnapshotMatcher(PairingOverride):
         if pairing is not None:
             x0, x1 = pairing.apply(x0, x1)
         blocks = interval_blocks(x0.shape[0], self.num_intervals)
-        kw = dict(device=x0.device, dtype=x0.dtype, generator=generator)
+        kw: dict[str, Any] = dict(device=x0.device, dtype=x0.dtype, generator=generator)
         s = torch.cat([f.time_sampler(hi - lo, f.path, **kw) for f, (lo, hi) in zip(self.matchers, blocks)])
         eps = torch.randn(x0.shape, **kw)
         x_t, u_t, t, interval, sig = [], [], [], [], []
