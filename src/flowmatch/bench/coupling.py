@@ -48,7 +48,7 @@ from flowmatch.bench.coupling_setup import (
     bench_trainer,
     sample_pools,
 )
-from flowmatch.couplings import BlockOT, ExactOT
+from flowmatch.couplings import BlockOT, Coupling, ExactOT, Pairing
 from flowmatch.data.batches import TensorBatches
 from flowmatch.models import MLP
 from flowmatch.objectives import methods
@@ -113,6 +113,20 @@ def _trainer_timing(make_matcher: Callable[[], FlowMatcher], dim: int, batch: in
     return lambda: _time_trainer(lambda: bench_trainer(make_matcher(), dim, batch, steps, workers, pools, seed))
 
 
+def _icfm() -> FlowMatcher:
+    matcher = methods.get("i-cfm")
+    assert isinstance(matcher, FlowMatcher)
+    return matcher
+
+
+def _ot_matcher(coupling: Coupling) -> FlowMatcher:
+    return FlowMatcher(LinearPath(0.1), coupling)
+
+
+def _fresh_pairing(make: Callable[[], Coupling], x0: Tensor, x1: Tensor) -> Pairing:
+    return make()(x0, x1)
+
+
 def _time_steps(step: Callable[[], None], steps: int) -> tuple[float, float]:
     start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
@@ -161,7 +175,7 @@ def _step_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
             # every timing is bound to this (dim, batch) here and called within this iteration only
             timing = partial(_trainer_timing, dim=dim, batch=batch, steps=steps, pools=pools, seed=s.seed)
             variants: dict[str, Callable[[], tuple[float, float]]] = {
-                "i-cfm": timing(lambda: methods.get("i-cfm"), workers=0),
+                "i-cfm": timing(_icfm, workers=0),
                 "ot-cfm auction inline": timing(lambda: FlowMatcher(LinearPath(0.1), ExactOT()), workers=0),
                 f"ot-cfm auction prefetch({s.workers})": timing(lambda: FlowMatcher(LinearPath(0.1), ExactOT()),
                                                                  workers=s.workers),
@@ -172,7 +186,7 @@ def _step_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
             block = BlockOT(s.quality_block)
             if batch > s.quality_block:
                 variants[f"ot-cfm block{s.quality_block} prefetch({s.workers})"] = timing(
-                    lambda block=block: FlowMatcher(LinearPath(0.1), block), workers=s.workers)
+                    partial(_ot_matcher, block), workers=s.workers)
             if has_tcfm:
                 tstep = _torchcfm_step_fn(dim, batch, pools, s.seed)
                 variants["torchcfm ot-cfm"] = partial(_time_steps, tstep, steps)
@@ -188,8 +202,8 @@ def _step_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
             cost = ExactOT().cost(x0.double(), x1.double()).numpy()
             opt = solve_assignment(cost, solver="emd").cost
             solve = {
-                "ot-cfm auction": _time_call(lambda x0=x0, x1=x1: ExactOT()(x0, x1), s.repeats),
-                "ot-cfm emd": _time_call(lambda x0=x0, x1=x1: ExactOT("emd")(x0, x1), s.repeats),
+                "ot-cfm auction": _time_call(partial(_fresh_pairing, ExactOT, x0, x1), s.repeats),
+                "ot-cfm emd": _time_call(partial(_fresh_pairing, partial(ExactOT, "emd"), x0, x1), s.repeats),
             }
             stats = {
                 "ot-cfm auction": _pair_stats(x0, x1, torch.arange(batch), ExactOT()(x0, x1).i1, opt),
@@ -241,15 +255,14 @@ def _large_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
         pools = sample_pools(2, max(2 * batch, 10_000), s.seed)
         steps = max(3, round(s.steps * 256 / batch))
         g = torch.Generator().manual_seed(s.seed)
-        icfm_timing = _trainer_timing(lambda: methods.get("i-cfm"), 2, batch, steps, 0, pools, s.seed)
+        icfm_timing = _trainer_timing(_icfm, 2, batch, steps, 0, pools, s.seed)
         icfm = [icfm_timing()[0] for _ in range(reps)]
         for partition in ("sorted", "random"):
             coupling = BlockOT(s.block_size, partition=partition)
             solve_ms = _time_call(partial(coupling, x0, x1, generator=g), reps)
             p = coupling(x0, x1, generator=g)
             cost = float(((x0.double() - x1.double()[p.i1]) ** 2).sum())
-            ot_timing = _trainer_timing(lambda coupling=coupling: FlowMatcher(LinearPath(0.1), coupling), 2, batch,
-                                        steps, s.workers, pools, s.seed)
+            ot_timing = _trainer_timing(partial(_ot_matcher, coupling), 2, batch, steps, s.workers, pools, s.seed)
             step = [ot_timing()[0] for _ in range(reps)]
             row = {"batch": batch, "coupling": f"block {s.block_size} {partition}", "solve_ms": solve_ms,
                    "cost_vs_exact": cost / exact_cost if exact_cost == exact_cost else math.nan,
