@@ -39,7 +39,7 @@ class VectorKind(RunKind):
         device = distributed.local_device(resolve_device(cfg.device))  # cuda:LOCAL_RANK under torchrun
         if data.source_is_stream:
             dims = data.shape if data.shape is not None else (data.dim,)
-            source = StreamBatches(
+            source: StreamBatches | TensorBatches = StreamBatches(
                 lambda n, generator=None: torch.randn((n, *dims), generator=generator, device=device),
                 device=device, name="source",
             )
