@@ -19,7 +19,6 @@ Prints a Markdown table on stdout (progress on stderr).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from dataclasses import dataclass

@@ -67,7 +67,7 @@ def jacobian_trace(model, x, t):
     """Reference divergence: the trace of the full autograd Jacobian, one sample at a time."""
     out = []
     for b in range(x.shape[0]):
-        jac = torch.autograd.functional.jacobian(lambda xi: model(xi[None], t[b : b + 1])[0], x[b])
+        jac = torch.autograd.functional.jacobian(lambda xi, b=b: model(xi[None], t[b : b + 1])[0], x[b])
         d = x[b].numel()
         out.append(jac.reshape(d, d).trace())
     return torch.stack(out)
@@ -76,7 +76,7 @@ def jacobian_trace(model, x, t):
 def full_jacobians(model, x, t):
     d = x[0].numel()
     return torch.stack([
-        torch.autograd.functional.jacobian(lambda xi: model(xi[None], t[b : b + 1])[0], x[b]).reshape(d, d)
+        torch.autograd.functional.jacobian(lambda xi, b=b: model(xi[None], t[b : b + 1])[0], x[b]).reshape(d, d)
         for b in range(x.shape[0])
     ])
 

@@ -115,7 +115,7 @@ def test_plot_loss_and_csv(tmp_path):
     _assert_image(out)
 
     csv_path = tmp_path / "log.csv"
-    lines = ["step,loss,lr"] + [f"{s},{l:.6f},0.001" for s, l in zip(steps, losses)]
+    lines = ["step,loss,lr"] + [f"{s},{loss:.6f},0.001" for s, loss in zip(steps, losses)]
     lines.insert(10, "9.5,,0.001")  # a row without a loss value is skipped
     csv_path.write_text("\n".join(lines) + "\n")
     out_csv = plot_loss_csv(csv_path, tmp_path / "plots" / "loss_csv.png")
@@ -298,7 +298,7 @@ def test_trajectory_panels_share_projection_and_limits(tmp_path, dims):
     # The same trajectory is drawn identically in two panels (one projection for the figure).
     assert all(np.allclose(a, b) for a, b in zip(segs[0], segs[2]))
     for ax, seg in zip(fig.axes, segs):
-        assert _inside(np.concatenate(seg), fig.axes[0])
+        assert _inside(np.concatenate(seg), ax)
 
     target = 0.5 * _randn(200, *dims, seed=33) + 3.0
     out = plot_trajectory_panels(panels, tmp_path / "traj.png", target=target, title="paths")

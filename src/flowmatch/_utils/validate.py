@@ -84,7 +84,7 @@ def check_probability(name: str, value: Any) -> float:
     return v
 
 
-def check_choice(name: str, value: Any, choices: "list[str] | tuple[str, ...]") -> str:
+def check_choice(name: str, value: Any, choices: list[str] | tuple[str, ...]) -> str:
     """Return ``value`` if it is one of ``choices``; the error lists the valid names."""
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(sorted(choices))}")
@@ -103,7 +103,7 @@ def check_fits_float32(name: str, value: float, quantity: str | None = None, der
                      f"{value!r}, which makes it {x:.4g}")
 
 
-def check_finite(name: str, x: "torch.Tensor") -> "torch.Tensor":
+def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
     """Raise ValueError if ``x`` holds NaN or Inf, saying how many and where the first one is."""
     import torch
 

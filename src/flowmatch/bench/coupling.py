@@ -30,9 +30,11 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -46,7 +48,7 @@ from flowmatch.bench.coupling_setup import (
     bench_trainer,
     sample_pools,
 )
-from flowmatch.couplings import BlockOT, ExactOT
+from flowmatch.couplings import BlockOT, Coupling, ExactOT, Pairing
 from flowmatch.data.batches import TensorBatches
 from flowmatch.models import MLP
 from flowmatch.objectives import methods
@@ -105,6 +107,26 @@ def _torchcfm_step_fn(dim: int, batch: int, pools: tuple[Tensor, Tensor], seed: 
     return step
 
 
+def _trainer_timing(make_matcher: Callable[[], FlowMatcher], dim: int, batch: int, steps: int, workers: int,
+                    pools: tuple[Tensor, Tensor], seed: int) -> Callable[[], tuple[float, float]]:
+    """A variant of the step-time table: each call times a fresh trainer with a fresh matcher."""
+    return lambda: _time_trainer(lambda: bench_trainer(make_matcher(), dim, batch, steps, workers, pools, seed))
+
+
+def _icfm() -> FlowMatcher:
+    matcher = methods.get("i-cfm")
+    assert isinstance(matcher, FlowMatcher)
+    return matcher
+
+
+def _ot_matcher(coupling: Coupling) -> FlowMatcher:
+    return FlowMatcher(LinearPath(0.1), coupling)
+
+
+def _fresh_pairing(make: Callable[[], Coupling], x0: Tensor, x1: Tensor) -> Pairing:
+    return make()(x0, x1)
+
+
 def _time_steps(step: Callable[[], None], steps: int) -> tuple[float, float]:
     start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
@@ -150,25 +172,24 @@ def _step_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
         for batch in s.batches:
             steps = max(4, round(s.steps * 256 / batch / (4 if dim >= 1024 else 1)))
             pools = sample_pools(dim, max(4 * batch, 4096), s.seed)
+            # every timing is bound to this (dim, batch) here and called within this iteration only
+            timing = partial(_trainer_timing, dim=dim, batch=batch, steps=steps, pools=pools, seed=s.seed)
             variants: dict[str, Callable[[], tuple[float, float]]] = {
-                "i-cfm": lambda: _time_trainer(lambda: bench_trainer(
-                    methods.get("i-cfm"), dim, batch, steps, 0, pools, s.seed)),
-                "ot-cfm auction inline": lambda: _time_trainer(lambda: bench_trainer(
-                    FlowMatcher(LinearPath(0.1), ExactOT()), dim, batch, steps, 0, pools, s.seed)),
-                f"ot-cfm auction prefetch({s.workers})": lambda: _time_trainer(lambda: bench_trainer(
-                    FlowMatcher(LinearPath(0.1), ExactOT()), dim, batch, steps, s.workers, pools, s.seed)),
-                "ot-cfm emd inline": lambda: _time_trainer(lambda: bench_trainer(
-                    FlowMatcher(LinearPath(0.1), ExactOT("emd")), dim, batch, steps, 0, pools, s.seed)),
-                f"ot-cfm emd prefetch({s.workers})": lambda: _time_trainer(lambda: bench_trainer(
-                    FlowMatcher(LinearPath(0.1), ExactOT("emd")), dim, batch, steps, s.workers, pools, s.seed)),
+                "i-cfm": timing(_icfm, workers=0),
+                "ot-cfm auction inline": timing(lambda: FlowMatcher(LinearPath(0.1), ExactOT()), workers=0),
+                f"ot-cfm auction prefetch({s.workers})": timing(lambda: FlowMatcher(LinearPath(0.1), ExactOT()),
+                                                                 workers=s.workers),
+                "ot-cfm emd inline": timing(lambda: FlowMatcher(LinearPath(0.1), ExactOT("emd")), workers=0),
+                f"ot-cfm emd prefetch({s.workers})": timing(lambda: FlowMatcher(LinearPath(0.1), ExactOT("emd")),
+                                                             workers=s.workers),
             }
             block = BlockOT(s.quality_block)
             if batch > s.quality_block:
-                variants[f"ot-cfm block{s.quality_block} prefetch({s.workers})"] = lambda: _time_trainer(
-                    lambda: bench_trainer(FlowMatcher(LinearPath(0.1), block), dim, batch, steps, s.workers, pools, s.seed))
+                variants[f"ot-cfm block{s.quality_block} prefetch({s.workers})"] = timing(
+                    partial(_ot_matcher, block), workers=s.workers)
             if has_tcfm:
                 tstep = _torchcfm_step_fn(dim, batch, pools, s.seed)
-                variants["torchcfm ot-cfm"] = lambda: _time_steps(tstep, steps)
+                variants["torchcfm ot-cfm"] = partial(_time_steps, tstep, steps)
             if batch <= 256:  # warm-up (compiles the kernel, fills caches)
                 for fn in variants.values():
                     fn()
@@ -181,8 +202,8 @@ def _step_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
             cost = ExactOT().cost(x0.double(), x1.double()).numpy()
             opt = solve_assignment(cost, solver="emd").cost
             solve = {
-                "ot-cfm auction": _time_call(lambda: ExactOT()(x0, x1), s.repeats),
-                "ot-cfm emd": _time_call(lambda: ExactOT("emd")(x0, x1), s.repeats),
+                "ot-cfm auction": _time_call(partial(_fresh_pairing, ExactOT, x0, x1), s.repeats),
+                "ot-cfm emd": _time_call(partial(_fresh_pairing, partial(ExactOT, "emd"), x0, x1), s.repeats),
             }
             stats = {
                 "ot-cfm auction": _pair_stats(x0, x1, torch.arange(batch), ExactOT()(x0, x1).i1, opt),
@@ -190,11 +211,11 @@ def _step_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
             }
             if batch > s.quality_block:
                 gb = torch.Generator().manual_seed(s.seed)
-                solve["ot-cfm block"] = _time_call(lambda: block(x0, x1, generator=gb), s.repeats)
+                solve["ot-cfm block"] = _time_call(partial(block, x0, x1, generator=gb), s.repeats)
                 stats["ot-cfm block"] = _pair_stats(x0, x1, torch.arange(batch), block(x0, x1, generator=gb).i1, opt)
             if has_tcfm:
                 sampler, i, j = _torchcfm_pairs(x0, x1)
-                solve["torchcfm ot-cfm"] = _time_call(lambda: sampler.sample_plan(x0, x1), s.repeats)
+                solve["torchcfm ot-cfm"] = _time_call(partial(sampler.sample_plan, x0, x1), s.repeats)
                 stats["torchcfm ot-cfm"] = _pair_stats(x0, x1, i, j, opt)
             base = times["i-cfm"]
             for name, ts in times.items():
@@ -234,15 +255,15 @@ def _large_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
         pools = sample_pools(2, max(2 * batch, 10_000), s.seed)
         steps = max(3, round(s.steps * 256 / batch))
         g = torch.Generator().manual_seed(s.seed)
-        icfm = [_time_trainer(lambda: bench_trainer(methods.get("i-cfm"), 2, batch, steps, 0, pools, s.seed))[0]
-                for _ in range(reps)]
+        icfm_timing = _trainer_timing(_icfm, 2, batch, steps, 0, pools, s.seed)
+        icfm = [icfm_timing()[0] for _ in range(reps)]
         for partition in ("sorted", "random"):
             coupling = BlockOT(s.block_size, partition=partition)
-            solve_ms = _time_call(lambda: coupling(x0, x1, generator=g), reps)
+            solve_ms = _time_call(partial(coupling, x0, x1, generator=g), reps)
             p = coupling(x0, x1, generator=g)
             cost = float(((x0.double() - x1.double()[p.i1]) ** 2).sum())
-            step = [_time_trainer(lambda: bench_trainer(FlowMatcher(LinearPath(0.1), coupling), 2, batch, steps,
-                                                   s.workers, pools, s.seed))[0] for _ in range(reps)]
+            ot_timing = _trainer_timing(partial(_ot_matcher, coupling), 2, batch, steps, s.workers, pools, s.seed)
+            step = [ot_timing()[0] for _ in range(reps)]
             row = {"batch": batch, "coupling": f"block {s.block_size} {partition}", "solve_ms": solve_ms,
                    "cost_vs_exact": cost / exact_cost if exact_cost == exact_cost else math.nan,
                    "exact_solve_ms": exact_ms, "icfm_step_ms": _median(icfm), "ot_step_ms": _median(step),

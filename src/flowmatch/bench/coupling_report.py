@@ -16,7 +16,7 @@ def _f(v: float, digits: int = 2) -> str:
     return "-" if v != v else f"{v:.{digits}f}"
 
 
-def format_tables(rows, large_rows, quality_rows, s: "CouplingBenchSettings") -> str:
+def format_tables(rows, large_rows, quality_rows, s: CouplingBenchSettings) -> str:
     """The step-time table, then the large-batch and quality tables when they have rows."""
     out = [f"torch threads {s.threads}; medians of {s.repeats} interleaved repeats (ratios paired within a "
            f"repeat); CPU = process CPU time; exact solver "

@@ -43,9 +43,9 @@ class CouplingBenchSettings:
     quality_block: int = 256
 
     @classmethod
-    def quick(cls, **overrides: Any) -> "CouplingBenchSettings":
+    def quick(cls, **overrides: Any) -> CouplingBenchSettings:
         """A smoke run: 2D and 64D, batch 128 and 256, few steps, one large batch."""
-        base = dict(dims=(2, 64), batches=(128, 256), steps=6, repeats=2, large=(4096,), exact_large_max=0,
+        base: dict[str, Any] = dict(dims=(2, 64), batches=(128, 256), steps=6, repeats=2, large=(4096,), exact_large_max=0,
                     quality_steps=60, quality_seeds=1)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)

@@ -23,9 +23,10 @@ import argparse
 import json
 import statistics
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -54,7 +55,7 @@ class DDPBenchSettings:
             raise ValueError(f"2 x batch_size must not exceed n_train {self.n_train}, got batch_size {self.batch_size}")
 
     @classmethod
-    def quick(cls, **overrides: Any) -> "DDPBenchSettings":
+    def quick(cls, **overrides: Any) -> DDPBenchSettings:
         """A smoke run (seconds of training): 30 steps, 16 rows per rank, 1 seed, small data."""
         base = cls(steps=30, batch_size=16, seeds=1, n_train=256, n_test=64, eval_steps=10)
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})

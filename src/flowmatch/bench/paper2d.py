@@ -43,8 +43,8 @@ model without retraining.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from flowmatch._utils.io import atomic_write_text, write_json
 from flowmatch._utils.validate import check_positive_int

@@ -18,9 +18,9 @@ run keeps every finished cell, and the pending units are cancelled.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -74,10 +74,11 @@ def _run_all(futures: list, say: Callable[[str], None] | None = None, what: str 
     """The futures' results in submission order; on the first failure the pending ones are
     cancelled (the running ones finish and keep their cells) and the failure is raised."""
     for k, f in enumerate(as_completed(futures), 1):
-        if f.exception() is not None:
+        error = f.exception()
+        if error is not None:
             for other in futures:
                 other.cancel()
-            raise f.exception()
+            raise error
         if say is not None:
             say(f"[paper2d] {k}/{len(futures)} {what} done")
     return [f.result() for f in futures]

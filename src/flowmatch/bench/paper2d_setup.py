@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from flowmatch._utils.validate import (
     check_nonnegative_float,
@@ -126,9 +127,9 @@ class Paper2DSettings:
         RunConfig(device=self.device)  # validates the device name
 
     @classmethod
-    def quick(cls, **overrides: Any) -> "Paper2DSettings":
+    def quick(cls, **overrides: Any) -> Paper2DSettings:
         """A tiny configuration that runs the whole pipeline in seconds (a smoke test, not a result)."""
-        base = dict(steps=10, batch_size=64, seeds=1, n_train=256, n_test=128, n_eval=128, n_sweep=128)
+        base: dict[str, Any] = dict(steps=10, batch_size=64, seeds=1, n_train=256, n_test=128, n_eval=128, n_sweep=128)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 

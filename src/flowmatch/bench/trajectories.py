@@ -24,9 +24,9 @@ import io
 import statistics
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -70,7 +70,7 @@ class TrajectorySettings:
     device: str = "cpu"
 
     @classmethod
-    def quick(cls, **overrides) -> "TrajectorySettings":
+    def quick(cls, **overrides) -> TrajectorySettings:
         base = cls(n=200, seeds=1, steps=30, batch_size=48, hidden=32, eval_steps=10)
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 

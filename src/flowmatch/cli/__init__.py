@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 from flowmatch.cli import bench, demo, encode, evaluate, plot, sample, train
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING, cast
 
 from flowmatch.cli._common import add_common, add_device
+
+if TYPE_CHECKING:  # the reports' types only: the CLI imports the library lazily
+    from flowmatch.metrics.evaluate import EvalReport
+    from flowmatch.metrics.images import ImageEvalReport
+    from flowmatch.runs.snapshot import SnapshotReport
 
 NAME = "eval"
 HELP = "evaluate a trained run on its held-out split"
@@ -59,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         cond = getattr(run.config, "cond", "none")
         if cond != "none":
             raise ValueError(f"--nll supports unconditional runs, got a run with cond {cond!r}")
-    rep = evaluate_run(run, solver=args.solver, steps=args.steps, n=n)
+    rep = cast("EvalReport", evaluate_run(run, solver=args.solver, steps=args.steps, n=n))
     nll = _test_nll(run, args, n) if args.nll else None
     if args.json:
         out = rep.to_dict()
@@ -94,7 +100,7 @@ def _image_eval(args: argparse.Namespace, run, n: int | None) -> int:
             scales = []
         if not scales or not all(math.isfinite(w) for w in scales):
             raise ValueError(f"--guidance must be comma-separated numbers, e.g. 0,1,2,4, got {args.guidance!r}")
-    rep = evaluate_run(run, solver=args.solver, steps=args.steps, n=n, guidance=scales)
+    rep = cast("ImageEvalReport", evaluate_run(run, solver=args.solver, steps=args.steps, n=n, guidance=scales))
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))
     elif not args.quiet:
@@ -111,7 +117,7 @@ def _snapshot_eval(args: argparse.Namespace, run, n: int | None) -> int:
 
     if args.nll or args.guidance is not None:
         raise ValueError("--nll and --guidance do not apply to snapshot runs")
-    rep = evaluate_run(run, solver=args.solver, steps=args.steps, n=n)
+    rep = cast("SnapshotReport", evaluate_run(run, solver=args.solver, steps=args.steps, n=n))
     out = {"step": run.step, "method": run.config.method, **rep.to_dict()}
     write_json(run.path / "eval.json", out)
     if args.json:

@@ -96,10 +96,10 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 
     for f in fields(RunConfig):
         default = f.default
-        kind = {int: int, float: float, str: str, bool: _bool_flag}.get(type(default),
+        kind: Any = {int: int, float: float, str: str, bool: _bool_flag}.get(type(default),
                                                                         _NONE_DEFAULT_TYPES.get(f.name, str))
         shown = default if default is not None else _NONE_DEFAULT_SHOWN.get(f.name, "method default")
-        switch = dict(nargs="?", const=True) if isinstance(default, bool) else {}  # --bf16 = --bf16 true
+        switch: dict[str, Any] = dict(nargs="?", const=True) if isinstance(default, bool) else {}  # --bf16 = --bf16 true
         p.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
             metavar=f.name.upper(), help=f"{_HELP[f.name]} (default: {shown})", **switch,

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -72,8 +72,9 @@ class Coupling(ABC):
         """Return the pairing of x0 (n, *dims) and x1 (m, *dims)."""
 
     def _pair(self, x0: Tensor, x1: Tensor, cond: Tensor | None, generator) -> Pairing:
-        if self.uses_cond:
-            return self.pair(x0, x1, generator=generator, cond=cond)
+        if self.uses_cond:  # such a subclass's pair takes cond too
+            pair: Callable[..., Pairing] = self.pair
+            return pair(x0, x1, generator=generator, cond=cond)
         return self.pair(x0, x1, generator=generator)
 
     def prepare(
@@ -93,7 +94,8 @@ class Coupling(ABC):
         check_batches(x0, x1)
         if type(self).__call__ not in _DELEGATING_CALLS:  # a subclass with its own entry point
             takes_cond = "cond" in inspect.signature(self.__call__).parameters
-            done = self(x0, x1, generator=generator, cond=cond) if takes_cond else self(x0, x1, generator=generator)
+            call: Callable[..., Pairing] = self.__call__
+            done = call(x0, x1, generator=generator, cond=cond) if takes_cond else call(x0, x1, generator=generator)
             return lambda: done
         if self.deterministic:
             return partial(self._pair, x0, x1, cond, None)

@@ -22,8 +22,8 @@ With one process (no process group) the wrapper is its base coupling, bit for bi
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -44,6 +44,8 @@ class GatheredPairing(Pairing):
     x1: Tensor | None = None
 
     def apply(self, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        if self.x0 is None or self.x1 is None:
+            raise ValueError("a GatheredPairing must carry the gathered batches x0 and x1")
         return self.x0[self.i0], self.x1[self.i1]
 
 

@@ -18,7 +18,7 @@ continuous condition leaves every pair as drawn, the independent coupling).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -53,7 +53,7 @@ def draw_sampling_noise(sampling: str, n: int, m: int, generator) -> tuple | Non
     return None
 
 
-def pairs_from_plan(log_plan: Tensor, sampling: str, noise: tuple | None = None) -> tuple[Tensor, Tensor]:
+def pairs_from_plan(log_plan: Tensor, sampling: str, noise: tuple[Tensor, ...] | None = None) -> tuple[Tensor, Tensor]:
     """Indices (i0, i1) of pairs drawn from a plan given by its log (n, m), CPU, float64.
 
     ``sampling`` is one of :data:`SAMPLINGS` (see the module docstring for what each preserves);
@@ -65,14 +65,15 @@ def pairs_from_plan(log_plan: Tensor, sampling: str, noise: tuple | None = None)
     lp = log_plan.detach().cpu().double()
     lp = torch.where(torch.isfinite(lp), lp, torch.full_like(lp, -745.0))  # log of a zero entry
     n, m = lp.shape
+    drawn: tuple[Tensor, ...] = noise if noise is not None else ()  # round draws nothing
     if sampling == "rows":
-        (u,) = noise
+        (u,) = drawn
         probs = torch.softmax(lp, dim=1)
         cdf = torch.cumsum(probs, dim=1)
         i1 = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp_max(m - 1)
         return torch.arange(n), i1
     if sampling == "joint":
-        (u,) = noise
+        (u,) = drawn
         probs = torch.softmax(lp.reshape(-1), dim=0)
         cdf = torch.cumsum(probs, dim=0)
         flat = torch.searchsorted(cdf, u * cdf[-1]).clamp_max(n * m - 1)
@@ -80,14 +81,14 @@ def pairs_from_plan(log_plan: Tensor, sampling: str, noise: tuple | None = None)
     if n > m or (sampling in ("gumbel", "round") and n != m):
         raise ValueError(f"sampling={sampling!r} needs n <= m (n == m for gumbel/round), got {n} and {m}")
     if sampling == "sequential":
-        order, g = noise
+        order, g = drawn
         scores = (lp + g).numpy().copy()
-        i1 = np.empty(n, dtype=np.int64)
+        picked = np.empty(n, dtype=np.int64)
         for i in order.tolist():
             j = int(np.argmax(scores[i]))
-            i1[i] = j
+            picked[i] = j
             scores[:, j] = -np.inf
-        return torch.arange(n), torch.from_numpy(i1)
-    score = lp + noise[0] if sampling == "gumbel" else lp
+        return torch.arange(n), torch.from_numpy(picked)
+    score = lp + drawn[0] if sampling == "gumbel" else lp
     perm = solve_assignment((-score).numpy()).perm
     return torch.arange(n), torch.from_numpy(perm)

@@ -54,7 +54,7 @@ class Distribution:
         self._data = data
 
     @classmethod
-    def from_toy(cls, name: str, *, dim: int = 2) -> "Distribution":
+    def from_toy(cls, name: str, *, dim: int = 2) -> Distribution:
         """The built-in toy ``name`` (see :func:`toy_names`); ``dim != 2`` only for ``gaussian``."""
         if name not in TOY_DATASETS:
             raise ValueError(
@@ -63,7 +63,7 @@ class Distribution:
         return cls(name, check_toy_dim(name, dim), None)
 
     @classmethod
-    def from_tensor(cls, data: Tensor, *, name: str = "tensor") -> "Distribution":
+    def from_tensor(cls, data: Tensor, *, name: str = "tensor") -> Distribution:
         """The empirical distribution of the rows of ``data`` ``(N, D)`` (kept as float32 CPU)."""
         if not isinstance(data, Tensor):
             raise TypeError(f"data must be a torch.Tensor, got {type(data).__name__}")

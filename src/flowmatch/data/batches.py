@@ -7,7 +7,7 @@ batch, fresh random subset each step, so no epoch position has to be checkpointe
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,7 +202,7 @@ def _read_pt(path: Path, key: str | None) -> Tensor:
     raise _malformed("pt", path, f"expected a tensor or a dict of tensors, got {got}")
 
 
-_READERS = {
+_READERS: dict[str, Callable[[Path, str | None], np.ndarray | Tensor]] = {
     ".npy": _read_npy,
     ".npz": _read_npz,
     ".csv": _read_csv,

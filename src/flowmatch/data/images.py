@@ -113,10 +113,10 @@ def load_image_folder(path: str | os.PathLike[str], *, size: int | None = None) 
             with Image.open(f) as im:
                 if mode is None:
                     mode = "L" if im.mode in ("L", "1", "I", "I;16", "LA") else "RGB"
-                im = im.convert(mode)
+                img = im.convert(mode)
                 if size is not None:
-                    im = im.resize((size, size), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.uint8)
+                    img = img.resize((size, size), Image.Resampling.BILINEAR)
+                a = np.asarray(img, dtype=np.uint8)
         except OSError as e:
             raise ValueError(f"cannot read image {str(f)!r}: {e}") from None
         if shape is None:
@@ -270,7 +270,7 @@ def image_split(spec: str, *, n_test: int, generator: torch.Generator | None = N
     if spec in ("mnist", "cifar10"):
         tr, te = load_torchvision(spec, train=True), load_torchvision(spec, train=False)
         k = min(n_test, len(te))
-        return ImageSplit(tr.images, te.images[:k], tr.labels, te.labels[:k], tr.classes)
+        return ImageSplit(tr.images, te.images[:k], tr.labels, None if te.labels is None else te.labels[:k], tr.classes)
     data = load_images(spec)
     n = len(data)
     if n < 2:
@@ -278,7 +278,7 @@ def image_split(spec: str, *, n_test: int, generator: torch.Generator | None = N
     k = max(1, min(n_test, n // 5))
     device = generator.device if generator is not None else torch.device("cpu")
     perm = torch.randperm(n, generator=generator, device=device).cpu()
-    te, tr = perm[:k], perm[k:]
+    test_rows, train_rows = perm[:k], perm[k:]
     y = data.labels
-    return ImageSplit(data.images[tr], data.images[te], None if y is None else y[tr],
-                      None if y is None else y[te], data.classes)
+    return ImageSplit(data.images[train_rows], data.images[test_rows], None if y is None else y[train_rows],
+                      None if y is None else y[test_rows], data.classes)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ class Snapshots:
                              f"{[tuple(p.shape) for p in self.populations]}")
 
     @classmethod
-    def from_labelled(cls, x: Tensor | np.ndarray, t: Tensor | np.ndarray, *, name: str = "snapshots") -> "Snapshots":
+    def from_labelled(cls, x: Tensor | np.ndarray, t: Tensor | np.ndarray, *, name: str = "snapshots") -> Snapshots:
         """Group the rows of ``x`` (N, D) by their time label ``t`` (N,) (equal labels, one time point)."""
         x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).detach().cpu()
         t = torch.as_tensor(np.asarray(t) if not isinstance(t, Tensor) else t).detach().cpu()
@@ -112,7 +112,7 @@ class Snapshots:
             raise ValueError(f"{what} must be {rule}, got {index!r}")
         return int(index)
 
-    def without(self, index: int) -> "Snapshots":
+    def without(self, index: int) -> Snapshots:
         """The course with time point ``index`` removed (for leave-one-out training)."""
         k = self.check_index(index)
         keep = [i for i in range(len(self)) if i != k]

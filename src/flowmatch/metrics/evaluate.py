@@ -8,8 +8,9 @@ trajectories; NFE is the number of function evaluations of the adaptive dopri5 s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -83,6 +84,7 @@ def evaluate_model(
     """
     model.eval()
     res = sample(model, x0, solver=solver, steps=steps, cond=cond, return_trajectory=True)
+    assert res.trajectory is not None  # return_trajectory=True
     if w1_mmd:
         q = metrics.sample_quality(res.x, x1)
         w2, w1, mmd = q.w2, q.w1, q.mmd

@@ -13,7 +13,8 @@ per sample, with a learned null condition for classifier-free guidance (Ho & Sal
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,10 +29,10 @@ __all__ = ["CondEmbedding", "ConditionalMLP"]
 def _check_cond_shape(cond_shape: Sequence[int] | int | None) -> tuple[int, ...] | None:
     if cond_shape is None:
         return None
-    if isinstance(cond_shape, int) and not isinstance(cond_shape, bool):
-        cond_shape = (cond_shape,)
+    # a bool is no shape: it falls through to the loop below, which rejects it (not iterable)
+    dims: Any = (cond_shape,) if isinstance(cond_shape, int) and not isinstance(cond_shape, bool) else cond_shape
     try:
-        shape = tuple(check_positive_int("cond_shape entry", int(s)) for s in cond_shape)
+        shape = tuple(check_positive_int("cond_shape entry", int(s)) for s in dims)
     except (TypeError, ValueError):
         raise ValueError(f"cond_shape must be a tuple of positive integers, got {cond_shape!r}") from None
     if not shape:
@@ -75,10 +76,11 @@ class CondEmbedding(nn.Module):
         self.cond_shape = shape
         if num_classes > 0:
             self.out_dim = dim
-            self.table = nn.Embedding(num_classes + 1, dim)  # row num_classes: the null label
-            self.proj = None
-            self.null = None
+            self.table: nn.Embedding | None = nn.Embedding(num_classes + 1, dim)  # row num_classes: the null label
+            self.proj: nn.Linear | None = None
+            self.null: nn.Parameter | None = None
         else:
+            assert shape is not None  # exactly one of num_classes > 0 and cond_shape, checked above
             flat = math.prod(shape)
             self.table = None
             self.proj = nn.Linear(flat, dim) if project else None
@@ -107,6 +109,8 @@ class CondEmbedding(nn.Module):
 
     def label_index(self, cond: Tensor | None, batch: int) -> Tensor:
         """Row of the embedding table per sample: the label, or ``num_classes`` for the null."""
+        if self.table is None:
+            raise RuntimeError("label_index needs an embedding of labels (num_classes > 0)")
         device = self.table.weight.device
         if cond is None:
             return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)

@@ -8,7 +8,8 @@ trained to a finite loss by broadcasting.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor
 

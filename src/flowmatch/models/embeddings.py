@@ -27,6 +27,8 @@ class SinusoidalTimeEmbedding(nn.Module):
     Vaswani et al. (2017) positional features applied to t in [0, 1]; ``dim`` must be even.
     """
 
+    freqs: Tensor
+
     def __init__(self, dim: int = 32, max_freq: float = 100.0):
         super().__init__()
         dim = check_positive_int("time embedding dim", dim)
@@ -41,7 +43,7 @@ class SinusoidalTimeEmbedding(nn.Module):
         return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
 
 
-def make_time_embedding(kind: str, dim: int = 32) -> nn.Module:
+def make_time_embedding(kind: str, dim: int = 32) -> IdentityTimeEmbedding | SinusoidalTimeEmbedding:
     """``"concat"`` (raw t) or ``"sinusoidal"`` (``dim`` Fourier features)."""
     if kind == "concat":
         return IdentityTimeEmbedding()

@@ -19,7 +19,8 @@ are padded by reflection and the output cropped back, so the output always has t
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +76,7 @@ class _Attention(nn.Module):
 
 
 class _Level(nn.Module):
-    def __init__(self, blocks: list[_ResBlock], attn: list[nn.Module]):
+    def __init__(self, blocks: Sequence[_ResBlock], attn: Sequence[nn.Module]):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.attn = nn.ModuleList(attn)
@@ -214,7 +215,7 @@ class UNet(nn.Module):
 
         hs = [self.stem(x)]
         hcur = hs[-1]
-        for i, level in enumerate(self.down):
+        for i, level in enumerate(cast(Iterable[_Level], self.down)):
             for block, attn in zip(level.blocks, level.attn):
                 hcur = attn(block(hcur, emb))
                 hs.append(hcur)
@@ -222,7 +223,7 @@ class UNet(nn.Module):
                 hcur = self.downsample[i](hcur)
                 hs.append(hcur)
         hcur = self.mid2(self.mid_attn(self.mid1(hcur, emb)), emb)
-        for j, level in enumerate(self.up):
+        for j, level in enumerate(cast(Iterable[_Level], self.up)):
             for block, attn in zip(level.blocks, level.attn):
                 hcur = attn(block(torch.cat([hcur, hs.pop()], dim=1), emb))
             if j < self.levels - 1:

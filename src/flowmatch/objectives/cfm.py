@@ -13,9 +13,9 @@ path (Tong et al., Theorem 3.2), so integrating v_theta from t = 0 to 1 generate
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -185,7 +185,8 @@ class FlowMatcher(PairingOverride):
             pairing = self._pairing_override
         if pairing is None and not self.coupling.is_identity:
             if cond is not None and takes_condition(self.coupling):
-                pairing = self.coupling(x0, x1, generator=generator, cond=cond)
+                coupling: Callable[..., Pairing] = self.coupling  # its __call__ takes cond
+                pairing = coupling(x0, x1, generator=generator, cond=cond)
             else:
                 pairing = self.coupling(x0, x1, generator=generator)
         if pairing is not None:

@@ -17,7 +17,8 @@ source (``x0`` is not used: the source enters only through its density).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor

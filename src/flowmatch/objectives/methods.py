@@ -23,8 +23,9 @@ FlowMatcher; ``spec("cnf").simulation_free`` is False.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Union
 
 from flowmatch._utils.validate import check_choice, check_fits_float32, check_nonnegative_float
 from flowmatch.couplings import ExactOT, Independent, Sinkhorn
@@ -61,7 +62,7 @@ class MethodSpec:
     pairs: bool = False
 
 
-def _cnf(sigma: float) -> "CNFObjective":
+def _cnf(sigma: float) -> CNFObjective:
     from flowmatch.objectives.cnf import CNFObjective  # lazy: the CNF loss needs the solvers
 
     return CNFObjective(name="cnf")

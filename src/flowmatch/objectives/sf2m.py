@@ -37,11 +37,12 @@ interval ``t_range`` (for the Brownian bridge (t_eps, 1 - t_eps), where u_t is f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
-from flowmatch.couplings import Coupling
+from flowmatch.couplings import Coupling, Pairing
 from flowmatch.objectives.cfm import FlowMatcher, PathSample
 from flowmatch.paths import ProbabilityPath, pad_t
 
@@ -67,7 +68,8 @@ def score_loss_from_sample(model: nn.Module, path: ProbabilityPath, s: PathSampl
 
     ``model.score(x, t, cond=None)`` must return the score of the marginal, shape (B, *dims).
     """
-    sc = model.score(s.x_t, s.t, s.cond) if s.cond is not None else model.score(s.x_t, s.t)
+    score = cast(Any, model).score  # a method the model adds (nn.Module's attribute type says Tensor | Module)
+    sc = score(s.x_t, s.t, s.cond) if s.cond is not None else score(s.x_t, s.t)
     if not isinstance(sc, Tensor) or sc.shape != s.x_t.shape:
         got = tuple(sc.shape) if isinstance(sc, Tensor) else type(sc).__name__
         raise ValueError(f"model.score must return the shape of x {tuple(s.x_t.shape)}, got {got}")
@@ -118,9 +120,10 @@ class ScoreFlowMatcher(FlowMatcher):
         cond: Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
+        pairing: Pairing | None = None,
     ) -> SF2MLoss:
         """Flow and score terms of the loss on one draw of pairs, times and noise."""
-        s = self.sample(x0, x1, cond, generator=generator)
+        s = self.sample(x0, x1, cond, generator=generator, pairing=pairing)
         flow = self.loss_from_sample(model, s)
         if not _has_score(model):
             return SF2MLoss(flow=flow, score=None, total=flow)
@@ -135,9 +138,10 @@ class ScoreFlowMatcher(FlowMatcher):
         cond: Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
+        pairing: Pairing | None = None,
     ) -> Tensor:
         """E ||v_theta - u_t||^2 (+ E ||sigma_t s_theta + eps||^2 when the model has a score)."""
-        return self.losses(model, x0, x1, cond, generator=generator).total
+        return self.losses(model, x0, x1, cond, generator=generator, pairing=pairing).total
 
     def __repr__(self) -> str:
         return "Score" + super().__repr__()

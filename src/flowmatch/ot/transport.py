@@ -98,9 +98,9 @@ def squared_cost_f64(x0: Tensor, x1: Tensor) -> Tensor:
     (measured against the float32 product, one thread: n = 1024 at 64D no slower, n = 256 at
     3072D about 3x slower, 8 -> 26 ms).
     """
-    a, b = _numpy_rows(x0), _numpy_rows(x1)
-    if a is not None and b is not None and a.shape[1] <= DIRECT_COST_MAX_DIM:
-        out = _native.squared_distances(a, b)
+    na, nb = _numpy_rows(x0), _numpy_rows(x1)
+    if na is not None and nb is not None and na.shape[1] <= DIRECT_COST_MAX_DIM:
+        out = _native.squared_distances(na, nb)
         if out is not None:
             return torch.from_numpy(out)
     a = x0.detach().reshape(x0.shape[0], -1).double()

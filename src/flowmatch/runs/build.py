@@ -4,7 +4,8 @@ settings (:func:`trainer_config`). Shared by every kind of run (vector, image, s
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -97,7 +98,7 @@ def _build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = No
             return build_unet(cfg, shape, num_classes=k)
         if is_image:
             raise ValueError(f"model 'mlp' needs vector data (N, D), got images of shape {shape}; use --model unet")
-        kw = dict(hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation, time_embedding=cfg.time_embedding)
+        kw: dict[str, Any] = dict(hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation, time_embedding=cfg.time_embedding)
         if k:
             from flowmatch.models.cond import ConditionalMLP
 

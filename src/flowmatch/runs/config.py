@@ -125,7 +125,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Check every field; raise ValueError naming the rule and the value."""
         from flowmatch.models.mlp import ACTIVATIONS
         from flowmatch.objectives import methods
@@ -228,7 +228,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """Build from a dict (e.g. a TOML table); unknown keys are an error naming them."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
@@ -237,12 +237,12 @@ class RunConfig:
         return cls(**d)
 
     @classmethod
-    def from_toml(cls, path: str | Path, **overrides: Any) -> "RunConfig":
+    def from_toml(cls, path: str | Path, **overrides: Any) -> RunConfig:
         data = load_toml(path)
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(data)
 
-    def replace(self, **changes: Any) -> "RunConfig":
+    def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -60,7 +61,7 @@ def build_data(cfg: RunConfig) -> RunData:
             f"and {target.dim} ({cfg.target})"
         )
     g = torch.Generator().manual_seed(cfg.seed + DATA_SEED_OFFSET)
-    kw = dict(n_train=cfg.n_train, n_test=cfg.n_test, generator=g, protocol=cfg.test_split)
+    kw: dict[str, Any] = dict(n_train=cfg.n_train, n_test=cfg.n_test, generator=g, protocol=cfg.test_split)
     src_split = make_split(source, **kw)
     tgt_split = make_split(target, **kw)
     return RunData(src_split, tgt_split, source.is_builtin and cfg.source == "gaussian", target.dim)

@@ -9,15 +9,16 @@ target points, and writes the comparison into ``<out>/``: ``metrics.json``, ``sa
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any, cast
 
 import torch
 
 from flowmatch import plots
 from flowmatch._utils.io import write_json
 from flowmatch.data import resolve_distribution
-from flowmatch.metrics.evaluate import w2_sampling_floor
+from flowmatch.metrics.evaluate import EvalReport, w2_sampling_floor
 from flowmatch.metrics.report import eval_row, format_table
 from flowmatch.runs.config import RunConfig
 from flowmatch.runs.run import build_data, train_run
@@ -61,7 +62,7 @@ def run_demo(
 ) -> dict:
     """Train, evaluate and plot each method on gaussian -> moons; returns the metrics dict."""
     out = Path(out)
-    settings = dict(DEMO_SETTINGS, seed=seed, device=device)
+    settings: dict[str, Any] = dict(DEMO_SETTINGS, seed=seed, device=device)
     if steps is not None:
         settings["steps"] = steps
     configs = [RunConfig(method=m, **settings) for m in methods]  # validate all before training
@@ -73,11 +74,13 @@ def run_demo(
         if not quiet:
             print(f"[demo] training {cfg.method}: {cfg.source} -> {cfg.target}, {cfg.steps} steps, "
                   f"batch {cfg.batch_size}")
-        trainer, res, rep = train_run(cfg, out / cfg.method, force=True, quiet=quiet)
+        trainer, res, report = train_run(cfg, out / cfg.method, force=True, quiet=quiet)
+        rep = cast(EvalReport, report)  # a vector run's evaluation
         rows.append(eval_row(cfg.method, rep, res.elapsed_s))
         results[cfg.method] = {"train_time_s": res.elapsed_s, "steps": res.step, **rep.to_dict()}
         x0 = data.source.test.to(trainer.device)
         traj = sample(trainer.sampling_model, x0, solver="euler", steps=100, return_trajectory=True)
+        assert traj.trajectory is not None  # return_trajectory=True
         panels[cfg.method] = traj.x.cpu()
         trajs[cfg.method] = traj.trajectory.cpu()
         curves[cfg.method] = _losses(out / cfg.method / "log.csv")

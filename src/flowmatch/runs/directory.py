@@ -14,8 +14,8 @@ import contextlib
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from flowmatch._utils.io import atomic_write_text
 from flowmatch.runs.config import RunConfig, dump_toml

@@ -7,8 +7,9 @@ images, an (N, C, H, W) array); see :mod:`flowmatch.data.images`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +19,7 @@ from flowmatch.models.guidance import guided
 from flowmatch.runs.build import build_unet, unet_settings  # noqa: F401  (re-exported)
 from flowmatch.runs.config import RunConfig
 from flowmatch.runs.data import RunData
+from flowmatch.runs.kind import Report
 from flowmatch.runs.vector import VectorKind
 from flowmatch.sampling.ode import sample
 from flowmatch.training.trainer import TrainResult
@@ -124,7 +126,7 @@ def plot_image_samples(
     device = next(model.parameters()).device
     shape = tuple(data.target.train.shape[1:])
     w = cfg.eval_guidance if guidance is None else guidance
-    kw = dict(solver=solver or cfg.eval_solver, steps=steps or cfg.eval_steps, seed=seed, device=device)
+    kw: dict[str, Any] = dict(solver=solver or cfg.eval_solver, steps=steps or cfg.eval_steps, seed=seed, device=device)
     if cfg.cond == "label":
         k = len(data.classes)
         cond = torch.arange(k).repeat_interleave(per_class)
@@ -169,5 +171,5 @@ class ImageKind(VectorKind):
              steps: int | None = None) -> dict[str, Path]:
         return {"samples": plot_image_samples(model, data, cfg, out / SAMPLES_GRID, solver=solver, steps=steps)}
 
-    def report_text(self, cfg: RunConfig, report: ImageEvalReport, result: TrainResult | None) -> str:
-        return image_table(report)
+    def report_text(self, cfg: RunConfig, report: Report, result: TrainResult | None) -> str:
+        return image_table(cast(ImageEvalReport, report))

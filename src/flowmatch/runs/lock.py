@@ -47,7 +47,9 @@ def _key(path: Path) -> Path:
 def held_by_launcher(run_dir: str | Path) -> bool:
     """Whether the process that launched this one holds ``run_dir``'s lock (see :data:`HELD_ENV`)."""
     held = os.environ.get(HELD_ENV)
-    return bool(held) and Path(held).resolve() == _key(Path(run_dir))
+    if not held:
+        return False
+    return Path(held).resolve() == _key(Path(run_dir))
 
 
 class RunLock:
@@ -62,7 +64,7 @@ class RunLock:
         self._file: IO[str] | None = None
         self._key: Path | None = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         key = _key(self.run_dir)
         if key in _held:

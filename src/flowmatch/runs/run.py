@@ -18,9 +18,10 @@ the training loop from a generator seeded with ``seed``, so the two streams neve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -11,9 +11,10 @@ The directory has the layout of :mod:`flowmatch.runs.run`; ``metrics.json`` hold
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -21,7 +22,7 @@ from torch import nn
 from flowmatch.data.snapshots import Snapshots, load_snapshots
 from flowmatch.runs.build import build_model, trainer_config
 from flowmatch.runs.config import RunConfig
-from flowmatch.runs.kind import RunKind
+from flowmatch.runs.kind import Report, RunKind
 from flowmatch.training.trainer import Trainer, TrainResult, resolve_device
 from flowmatch.trajectory import SnapshotBatches, SnapshotMatcher
 from flowmatch.trajectory.inference import HoldoutResult, holdout_w1, push, step_w1
@@ -112,7 +113,7 @@ def evaluate_snapshot_model(model: nn.Module, data: SnapshotRunData, cfg: RunCon
                             solver: str | None = None, steps: int | None = None,
                             n: int | None = None) -> SnapshotReport:
     """Held-out W1 (ODE; also SDE with the run's sigma when the model has a score) and the fit W1."""
-    kw = dict(steps=steps or cfg.eval_steps, max_points=n)
+    kw: dict[str, Any] = dict(steps=steps or cfg.eval_steps, max_points=n)
     solver = solver or cfg.eval_solver
     hold = sde = None
     if data.holdout is not None:
@@ -170,5 +171,5 @@ class SnapshotKind(RunKind):
              steps: int | None = None) -> dict[str, Path]:
         return plot_snapshot_run(out, model, data, cfg, solver=solver, steps=steps)
 
-    def report_text(self, cfg: RunConfig, report: SnapshotReport, result: TrainResult | None) -> str:
-        return report.summary()
+    def report_text(self, cfg: RunConfig, report: Report, result: TrainResult | None) -> str:
+        return cast(SnapshotReport, report).summary()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -14,7 +15,7 @@ from flowmatch.metrics.report import eval_row, format_table
 from flowmatch.runs.build import build_matcher, build_model, trainer_config
 from flowmatch.runs.config import RunConfig
 from flowmatch.runs.data import RunData, build_data
-from flowmatch.runs.kind import RunKind
+from flowmatch.runs.kind import Report, RunKind
 from flowmatch.training import distributed
 from flowmatch.training.trainer import Trainer, TrainResult, resolve_device
 
@@ -38,7 +39,7 @@ class VectorKind(RunKind):
         device = distributed.local_device(resolve_device(cfg.device))  # cuda:LOCAL_RANK under torchrun
         if data.source_is_stream:
             dims = data.shape if data.shape is not None else (data.dim,)
-            source = StreamBatches(
+            source: StreamBatches | TensorBatches = StreamBatches(
                 lambda n, generator=None: torch.randn((n, *dims), generator=generator, device=device),
                 device=device, name="source",
             )
@@ -54,7 +55,7 @@ class VectorKind(RunKind):
 
     def evaluate(self, model: nn.Module, data: RunData, cfg: RunConfig, run_dir: Path | None, *,
                  solver: str | None = None, steps: int | None = None, n: int | None = None,
-                 guidance: Sequence[float] | None = None) -> EvalReport:
+                 guidance: Sequence[float] | None = None) -> Report | None:
         device = next(model.parameters()).device
         return evaluate_model(model, data.source.test[:n].to(device), data.target.test[:n].to(device),
                               solver=solver or cfg.eval_solver, steps=steps or cfg.eval_steps)
@@ -83,5 +84,5 @@ class VectorKind(RunKind):
         }
         return written
 
-    def report_text(self, cfg: RunConfig, report: EvalReport, result: TrainResult | None) -> str:
-        return format_table([eval_row(cfg.method, report, None if result is None else result.elapsed_s)])
+    def report_text(self, cfg: RunConfig, report: Report, result: TrainResult | None) -> str:
+        return format_table([eval_row(cfg.method, cast(EvalReport, report), None if result is None else result.elapsed_s)])

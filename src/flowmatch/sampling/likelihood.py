@@ -34,8 +34,9 @@ unbounded and its bpd meaningless.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -170,7 +171,7 @@ def velocity_and_divergence(
     def f(xx: Tensor) -> Tensor:
         return call_velocity(model, xx, t, cond)
 
-    v, vjp_fn = vjp(f, x)
+    v, vjp_fn = vjp(f, x)  # type: ignore[misc]  # torch types vjp's result as 2- or 3-tuple whatever has_aux
     if v.shape != x.shape:
         raise ValueError(f"model output must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
     b = x.shape[0]

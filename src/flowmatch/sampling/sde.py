@@ -36,7 +36,8 @@ convergence studies).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -124,7 +125,7 @@ def sample_sde(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     x0 = check_x0(x0)
-    score_fn = getattr(model, "score", None)
+    score_fn: Any = getattr(model, "score", None)  # callable whenever sigma > 0, checked here
     if sigma > 0 and not callable(score_fn):
         raise TypeError(
             "sample_sde with sigma > 0 needs a model with a score method model.score(x, t, cond=None) "

@@ -214,7 +214,7 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
             continue
         if skipped is not None:
             warnings.warn(f"{skipped}; using the newest whole checkpoint {str(path)!r} instead",
-                          CheckpointFallbackWarning)  # one location: shown once per message
+                          CheckpointFallbackWarning, stacklevel=1)  # one location: shown once per message
         return path
     if damage is not None:
         raise damage

@@ -36,8 +36,9 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, NoReturn, Sequence
+from typing import NoReturn
 
 import torch
 from torch import Tensor, nn

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 __all__ = ["DeferredInterrupt", "Interrupted", "HANDLED_SIGNALS"]
 
@@ -48,6 +51,10 @@ class Interrupted(KeyboardInterrupt):
         return f"interrupted by {self.signal_name}{where}; {kept}; continue with --resume"
 
 
+#: What ``signal.getsignal`` returns and ``signal.signal`` takes.
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
 class DeferredInterrupt:
     """Context manager that turns SIGINT and SIGTERM into a flag (main thread only).
 
@@ -58,7 +65,7 @@ class DeferredInterrupt:
     def __init__(self, *, keep_deferring: bool = False) -> None:
         self.requested = 0
         self.keep_deferring = keep_deferring
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, _Handler] = {}
 
     def _handler(self, signum, frame) -> None:
         if not self.requested:
@@ -66,7 +73,7 @@ class DeferredInterrupt:
         if not self.keep_deferring and signum in self._previous:
             signal.signal(signum, self._previous.pop(signum))  # the second one acts at once
 
-    def __enter__(self) -> "DeferredInterrupt":
+    def __enter__(self) -> DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
             for sig in HANDLED_SIGNALS:
                 self._previous[sig] = signal.getsignal(sig)

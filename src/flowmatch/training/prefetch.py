@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -198,7 +198,7 @@ class BatchPrefetcher:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "BatchPrefetcher":
+    def __enter__(self) -> BatchPrefetcher:
         return self
 
     def __exit__(self, *exc) -> None:

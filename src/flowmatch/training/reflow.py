@@ -179,7 +179,7 @@ class PairedBatches:
         return self.x1[idx]
 
     class _View:
-        def __init__(self, owner: "PairedBatches", draw):
+        def __init__(self, owner: PairedBatches, draw):
             self._owner = owner
             self._draw = draw
 
@@ -190,12 +190,12 @@ class PairedBatches:
             return self._draw(n, generator=generator)
 
     @property
-    def source(self) -> "PairedBatches._View":
+    def source(self) -> PairedBatches._View:
         """Callable ``(n, generator) -> (n, *dims)`` rows of ``x0``; draws the batch's indices."""
         return PairedBatches._View(self, self._draw_source)
 
     @property
-    def target(self) -> "PairedBatches._View":
+    def target(self) -> PairedBatches._View:
         """Callable ``(n, generator) -> (n, *dims)``: the ``x1`` partners of the last source batch."""
         return PairedBatches._View(self, self._draw_target)
 
@@ -243,9 +243,10 @@ def train_on_pairs(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(pairs, ReflowPairs):
         raise TypeError(f"pairs must be ReflowPairs, got {type(pairs).__name__}")
-    matcher = methods.get("rf") if matcher is None else matcher
-    if not isinstance(matcher, FlowMatcher):
-        raise TypeError(f"matcher must be a FlowMatcher, got {type(matcher).__name__}")
+    objective = methods.get("rf") if matcher is None else matcher
+    if not isinstance(objective, FlowMatcher):
+        raise TypeError(f"matcher must be a FlowMatcher, got {type(objective).__name__}")
+    matcher = objective
     if not matcher.coupling.is_identity:
         raise ValueError(
             f"training on fixed pairs needs a matcher whose coupling keeps the pairs (identity), "

@@ -48,7 +48,7 @@ class SpeedOptions:
         """Names of the options that are on."""
         return tuple(f.name for f in fields(self) if getattr(self, f.name))
 
-    def for_device(self, device: torch.device, *, warn: bool = True) -> "SpeedOptions":
+    def for_device(self, device: torch.device, *, warn: bool = True) -> SpeedOptions:
         """The options that apply on ``device``: all of them on CUDA, none elsewhere (with a
         :class:`SpeedOptionWarning` naming the ignored ones when ``warn``)."""
         if device.type == "cuda" or not self.requested:
@@ -62,7 +62,8 @@ class SpeedOptions:
         when ``compile``; it shares ``model``'s parameters)."""
         if self.tf32:
             torch.set_float32_matmul_precision("high")
-        return torch.compile(model) if self.compile else model
+        # torch's stubs type compile() of a module as a plain callable; it is an OptimizedModule
+        return torch.compile(model) if self.compile else model  # type: ignore[return-value]
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The context of the forward pass: bf16 autocast on CUDA, or nothing."""

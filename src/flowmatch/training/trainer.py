@@ -24,8 +24,9 @@ import contextlib
 import math
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -51,7 +52,7 @@ class TrainingDiverged(ValueError):
 PATH_SEED_OFFSET = 3_000_017
 
 
-BatchFn = Callable[..., Tensor]
+BatchFn = Callable[..., Tensor | tuple[Tensor, Tensor]]
 
 
 class Trainer:

@@ -181,7 +181,7 @@ class GaussianBridge:
         """Drift of the SB SDE, v_t(x) + (sigma^2 / 2) s_t(x) (its diffusion is sigma)."""
         return self.velocity(x, t) + 0.5 * self.sigma**2 * self.score(x, t)
 
-    def as_model(self) -> "GaussianBridgeModel":
+    def as_model(self) -> GaussianBridgeModel:
         """An nn.Module oracle: ``forward(x, t, cond=None)`` = velocity, ``.score(x, t, cond=None)``."""
         return GaussianBridgeModel(self)
 

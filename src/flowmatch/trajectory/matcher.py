@@ -27,8 +27,9 @@ is a spatial gradient and needs no rescaling; its loss weight is the path's sigm
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -135,7 +136,7 @@ class SnapshotMatcher(PairingOverride):
 
     @classmethod
     def from_method(cls, method: str, times: Sequence[float] | Tensor, *, sigma: float | None = None,
-                    score: bool | None = None) -> "SnapshotMatcher":
+                    score: bool | None = None) -> SnapshotMatcher:
         """The named method (:mod:`flowmatch.objectives.methods`) on every interval; for a method that learns a
         score (sb-cfm), ``sigma`` is the diffusion per unit of data time, so interval k gets the
         bridge sigma sqrt(t_{k+1} - t_k) (module docstring). ``score``: default the method's."""
@@ -206,7 +207,7 @@ class SnapshotMatcher(PairingOverride):
         if pairing is not None:
             x0, x1 = pairing.apply(x0, x1)
         blocks = interval_blocks(x0.shape[0], self.num_intervals)
-        kw = dict(device=x0.device, dtype=x0.dtype, generator=generator)
+        kw: dict[str, Any] = dict(device=x0.device, dtype=x0.dtype, generator=generator)
         s = torch.cat([f.time_sampler(hi - lo, f.path, **kw) for f, (lo, hi) in zip(self.matchers, blocks)])
         eps = torch.randn(x0.shape, **kw)
         x_t, u_t, t, interval, sig = [], [], [], [], []
