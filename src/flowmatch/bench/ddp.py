@@ -118,7 +118,8 @@ def _worker(settings: dict[str, Any], out: str) -> int:
                 continue
             for seed in range(s.seeds):
                 res = _train_and_eval(_config(s, method, scope, nproc * s.batch_size * mult, seed))
-                results.setdefault(_row_key(method, nproc, scope, mult), []).append(res)
+                if res is not None:  # rank 0 evaluates
+                    results.setdefault(_row_key(method, nproc, scope, mult), []).append(res)
         if dist.is_main:
             atomic_write_text(Path(out), json.dumps(results))
     return 0
@@ -144,7 +145,9 @@ def run_ddp_bench(out: str | Path | None, settings: DDPBenchSettings,
             for seed in range(settings.seeds):
                 say(f"1 process: {method}, batch {settings.batch_size * mult}, seed {seed}")
                 cfg = _config(settings, method, scope, settings.batch_size * mult, seed)
-                results.setdefault(_row_key(method, nproc, scope, mult), []).append(_train_and_eval(cfg))
+                res = _train_and_eval(cfg)
+                if res is not None:
+                    results.setdefault(_row_key(method, nproc, scope, mult), []).append(res)
     say(f"2 processes (torchrun, gloo): {settings.seeds} seed(s) x local/global OT-CFM and I-CFM")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "results.json"

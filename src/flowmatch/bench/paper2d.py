@@ -90,7 +90,7 @@ def _plot_task(out: Path, task: Task, methods: list[str], seed: int, s: Paper2DS
         model = load_cell_model(s.run_config(task, m, seed), cell_dir(out, task.key, m, seed) / "model.safetensors",
                             device)
         res = sample(model, x0, solver="euler", steps=s.eval_steps, return_trajectory=True)
-        ends[m], trajs[m] = res.x.cpu(), res.trajectory.cpu()
+        ends[m], trajs[m] = res.x.cpu(), res.require_trajectory().cpu()
     title = f"{task.label}: Euler {s.eval_steps} steps, seed {seed}, {s.steps} training steps"
     ncols = min(len(methods), 4)
     return {

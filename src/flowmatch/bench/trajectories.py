@@ -29,10 +29,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from flowmatch._utils.io import atomic_write_text
 from flowmatch.data.snapshots import bifurcation_course
 from flowmatch.models import MLP, FlowAndScore
+from flowmatch.sampling.ode import SampleResult
 from flowmatch.training.trainer import Trainer, TrainerConfig, resolve_device
 from flowmatch.trajectory import SnapshotBatches, SnapshotMatcher
 from flowmatch.trajectory.inference import baseline_holdout_w1, holdout_w1, push
@@ -88,7 +90,7 @@ def _train(method: str, snaps, settings: TrajectorySettings, seed: int):
     dim = snaps.dim
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = MLP(dim, hidden=settings.hidden)
+        model: nn.Module = MLP(dim, hidden=settings.hidden)
         if matcher.learns_score:
             model = FlowAndScore(model, MLP(dim, hidden=settings.hidden))
     device = resolve_device(settings.device)
@@ -153,7 +155,7 @@ def run_trajectories(out: str | Path, settings: TrajectorySettings, *, plots: bo
     for k in settings.holdouts:
         full.check_index(k, intermediate=True, what="holdout")
     rows: list[dict] = []
-    panels: dict[str, torch.Tensor] = {}
+    panels: dict[str, SampleResult] = {}
 
     def add(method, sampler, k, seed, r, train_s):
         rows.append(dict(method=method, sampler=sampler, holdout=k, time=r.time, seed=seed, w1=r.w1,

@@ -35,7 +35,7 @@ from flowmatch.paths import BrownianBridgePath, GaussianToDataPath, LinearPath, 
 if TYPE_CHECKING:
     from flowmatch.objectives.cnf import CNFObjective
 
-__all__ = ["MethodSpec", "get", "check_sigma", "names", "spec"]
+__all__ = ["MethodSpec", "get", "get_flow_matcher", "check_sigma", "names", "spec"]
 
 #: What a method's build returns: a FlowMatcher, or the CNF baseline's maximum-likelihood objective.
 Objective = Union[FlowMatcher, "CNFObjective"]
@@ -167,6 +167,15 @@ def check_sigma(name: str, sigma: float | None) -> float:
         epsilon = 2.0 * sigma * sigma  # (sigma**2 raises OverflowError past 1.3e154)
         check_fits_float32("sigma", sigma, "sb-cfm's entropic regularisation 2 sigma^2", epsilon)
     return check_fits_float32("sigma", sigma)  # the paths compute in float32
+
+
+def get_flow_matcher(name: str, *, sigma: float | None = None) -> FlowMatcher:
+    """:func:`get` for the flow matching methods only (every one but the CNF baseline)."""
+    fm = get(name, sigma=sigma)
+    if not isinstance(fm, FlowMatcher):
+        raise ValueError(f"method {name!r} is not a flow matching method (it trains by maximum likelihood); "
+                         f"choose one of: {', '.join(n for n in names() if spec(n).simulation_free)}")
+    return fm
 
 
 def get(name: str, *, sigma: float | None = None) -> Objective:

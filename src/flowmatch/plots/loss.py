@@ -183,10 +183,9 @@ def _curve_colors(n: int) -> list[str]:
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    if n <= 10:
-        return [to_hex(c) for c in colormaps["tab10"].colors[:n]]
-    if n <= 20:
-        return [to_hex(c) for c in colormaps["tab20"].colors[:n]]
+    if n <= 20:  # the qualitative maps: an integer picks the i-th of their listed colours
+        listed = colormaps["tab10" if n <= 10 else "tab20"]
+        return [to_hex(listed(i)) for i in range(n)]
     cmap = colormaps["turbo"]
     return [to_hex(cmap(v)) for v in np.linspace(0.05, 0.95, n)]
 

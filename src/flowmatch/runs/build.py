@@ -93,7 +93,7 @@ def _build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = No
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if kind == "unet":
-            if not is_image:
+            if not is_image or shape is None:
                 raise ValueError(f"model 'unet' needs image data (N, C, H, W), got samples of shape {shape or (dim,)}")
             return build_unet(cfg, shape, num_classes=k)
         if is_image:
@@ -118,7 +118,7 @@ def build_matcher(cfg: RunConfig):
         fm.coupling = GlobalCoupling(fm.coupling, seed=cfg.seed)
     if cfg.cond == "none":
         return fm
-    if not methods.spec(cfg.method).simulation_free:
+    if not isinstance(fm, FlowMatcher):
         raise ValueError(f"method {cfg.method!r} does not take a condition; use a flow matching method")
     from flowmatch.couplings import WithinLabels
     from flowmatch.objectives.cfm import takes_condition

@@ -80,5 +80,6 @@ def _build_image_data(cfg: RunConfig) -> RunData:
         raise ValueError(f"cond 'label' needs labelled images (class subfolders, or an .npz with labels), "
                          f"got {cfg.target!r} without labels")
     noise = DataSplit(train=torch.empty((0, *shape)), test=torch.randn((sp.test.shape[0], *shape), generator=g))
-    labels = DataSplit(sp.train_labels, sp.test_labels) if sp.train_labels is not None else None
+    labels = (DataSplit(sp.train_labels, sp.test_labels)
+              if sp.train_labels is not None and sp.test_labels is not None else None)
     return RunData(noise, DataSplit(sp.train, sp.test), True, math.prod(shape), shape, labels, sp.classes)

@@ -127,8 +127,8 @@ def load_run(run_dir: str | Path, *, device: str = "auto", use_ema: bool = True)
         cfg = cfg.replace(score=False)  # an sb-cfm run trained before sb-cfm learned its score
     data = kind_for(cfg).build_data(cfg)
     model = build_model(cfg, data.dim, shape=getattr(data, "shape", None), num_classes=data.num_classes)
-    ema = use_ema and ck.ema is not None
-    load_weights(model, ck.ema if ema else ck.model, ck.path / ("ema.safetensors" if ema else "model.safetensors"))
+    weights, file = (ck.ema, "ema.safetensors") if (use_ema and ck.ema is not None) else (ck.model, "model.safetensors")
+    load_weights(model, weights, (ck.path or path / "checkpoints") / file)
     dev = resolve_device(device)
     return LoadedRun(cfg, model.to(dev).eval(), data, ck.step, path, dev)
 

@@ -87,6 +87,8 @@ class SnapshotReport:
 
 def build_snapshot_data(cfg: RunConfig) -> SnapshotRunData:
     """Load the run's course and check its holdout (an intermediate time point)."""
+    if cfg.snapshots is None:
+        raise ValueError("a snapshot run needs snapshots (--snapshots), got none")
     full = load_snapshots(cfg.snapshots, seed=DATA_SEED)
     if cfg.holdout is None:
         return SnapshotRunData(full, full, None)
@@ -141,7 +143,7 @@ def plot_snapshot_run(out: Path, model: nn.Module, data: SnapshotRunData, cfg: R
                    steps=steps or cfg.eval_steps, solver=solver or cfg.eval_solver, return_trajectory=True)
     held = f", time point {data.holdout} held out" if data.holdout is not None else ""
     written = {"trajectories": plot_snapshot_trajectories(
-        res.trajectory.cpu(), res.times.cpu(), full, out / "trajectories.png", held_out=data.holdout,
+        res.require_trajectory().cpu(), res.times.cpu(), full, out / "trajectories.png", held_out=data.holdout,
         title=f"{cfg.method} on {full.name}{held}")}
     return written
 

@@ -79,7 +79,7 @@ class VectorKind(RunKind):
         written = {
             "samples": plots.plot_samples(res.x.cpu(), data.target.test, out / "samples.png",
                                           source=data.source.test, title=title),
-            "trajectories": plots.plot_trajectories(res.trajectory.cpu(), out / "trajectories.png",
+            "trajectories": plots.plot_trajectories(res.require_trajectory().cpu(), out / "trajectories.png",
                                                     target=data.target.test, title=title),
         }
         return written

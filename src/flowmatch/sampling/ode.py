@@ -107,6 +107,12 @@ class SampleResult:
     times: Tensor
     nfe: int
 
+    def require_trajectory(self) -> Tensor:
+        """The trajectory, which exists when it was asked for (``return_trajectory=True``)."""
+        if self.trajectory is None:
+            raise ValueError("this result has no trajectory: sample with return_trajectory=True")
+        return self.trajectory
+
 
 # --------------------------------------------------------------------------------------------
 # Fixed-step solvers: each supplies only its step function and number of stages.

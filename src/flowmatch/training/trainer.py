@@ -26,13 +26,12 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from flowmatch._utils.device import resolve_device
-from flowmatch.objectives.cfm import FlowMatcher
 from flowmatch.training import distributed
 from flowmatch.training.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from flowmatch.training.config import TrainerConfig, TrainResult
@@ -43,6 +42,15 @@ from flowmatch.training.prefetch import BatchPrefetcher, StepBatch
 from flowmatch.training.speed import SpeedOptions
 
 __all__ = ["TrainingDiverged", "TrainerConfig", "TrainResult", "EMA", "Trainer", "resolve_device", "learning_rate", "LOG_COLUMNS"]
+
+class TrainingObjective(Protocol):
+    """What the Trainer trains with: a ``loss(model, x0, x1, [cond], *, generator)`` (FlowMatcher,
+    ScoreFlowMatcher, CNFObjective, SnapshotMatcher); ``prepare_pairing`` and ``use_pairing``, where
+    present, let the pairings be solved ahead (:mod:`flowmatch.training.prefetch`)."""
+
+    @property
+    def loss(self) -> Callable[..., Tensor]: ...
+
 
 class TrainingDiverged(ValueError):
     """The loss, the gradient or the weights stopped being finite; the latest checkpoint is finite."""
@@ -60,7 +68,7 @@ class Trainer:
 
     Args:
         model: velocity network ``model(x, t, cond=None)``; moved to ``device``.
-        matcher: a :class:`~flowmatch.objectives.cfm.FlowMatcher`.
+        matcher: a :class:`TrainingObjective`, e.g. a :class:`~flowmatch.objectives.cfm.FlowMatcher`.
         source, target: callables ``(n, generator=None) -> (n, *dims)`` tensors on ``device``
             (see :mod:`flowmatch.data.batches`); the target may return a pair ``(x1, cond)``,
             whose condition (labels ``(n,)`` or features ``(n, ...)``) goes to the matcher.
@@ -85,7 +93,7 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        matcher: FlowMatcher,
+        matcher: TrainingObjective,
         source: BatchFn,
         target: BatchFn,
         config: TrainerConfig,

@@ -76,7 +76,7 @@ def push(model: Any, x: Tensor, t_from: float, t_to: float, *, knots: Sequence[f
                              return_trajectory=return_trajectory)
         x, nfe = res.x, nfe + res.nfe
         if return_trajectory:
-            states.append(res.trajectory if i == 0 else res.trajectory[1:])
+            states.append(res.require_trajectory()[0 if i == 0 else 1:])
             times.append(res.times if i == 0 else res.times[1:])
     if return_trajectory:
         return SampleResult(x=x, trajectory=torch.cat(states), times=torch.cat(times), nfe=nfe)

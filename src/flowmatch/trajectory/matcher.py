@@ -147,10 +147,11 @@ class SnapshotMatcher(PairingOverride):
         sigma = spec.default_sigma if sigma is None else sigma
         times = torch.as_tensor(times, dtype=torch.float64).flatten()
         dts = (times[1:] - times[:-1]).tolist()
+        matchers: FlowMatcher | list[FlowMatcher]
         if spec.learns_score:
-            matchers = [methods.get(method, sigma=sigma * math.sqrt(dt)) for dt in dts]
+            matchers = [methods.get_flow_matcher(method, sigma=sigma * math.sqrt(dt)) for dt in dts]
         else:
-            matchers = methods.get(method, sigma=sigma)
+            matchers = methods.get_flow_matcher(method, sigma=sigma)
         learns = spec.learns_score if score is None else bool(score)
         return cls(matchers, times, learns_score=learns, name=method)
 
@@ -230,9 +231,10 @@ class SnapshotMatcher(PairingOverride):
         when the matcher learns one (the [SF]2M term of :mod:`flowmatch.objectives.sf2m`)."""
         smp = self.sample(x0, x1, cond, generator=generator, pairing=pairing)
         flow = FlowMatcher.loss_from_sample(model, smp)
-        if not (self.learns_score and callable(getattr(model, "score", None))):
+        score_fn = getattr(model, "score", None)
+        if not (self.learns_score and callable(score_fn) and smp.sigma_s is not None):
             return SnapshotLoss(flow=flow, score=None, total=flow)
-        sc = model.score(smp.x_t, smp.t)
+        sc = score_fn(smp.x_t, smp.t)
         score = torch.mean((pad_t(smp.sigma_s, smp.x_t) * sc + smp.eps) ** 2)
         return SnapshotLoss(flow=flow, score=score, total=flow + score)
 
