@@ -43,11 +43,13 @@ model = ConditionalMLP(64, num_classes=10, hidden=256)  # labels through a learn
 fm = FlowMatcher(LinearPath(0.0), WithinLabels(ExactOT()), cond_dropout=0.1)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 start = time.perf_counter()
-for step in range(steps):
+for _ in range(steps):
     idx = torch.randint(len(x_train), (128,), generator=g)
     x1, c = x_train[idx].flatten(1), y_train[idx]
     loss = fm.loss(model, torch.randn(128, 64, generator=g), x1, c, generator=g)
-    opt.zero_grad(); loss.backward(); opt.step()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
 print(f"trained {steps} steps of batch 128 in {time.perf_counter() - start:.1f} s; final loss {loss.item():.4f}")
 
 classifier, info = train_classifier(x_train, y_train, 10, epochs=epochs, seed=0)

@@ -37,11 +37,13 @@ for method in ("ot-cfm", "i-cfm"):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-5)
     gen = torch.Generator().manual_seed(1)             # the same batches for both
     start = time.perf_counter()
-    for step in range(steps):
+    for _ in range(steps):
         x1 = data[torch.randint(len(data), (256,), generator=gen)]
         x0 = torch.randn(256, 2, generator=gen)
         loss = fm.loss(model, x0, x1, generator=gen)
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     train_s = time.perf_counter() - start
     model.eval()
     out = flowmatch.sample(model, x0_test, solver="euler", steps=100, return_trajectory=True)
