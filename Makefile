@@ -1,13 +1,15 @@
 # `make demo` and `make test` do all set-up on a fresh machine: they create .venv if it is
 # missing and install the pinned requirements plus this package (editable); `make lint` adds the
-# pinned lint tools (requirements-lint.txt) and runs ruff and mypy.
+# pinned lint tools (requirements-lint.txt) and runs ruff and mypy; `make docs` adds the pinned
+# documentation tools and builds the site into site/, every warning an error.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINT_STAMP := $(VENV)/.lint-installed
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint docs install clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,5 +34,13 @@ lint: $(LINT_STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m mypy src/flowmatch
 
+$(DOCS_STAMP): requirements-docs.txt $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-docs.txt
+	touch $(DOCS_STAMP)
+
+# The API reference is read from src/ (mkdocs.yml: paths), so the site needs no import of torch.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .mypy_cache .ruff_cache

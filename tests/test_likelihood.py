@@ -362,10 +362,10 @@ def test_readme_likelihoods_snippet_runs():
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = re.search(r"## Likelihoods\s.*?```python\n(.*?)```", readme, re.S).group(1)
+    page = (Path(__file__).resolve().parents[1] / "docs" / "likelihoods.md").read_text()
+    code = re.search(r"# Likelihoods\s.*?```python\n(.*?)```", page, re.S).group(1)
     scope: dict = {}
-    exec(compile(code, "README-likelihoods", "exec"), scope)
+    exec(compile(code, "docs/likelihoods.md", "exec"), scope)
     assert scope["res"].log_prob.shape == (500,) and scope["z"].shape == (500, 2)
     assert float((scope["x_back"] - scope["x"]).abs().max()) < 1e-3
     assert abs(scope["est"].mean_nll - scope["res"].mean_nll) < 0.05

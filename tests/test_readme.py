@@ -1,7 +1,8 @@
 """The docs run as written: the README's set-up commands, every ```python block of README.md and
-docs/*.md (each in its own process, in a fresh directory, with a time limit) and every command line
+docs/**/*.md (each in its own process, in a fresh directory, with a time limit) and every command line
 of their ```bash blocks (each `flowmatch ...` line parses with the real parser; the encode and
-report-only lines also run).
+report-only lines also run). A block that only includes a file (``--8<-- "path"``, the tutorials'
+scripts) is not a block of its own: tests/test_tutorials.py runs those scripts.
 
 A block that cannot run in seconds is marked with ``<!-- docs-test: skip (reason) -->`` on the
 line directly above its fence, and listed in ``SKIPPED`` below (so a skip is never silent).
@@ -20,7 +21,7 @@ from flowmatch.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SKIP_MARK = re.compile(r"<!-- docs-test: skip \((.+)\) -->")
 
 #: (file, first line of the block) -> reason; must equal the skip markers found in the docs.
@@ -36,7 +37,8 @@ PREREQUISITES = {
 
 
 def _blocks(lang: str):
-    """(file name, line of the fence, code, skip reason or None) for every ```lang block of the docs."""
+    """(file path relative to the root, line of the fence, code, skip reason or None) for every
+    ```lang block of the docs."""
     for path in DOCS:
         lines = path.read_text().splitlines()
         i = 0
@@ -47,7 +49,9 @@ def _blocks(lang: str):
                 while lines[j].strip() != "```":
                     j += 1
                 skip = SKIP_MARK.fullmatch(lines[start - 1].strip()) if start else None
-                yield path.name, start + 1, "\n".join(lines[start + 1:j]) + "\n", skip and skip.group(1)
+                body = lines[start + 1:j]
+                if not all(line.startswith("--8<--") for line in body):  # an include is not a block
+                    yield path.relative_to(ROOT).as_posix(), start + 1, "\n".join(body) + "\n", skip and skip.group(1)
                 i = j
             i += 1
 

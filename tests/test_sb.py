@@ -365,11 +365,11 @@ def test_cli_sde_needs_a_run_with_a_score(sb_run, tmp_path, capsys):
 
 
 def test_readme_sb_snippet_runs(capsys):
-    """The README's SB-CFM snippet runs as written (with 10 instead of 500 training steps)."""
+    """The docs' SB-CFM snippet runs as written (with 10 instead of 500 training steps)."""
     import re
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = re.search(r"## Schrödinger bridges.*?```python\n(.*?)```", readme, re.S).group(1)
+    page = (Path(__file__).resolve().parents[1] / "docs" / "schrodinger-bridges.md").read_text()
+    code = re.search(r"# Schrödinger bridges.*?```python\n(.*?)```", page, re.S).group(1)
     assert "range(500)" in code
-    exec(compile(code.replace("range(500)", "range(10)"), "README.md", "exec"), {})
+    exec(compile(code.replace("range(500)", "range(10)"), "docs/schrodinger-bridges.md", "exec"), {})
     assert capsys.readouterr().out.strip().endswith("199")

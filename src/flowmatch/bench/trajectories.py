@@ -56,7 +56,7 @@ ROWS = (("OT-CFM", "ot-cfm", "ode"), ("I-CFM", "i-cfm", "ode"), ("SB-CFM, ODE", 
 
 @dataclass(frozen=True)
 class TrajectorySettings:
-    """Settings of the benchmark (defaults: the measured README table)."""
+    """Settings of the benchmark (defaults: the measured table of docs/benchmarks.md)."""
 
     n: int = 1000  # cells per time point
     noise: float = 0.2  # diffusion of the course

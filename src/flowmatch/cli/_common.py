@@ -27,8 +27,8 @@ def default_threads_for_small_models(args: argparse.Namespace, *, small_model: b
     """Use one torch thread for small (MLP) models on the CPU unless --threads was given.
 
     A 3x64 MLP step is a few hundred microseconds of arithmetic; with two intra-op threads the
-    threads spin-wait on each other, and on a loaded 2-core machine one I-CFM step was measured 19x
-    slower (6.3 against 119.5 steps/s, `flowmatch train --method i-cfm --steps 400 --threads 2|1`).
+    threads spin-wait on each other, which on a loaded machine makes a step many times slower
+    (measured: docs/benchmarks.md).
     """
     if args.threads is None and small_model:
         import torch

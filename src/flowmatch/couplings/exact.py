@@ -131,10 +131,8 @@ class BlockOT(Coupling):
 
     A batch of at most ``block_size`` rows is paired by exact OT as a whole. Measured on
     N(0, I) -> moons (random blocks; batch 1024 / 4096): blocks of 64 cost 1.19 / 1.19 times the
-    exact optimum, 128: 1.09 / 1.10, 256: 1.05 / 1.05, 512: 1.02 / 1.02; at 1024 blocks of 64, 128
-    and 256 are solved in 8.6, 10.7 and 16.4 ms (one thread, the blocks' costs in one batched
-    product; exact: about 70 ms), at 4096 in 46, 59, 89, 120 ms (blocks of 64 to 512, measured
-    before the batched costs; exact: 1.6 s). After equal training at batch 1024, blocks of 128 or
+    exact optimum, 128: 1.09 / 1.10, 256: 1.05 / 1.05, 512: 1.02 / 1.02, solved in a fraction of
+    the exact solve's time (docs/benchmarks.md). After equal training at batch 1024, blocks of 128 or
     256 give W2 and NPE within 5% of exact full-batch OT.
     """
 

@@ -54,8 +54,8 @@ def ot_cost(
     """Exact OT cost ``min_P <P, C>`` with ``C_ij = ||x_i - y_j||^p``.
 
     Two uniform sets of equal size: the optimum is a permutation (Birkhoff-von Neumann), solved as
-    an assignment by the compiled auction certified to ``ASSIGNMENT_RTOL`` relative (7.4 s against
-    39.4 s for POT's emd2 at 10k x 10k, N(0, I) against 8gaussians: ``benchmarks/exact_w2.py``);
+    an assignment by the compiled auction certified to ``ASSIGNMENT_RTOL`` relative (several times
+    faster than POT's emd2 at 10k x 10k: ``benchmarks/exact_w2.py``, docs/benchmarks.md);
     otherwise POT's network simplex (``ot.emd2``).
     """
     import ot  # POT; imported lazily (slow import)
@@ -217,7 +217,7 @@ def mmd_rbf(x: Any, y: Any, *, bandwidths: Sequence[float] | None = None) -> flo
         ``MMD^2_u`` as a float.
 
     Cost: ``(n + m)^2`` kernel evaluations per bandwidth in float64, in row blocks of 512
-    (memory O(512 * max(n, m))); about 30 s for n = m = 10000 with 3 bandwidths on 2 CPU cores.
+    (memory O(512 * max(n, m))): quadratic in the number of points.
     """
     xs, ys = as_pair(x, y)
     n, m = xs.shape[0], ys.shape[0]
@@ -266,8 +266,8 @@ class SampleQuality:
 def sample_quality(generated: Any, target: Any) -> SampleQuality:
     """Compute :class:`SampleQuality` (W1, W2, MMD^2) between ``generated`` and ``target``.
 
-    Both are ``(n, *dims)``; two exact OT problems are solved, so the cost is dominated by POT
-    for large n (about 30 s each at 10k x 10k on one CPU core).
+    Both are ``(n, *dims)``; two exact OT problems and an MMD are computed, so the cost grows
+    quickly with n (at 10k x 10k, tens of seconds on a CPU).
     """
     gs, ts = as_pair(generated, target, "generated", "target")
     return SampleQuality(w1=w1(gs, ts), w2=w2(gs, ts), mmd=mmd_rbf(gs, ts))

@@ -74,8 +74,9 @@ def evaluate_model(
         model: velocity field ``model(x, t, cond=None)``.
         x0: held-out source samples (n, *dims), the starting points.
         x1: held-out target samples (m, *dims), the reference for W2/W1/MMD and for W2^2(q0, q1).
-        solver, steps: the sampler whose trajectories define W2, NPE and straightness (the paper
+        solver: the sampler whose trajectories define W2, NPE and straightness (the paper
             uses Euler with 100 steps).
+        steps: that sampler's number of steps.
         dopri5: also integrate with dopri5 (``atol``, ``rtol``) and report its NFE and W2.
         w2sq_source_target: W2^2(x0, x1) of the NPE when already computed (it depends only on
             the test sets); None: solved here.
@@ -183,7 +184,8 @@ def w2_sampling_floor(
         dist: a :class:`flowmatch.data.Distribution` (a built-in; for a file the second split
             reuses the same rows, so the two test sets may overlap).
         test: the test set ``(n, *dims)`` the models are scored against.
-        n_train, protocol: as the split that produced ``test``.
+        n_train: as the split that produced ``test``.
+        protocol: as the split that produced ``test``.
         generator: draws the second set (use one independent of the first split's).
         pool: the size of the draw the "fresh" floor subsamples.
     """

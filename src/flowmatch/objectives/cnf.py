@@ -41,7 +41,8 @@ class CNFObjective:
             the training generator) or ``"exact"``.
         n_probes: Hutchinson probes per sample (default 1, as in FFJORD).
         probe_dist: ``"rademacher"`` (default) or ``"gaussian"``.
-        atol, rtol: tolerances of adaptive solvers.
+        atol: absolute tolerance of adaptive solvers.
+        rtol: relative tolerance of adaptive solvers.
         prior: source density (``log_prob(z) -> (B,)``); ``None`` is ``N(0, I)``.
         name: label for logs.
 

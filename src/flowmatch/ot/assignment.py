@@ -28,8 +28,8 @@ optimum is tiny against the spread of the costs) is finished exactly by SciPy's
 Solvers (``solver=``):
 
 - ``"auction"``: epsilon-scaling auction in C (:mod:`flowmatch.ot.native`, compiled on first use),
-  its duals the negated prices. Measured 3x to 16x faster than ``emd`` on one core for
-  n = 128..1024 (``flowmatch bench coupling``).
+  its duals the negated prices. Faster than ``emd`` for n = 128..1024 (``flowmatch bench
+  coupling``; measured: docs/benchmarks.md).
 - ``"emd"``: POT's network simplex (``ot.emd``, Bonneel et al. 2011), float64; its gap is
   computed from its returned column duals as above (not assumed 0).
 - ``"lsa"``: SciPy's ``linear_sum_assignment`` (shortest augmenting paths, Crouse 2016), exact;

@@ -92,11 +92,10 @@ def squared_cost_f64(x0: Tensor, x1: Tensor) -> Tensor:
     lose precision below ~1e-19 and vanish below ~4e-23: 64D batches at 1e20 were "not finite",
     at 1e-25 paired 16-43% above the optimum). CPU batches of at most
     :data:`DIRECT_COST_MAX_DIM` dimensions go to the compiled kernel, which sums
-    (x0_ik - x1_jk)^2 in float64 (no cancellation; at n = 256 in 2D about 3x faster than the
-    matrix product and its float64 copy); otherwise the centred product ||a||^2 + ||b||^2 - 2 a.b
+    (x0_ik - x1_jk)^2 in float64 (no cancellation, and in low dimension faster than the matrix
+    product and its float64 copy); otherwise the centred product ||a||^2 + ||b||^2 - 2 a.b
     of :func:`centered_squared_cost` in float64, on the batches' device, then moved to the CPU
-    (measured against the float32 product, one thread: n = 1024 at 64D no slower, n = 256 at
-    3072D about 3x slower, 8 -> 26 ms).
+    (its cost against the float32 product: docs/benchmarks.md).
     """
     na, nb = _numpy_rows(x0), _numpy_rows(x1)
     if na is not None and nb is not None and na.shape[1] <= DIRECT_COST_MAX_DIM:

@@ -270,8 +270,12 @@ def log_likelihood(
             ``"hutchinson"`` (unbiased stochastic estimate, for high ``D``).
         n_probes: Hutchinson probes per trajectory (drawn once, reused at every time).
         probe_dist: ``"rademacher"`` or ``"gaussian"`` probes.
-        solver, steps, atol, rtol, max_steps: as in :func:`flowmatch.sample` (adaptive solvers
-            control the error of the augmented state ``[x, l]``).
+        solver: as in :func:`flowmatch.sample` (adaptive solvers control the error of the
+            augmented state ``[x, l]``).
+        steps: as in :func:`flowmatch.sample`.
+        atol: as in :func:`flowmatch.sample`.
+        rtol: as in :func:`flowmatch.sample`.
+        max_steps: as in :func:`flowmatch.sample`.
         cond: conditioning passed to the model; a tensor with ``n`` rows is chunked along ``x``.
         chunk_size: integrate at most this many points at once (bounds memory); probes are drawn
             for all ``n`` points first, so fixed-step results do not depend on it.

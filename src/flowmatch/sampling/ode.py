@@ -305,7 +305,8 @@ def sample(
         t_span: ``(t0, t1)``, two distinct finite times; ``t1 < t0`` integrates in reverse.
         cond: conditioning passed through to the model. A tensor whose leading dimension equals
             ``n`` is split along with ``x0`` when chunking; anything else is passed whole.
-        atol, rtol: absolute / relative tolerances of adaptive solvers (> 0; unused otherwise).
+        atol: absolute tolerance of adaptive solvers (> 0; unused otherwise).
+        rtol: relative tolerance of adaptive solvers (> 0; unused otherwise).
         return_trajectory: also return the states at all save times.
         chunk_size: integrate ``x0`` in chunks of at most this many rows (to bound memory) and
             concatenate. Fixed-step results equal the unchunked ones; adaptive step sizes are

@@ -18,10 +18,8 @@ def adamw(model: nn.Module, lr: float, weight_decay: float, device: torch.device
     """AdamW over the model's parameters, with PyTorch's fused kernel where it exists.
 
     The fused kernel (``fused=True``: one kernel for all parameters, on the CPU and CUDA) is the
-    same update as the default per-tensor loop up to rounding, and much cheaper for small models:
-    measured 0.31 against 1.19 ms per optimiser step for the 3x64 MLP on one CPU thread, and a
-    whole I-CFM training step of 2.68 against 3.65 ms at batch 256 in 2D (``flowmatch bench
-    coupling``, one run with each).
+    same update as the default per-tensor loop up to rounding, and much cheaper for small models
+    (measured: docs/benchmarks.md, "Timings behind the docstrings").
     """
     params = list(model.parameters())
     fused = device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)

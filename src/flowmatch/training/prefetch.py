@@ -10,8 +10,8 @@ goes to a worker. Hence the pairs of a prefetched run are exactly those of an in
 The expensive part of the thunk runs without the GIL (the auction kernel via ctypes, POT's emd,
 torch ops), so one worker overlaps a full CPU core with training. What remains is the thunk's
 Python steps: each may wait for the GIL while the training thread holds it, and slows that thread
-in turn (an I-CFM step measured 2.1-2.2 ms alone, 3.8-4.0 ms beside a thread solving exact OT back
-to back), which is why the exact couplings keep their per-batch Python short (one kernel call for
+in turn (an I-CFM step is measurably slower beside a thread solving exact OT back to back:
+docs/benchmarks.md), which is why the exact couplings keep their per-batch Python short (one kernel call for
 all blocks of :class:`~flowmatch.couplings.BlockOT`, NumPy views instead of torch calls for the
 low-dimensional cost). Worker processes instead of threads were measured no faster (pickling the
 batches and the pairs costs about what the GIL did).
@@ -70,10 +70,8 @@ def auto_workers(coupling_is_identity: bool) -> int:
     """Default number of coupling workers: 1 when there is a pairing to compute and at least 2 CPUs
     (one trains, one solves the next steps' couplings), else 0 (inline).
 
-    Measured with ``flowmatch bench coupling`` on the 2-vCPU development VM: while the second vCPU
-    was free, one worker beat inline in every cell (e.g. batch 256, 2D: OT-CFM step 1.78x I-CFM
-    instead of 2.61x; 64D: 1.21x instead of 2.06x); while other jobs kept both vCPUs busy it was a
-    wash (wins and losses within the noise). The results do not depend on it.
+    Measured with ``flowmatch bench coupling``: one worker beats inline while a second CPU is
+    free, and is a wash while other jobs keep every CPU busy (docs/benchmarks.md). The results do not depend on it.
     """
     if coupling_is_identity:
         return 0

@@ -97,7 +97,8 @@ def reflow_pairs(
         solver: any solver of :func:`flowmatch.ode_solvers`; the default adaptive dopri5 with
             tight tolerances keeps the pairs close to the exact flow.
         steps: number of steps of a fixed-step solver (ignored by adaptive ones).
-        atol, rtol: tolerances of an adaptive solver.
+        atol: absolute tolerance of an adaptive solver.
+        rtol: relative tolerance of an adaptive solver.
         chunk_size: integrate at most this many rows at a time (memory bound).
 
     Returns:
@@ -237,7 +238,10 @@ def train_on_pairs(
         pairs: the coupling, e.g. from :func:`reflow_pairs`.
         config: optimisation settings (steps, batch size <= len(pairs), lr, seed, ...).
         matcher: a FlowMatcher with an identity coupling; default ``methods.get("rf")``.
-        device, run_dir, resume, metadata: as for :class:`~flowmatch.training.trainer.Trainer`.
+        device: as for :class:`~flowmatch.training.trainer.Trainer`.
+        run_dir: as for :class:`~flowmatch.training.trainer.Trainer`.
+        resume: as for :class:`~flowmatch.training.trainer.Trainer`.
+        metadata: as for :class:`~flowmatch.training.trainer.Trainer`.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")

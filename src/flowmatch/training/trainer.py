@@ -69,9 +69,10 @@ class Trainer:
     Args:
         model: velocity network ``model(x, t, cond=None)``; moved to ``device``.
         matcher: a :class:`TrainingObjective`, e.g. a :class:`~flowmatch.objectives.cfm.FlowMatcher`.
-        source, target: callables ``(n, generator=None) -> (n, *dims)`` tensors on ``device``
-            (see :mod:`flowmatch.data.batches`); the target may return a pair ``(x1, cond)``,
-            whose condition (labels ``(n,)`` or features ``(n, ...)``) goes to the matcher.
+        source: callable ``(n, generator=None) -> (n, *dims)`` tensor on ``device``
+            (see :mod:`flowmatch.data.batches`).
+        target: the same for the target; it may return a pair ``(x1, cond)``, whose condition
+            (labels ``(n,)`` or features ``(n, ...)``) goes to the matcher.
         config: :class:`TrainerConfig`.
         run_dir: where ``log.csv`` and ``checkpoints/`` go; None trains in memory only.
         device: torch device for the model and the generator.

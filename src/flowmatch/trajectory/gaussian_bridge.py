@@ -91,8 +91,10 @@ class GaussianBridge:
     """Schrödinger bridge between N(m0, S0) and N(m1, S1) for the reference sigma W (see module doc).
 
     Args:
-        m0, m1: means, shape (d,).
-        S0, S1: symmetric positive definite covariances, shape (d, d).
+        m0: mean of the source, shape (d,).
+        m1: mean of the target, shape (d,).
+        S0: covariance of the source, symmetric positive definite, shape (d, d).
+        S1: covariance of the target, symmetric positive definite, shape (d, d).
         sigma: diffusion of the reference Brownian motion (>= 0; 0 is the OT limit).
 
     Example:
