@@ -1,6 +1,6 @@
 # `make demo` and `make test` do all set-up on a fresh machine: they create .venv if it is
 # missing and install the pinned requirements plus this package (editable); `make lint` adds the
-# pinned lint tools (requirements-lint.txt) and runs ruff and mypy; `make docs` adds the pinned
+# pinned lint tools (requirements-lint.txt) and runs ruff (lint and format check) and mypy; `make docs` adds the pinned
 # documentation tools and builds the site into site/, every warning an error.
 PYTHON ?= python3
 VENV := .venv
@@ -31,7 +31,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 lint: $(LINT_STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs/tutorials
+	$(BIN)/ruff format --check src tests benchmarks docs/tutorials
 	$(BIN)/python -m mypy src/flowmatch
 
 $(DOCS_STAMP): requirements-docs.txt $(STAMP)

@@ -49,8 +49,11 @@ def main() -> None:
             w = np.full(n, 1.0 / n)
             b = float(ot.emd2(w, w, cost, numItermax=100_000_000))
             t2 = time.perf_counter()
-            print(f"| {target} | {n} | {t1 - t0:.2f} | {t2 - t1:.2f} | {(t2 - t1) / (t1 - t0):.1f}x | "
-                  f"{a ** 0.5:.6f} | {abs(a - b) / b:.1e} |", flush=True)
+            print(
+                f"| {target} | {n} | {t1 - t0:.2f} | {t2 - t1:.2f} | {(t2 - t1) / (t1 - t0):.1f}x | "
+                f"{a**0.5:.6f} | {abs(a - b) / b:.1e} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -71,8 +71,13 @@ def train_one(task: str, method: str, steps: int, args, data: dict, bound: float
     model = MLP(2)
     objective = methods.get(method)
     source = StreamBatches(lambda n, generator=None: torch.randn(n, 2, generator=generator))
-    trainer = Trainer(model, objective, source, TensorBatches(data["train"]),
-                      TrainerConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, quiet=True))
+    trainer = Trainer(
+        model,
+        objective,
+        source,
+        TensorBatches(data["train"]),
+        TrainerConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, quiet=True),
+    )
     train_s = 0.0
     first = None
     for step in range(1, steps + 1):
@@ -89,14 +94,16 @@ def train_one(task: str, method: str, steps: int, args, data: dict, bound: float
                 first = (step, train_s)
     model.eval()
     w2_final = w2_of_model(model, data["x0_test"], data["test"])
-    ll = flowmatch.log_likelihood(model, data["test"][: args.n_nll], divergence="exact", solver="dopri5",
-                                  atol=1e-5, rtol=1e-5, chunk_size=1000)
+    ll = flowmatch.log_likelihood(
+        model, data["test"][: args.n_nll], divergence="exact", solver="dopri5", atol=1e-5, rtol=1e-5, chunk_size=1000
+    )
     return Row(task, method, steps, train_s, first, w2_final, ll.mean_nll, ll.mean_bits_per_dim, ll.nfe)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--steps", type=int, default=2000, help="training steps of OT-CFM and I-CFM (default: 2000)")
     p.add_argument("--cnf-steps", type=int, default=None, help="training steps of the CNF (default: --steps)")
     p.add_argument("--tasks", default="moons,8gaussians", help="comma-separated targets (source N(0, I))")
@@ -104,10 +111,17 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eval-every", type=int, default=100, help="W2 is measured every K steps (default: 100)")
-    p.add_argument("--cnf-eval-every", type=int, default=None,
-                   help="W2 interval of the CNF, whose steps cost ~10x more (default: --eval-every / 10)")
-    p.add_argument("--w2-bound", default=None,
-                   help="bounds as task=value,... (default: " + ", ".join(f"{k}={v}" for k, v in DEFAULT_BOUNDS.items()) + ")")
+    p.add_argument(
+        "--cnf-eval-every",
+        type=int,
+        default=None,
+        help="W2 interval of the CNF, whose steps cost ~10x more (default: --eval-every / 10)",
+    )
+    p.add_argument(
+        "--w2-bound",
+        default=None,
+        help="bounds as task=value,... (default: " + ", ".join(f"{k}={v}" for k, v in DEFAULT_BOUNDS.items()) + ")",
+    )
     p.add_argument("--n-train", type=int, default=10_000)
     p.add_argument("--n-test", type=int, default=1000, help="test points for W2 (default: 1000)")
     p.add_argument("--n-nll", type=int, default=1000, help="test points for the NLL (default: 1000)")
@@ -140,18 +154,40 @@ def main(argv=None) -> int:
             rows.append(train_one(task, name, cnf_steps if name == "cnf" else args.steps, args, data, bounds[task]))
 
     total = time.perf_counter() - t_start
-    print(f"Budget: {args.steps} steps (OT-CFM, I-CFM), {cnf_steps} steps (CNF: rk4, 8 steps, 1 Rademacher "
-          f"probe), batch {args.batch_size}, AdamW lr {args.lr}, 3x64 SELU MLP, {args.threads} CPU thread(s); "
-          f"W2 every {args.eval_every} steps (CNF: {args.cnf_eval_every}) on {args.n_test} test points (dopri5 samples, tol 1e-4); "
-          f"NLL: exact divergence, dopri5 (tol 1e-5), {args.n_nll} test points. Total {total:.0f} s.\n")
-    head = ["task", "method", "steps", "train s", "W2 final", "W2 bound (floor)", "time to W2 < bound",
-            "test NLL (nats)", "bits/dim", "NFE (NLL)"]
+    print(
+        f"Budget: {args.steps} steps (OT-CFM, I-CFM), {cnf_steps} steps (CNF: rk4, 8 steps, 1 Rademacher "
+        f"probe), batch {args.batch_size}, AdamW lr {args.lr}, 3x64 SELU MLP, {args.threads} CPU thread(s); "
+        f"W2 every {args.eval_every} steps (CNF: {args.cnf_eval_every}) on {args.n_test} test points (dopri5 samples, tol 1e-4); "
+        f"NLL: exact divergence, dopri5 (tol 1e-5), {args.n_nll} test points. Total {total:.0f} s.\n"
+    )
+    head = [
+        "task",
+        "method",
+        "steps",
+        "train s",
+        "W2 final",
+        "W2 bound (floor)",
+        "time to W2 < bound",
+        "test NLL (nats)",
+        "bits/dim",
+        "NFE (NLL)",
+    ]
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
     for r in rows:
         reach = "not reached" if r.first_below is None else f"{r.first_below[1]:.1f} s (step {r.first_below[0]})"
-        cells = [f"N -> {r.task}", r.method, str(r.steps), f"{r.train_s:.1f}", f"{r.w2_final:.3f}",
-                 f"{bounds[r.task]} ({floors[r.task]:.3f})", reach, f"{r.nll:.3f}", f"{r.bpd:.3f}", str(r.nfe)]
+        cells = [
+            f"N -> {r.task}",
+            r.method,
+            str(r.steps),
+            f"{r.train_s:.1f}",
+            f"{r.w2_final:.3f}",
+            f"{bounds[r.task]} ({floors[r.task]:.3f})",
+            reach,
+            f"{r.nll:.3f}",
+            f"{r.bpd:.3f}",
+            str(r.nfe),
+        ]
         print("| " + " | ".join(cells) + " |")
     return 0
 

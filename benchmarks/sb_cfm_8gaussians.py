@@ -68,9 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     for method, sigma in runs:
         res: dict[str, list[float]] = {"ode": [], "sde": [], "sde_last_sde": [], "time": []}
         for seed in seeds:
-            cfg = RunConfig(source="gaussian", target=args.target, method=method, sigma=sigma, steps=args.steps,
-                            batch_size=args.batch_size, n_test=args.n_test, seed=seed, device="cpu",
-                            checkpoint_every=args.steps)
+            cfg = RunConfig(
+                source="gaussian",
+                target=args.target,
+                method=method,
+                sigma=sigma,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                n_test=args.n_test,
+                seed=seed,
+                device="cpu",
+                checkpoint_every=args.steps,
+            )
             t0 = time.perf_counter()
             trainer, result, _ = train_run(cfg, None, quiet=True, evaluate=False, plots=False)
             res["time"].append(time.perf_counter() - t0)
@@ -80,21 +89,35 @@ def main(argv: list[str] | None = None) -> int:
             res["ode"].append(w2(sample(model, x0, solver="euler", steps=100).x, x1))
             if has_score(model):
                 for key, last in (("sde", "ode"), ("sde_last_sde", "sde")):
-                    out = sample_sde(model, x0, sigma=cfg.resolved_sigma, steps=100, last_step=last,
-                                     generator=torch.Generator().manual_seed(seed))
+                    out = sample_sde(
+                        model,
+                        x0,
+                        sigma=cfg.resolved_sigma,
+                        steps=100,
+                        last_step=last,
+                        generator=torch.Generator().manual_seed(seed),
+                    )
                     res[key].append(w2(out.x, x1))
-            print(f"{method} sigma={sigma} seed={seed}: ODE {res['ode'][-1]:.3f}"
-                  + (f" SDE {res['sde'][-1]:.3f} SDE(last sde) {res['sde_last_sde'][-1]:.3f}" if res["sde"] else "")
-                  + f" ({res['time'][-1]:.0f} s)", file=sys.stderr, flush=True)
+            print(
+                f"{method} sigma={sigma} seed={seed}: ODE {res['ode'][-1]:.3f}"
+                + (f" SDE {res['sde'][-1]:.3f} SDE(last sde) {res['sde_last_sde'][-1]:.3f}" if res["sde"] else "")
+                + f" ({res['time'][-1]:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
         rows.append((method, sigma, res))
 
-    print(f"N(0, I) -> {args.target}, {args.steps} steps, batch {args.batch_size}, seeds {args.seeds}; "
-          f"W2 on {args.n_test} test points (sampling floor {floor:.3f})\n")
+    print(
+        f"N(0, I) -> {args.target}, {args.steps} steps, batch {args.batch_size}, seeds {args.seeds}; "
+        f"W2 on {args.n_test} test points (sampling floor {floor:.3f})\n"
+    )
     print("| method | sigma | W2 ODE (euler 100) | W2 SDE (EM 100) | W2 SDE (EM 100, stochastic last step) | train s |")
     print("|---|---|---|---|---|---|")
     for method, sigma, res in rows:
-        print(f"| {method} | {sigma:g} | {_fmt(res['ode'])} | {_fmt(res['sde'])} | {_fmt(res['sde_last_sde'])} "
-              f"| {statistics.mean(res['time']):.0f} |")
+        print(
+            f"| {method} | {sigma:g} | {_fmt(res['ode'])} | {_fmt(res['sde'])} | {_fmt(res['sde_last_sde'])} "
+            f"| {statistics.mean(res['time']):.0f} |"
+        )
     return 0
 
 

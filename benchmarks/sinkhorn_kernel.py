@@ -23,8 +23,11 @@ import flowmatch.ot.transport as transport
 from flowmatch.couplings import Sinkhorn
 from flowmatch.data.toy2d import sample_toy
 
-CASES = [("gaussian", "8gaussians", 2.0, "absolute"), ("gaussian", "moons", 0.05, "mean"),
-         ("gaussian", "scurve", 2.0, "absolute")]
+CASES = [
+    ("gaussian", "8gaussians", 2.0, "absolute"),
+    ("gaussian", "moons", 0.05, "mean"),
+    ("gaussian", "scurve", 2.0, "absolute"),
+]
 
 
 def main() -> None:
@@ -39,8 +42,10 @@ def main() -> None:
     print("| task | epsilon | log domain ms | kernel ms | speed-up | max plan L1 difference |")
     print("|---|---|---|---|---|---|")
     for source, target, reg, scale in CASES:
-        batches = [(sample_toy(source, args.n, generator=g), sample_toy(target, args.n, generator=g))
-                   for _ in range(args.batches)]
+        batches = [
+            (sample_toy(source, args.n, generator=g), sample_toy(target, args.n, generator=g))
+            for _ in range(args.batches)
+        ]
         coupling = Sinkhorn(reg, reg_scale=scale)
         times: dict[str, list[float]] = {"log": [], "kernel": []}
         plans: dict[str, list[torch.Tensor]] = {}

@@ -87,7 +87,8 @@ def test_degenerate_inputs():
     a, b = np.repeat(rng.normal(size=(4, 2)), 8, axis=0), np.repeat(rng.normal(size=(4, 2)), 8, axis=0)
     cost = ot.dist(a, b)
     assert solve_assignment(cost, solver="auction").cost == pytest.approx(
-        solve_assignment(cost, solver="emd").cost, rel=1e-12)
+        solve_assignment(cost, solver="emd").cost, rel=1e-12
+    )
     # a shuffled copy is recovered exactly (optimum 0, unique)
     x = rng.normal(size=(40, 3))
     perm = rng.permutation(40)
@@ -126,17 +127,22 @@ def test_the_avx2_and_portable_builds_return_the_same_assignment():
     g = torch.Generator().manual_seed(7)
     for n, dim in ((203, 2), (256, 2), (256, 64)):
         x0 = torch.randn(n, dim, generator=g, dtype=torch.float64)
-        x1 = sample_toy("8gaussians", n, generator=g).double() if dim == 2 else torch.randn(n, dim, generator=g, dtype=torch.float64) + 1
+        x1 = (
+            sample_toy("8gaussians", n, generator=g).double()
+            if dim == 2
+            else torch.randn(n, dim, generator=g, dtype=torch.float64) + 1
+        )
         cost = np.ascontiguousarray(ot.dist(x0.numpy(), x1.numpy()))
         outs = []
         for lib in (_native.load(), portable):
             iwork = np.empty((3 + _native.CANDIDATES) * n, np.int64)
             fwork, out = np.empty(2 * n), np.zeros(7)
-            status = lib.fm_auction(n, cost.ctypes.data, 0.1, 10.0, 1e-12, 10**9, iwork.ctypes.data,
-                                    fwork.ctypes.data, out.ctypes.data)
+            status = lib.fm_auction(
+                n, cost.ctypes.data, 0.1, 10.0, 1e-12, 10**9, iwork.ctypes.data, fwork.ctypes.data, out.ctypes.data
+            )
             assert status == 0
             # all but the work queue (iwork[2n:3n]): assignment, owners, lists, prices, thresholds, counts
-            outs.append((iwork[:2 * n], iwork[3 * n:], fwork, out))
+            outs.append((iwork[: 2 * n], iwork[3 * n :], fwork, out))
         for a, b in zip(*outs):
             assert np.array_equal(a, b)
 

@@ -20,8 +20,9 @@ from flowmatch.ot.assignment import certified_gap, solve_assignment, solve_assig
 from flowmatch.ot.transport import exact_ot_permutation
 
 
-def _tight_clusters(n: int = 256, k: int = 8, radius: float = 1e4, std: float = 1e-2, seed: int = 0,
-                    dtype=torch.float64):
+def _tight_clusters(
+    n: int = 256, k: int = 8, radius: float = 1e4, std: float = 1e-2, seed: int = 0, dtype=torch.float64
+):
     """x0, x1: n points each from k equal clusters (n / k points each) centred on a circle."""
     g = torch.Generator().manual_seed(seed)
     angle = 2 * math.pi * torch.arange(k, dtype=torch.float64) / k
@@ -99,7 +100,9 @@ def test_emd_reports_the_gap_of_its_duals():
     # sum_i [(C_is(i) - v_s(i)) - u_i] plus the bound on its float64 rounding
     g = torch.Generator().manual_seed(12)
     n = 256
-    cost = _cost64(torch.randn(n, 2, generator=g, dtype=torch.float64), sample_toy("8gaussians", n, generator=g).double())
+    cost = _cost64(
+        torch.randn(n, 2, generator=g, dtype=torch.float64), sample_toy("8gaussians", n, generator=g).double()
+    )
     res = solve_assignment(cost, solver="emd")
     assert res.solver == "emd"
     w = np.full(n, 1 / n)
@@ -153,7 +156,9 @@ def test_emd_whose_duals_do_not_certify_is_finished_exactly(monkeypatch):
     # exact finish is taken
     g = torch.Generator().manual_seed(15)
     n = 64
-    cost = _cost64(torch.randn(n, 2, generator=g, dtype=torch.float64), torch.randn(n, 2, generator=g, dtype=torch.float64))
+    cost = _cost64(
+        torch.randn(n, 2, generator=g, dtype=torch.float64), torch.randn(n, 2, generator=g, dtype=torch.float64)
+    )
     real_emd = ot.emd
     rng = np.random.default_rng(0)
 

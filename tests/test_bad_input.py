@@ -62,19 +62,24 @@ def test_device_given_as_a_number_in_config_toml_exits_2(capsys, tmp_path):
 @pytest.mark.parametrize("command", ["train", "sample", "eval"])
 def test_device_mps_where_it_is_not_available_exits_2(capsys, tmp_path, good_run, command):
     out = tmp_path / "out"
-    argv = {"train": ["train", "--out", str(out), *TINY],
-            "sample": ["sample", str(good_run), "--out", str(tmp_path / "s.npy"), "--quiet"],
-            "eval": ["eval", str(good_run), "--quiet"]}[command]
+    argv = {
+        "train": ["train", "--out", str(out), *TINY],
+        "sample": ["sample", str(good_run), "--out", str(tmp_path / "s.npy"), "--quiet"],
+        "eval": ["eval", str(good_run), "--quiet"],
+    }[command]
     msg = error_of(capsys, [*argv, "--device", "mps"])
     assert "device 'mps' needs Apple's MPS backend" in msg and "--device cpu" in msg
     assert not out.exists() and not (tmp_path / "s.npy").exists()
 
 
-@pytest.mark.parametrize("method, parts", [
-    ("ot-cfm", ["sigma must be finite in float32", "got 1e+308"]),
-    ("vp-cfm", ["sigma must be finite in float32", "got 1e+308"]),
-    ("sb-cfm", ["sigma must keep sb-cfm's entropic regularisation 2 sigma^2 finite", "got sigma 1e+308"]),
-])
+@pytest.mark.parametrize(
+    "method, parts",
+    [
+        ("ot-cfm", ["sigma must be finite in float32", "got 1e+308"]),
+        ("vp-cfm", ["sigma must be finite in float32", "got 1e+308"]),
+        ("sb-cfm", ["sigma must keep sb-cfm's entropic regularisation 2 sigma^2 finite", "got sigma 1e+308"]),
+    ],
+)
 def test_sigma_that_overflows_float32_exits_2(capsys, tmp_path, method, parts):
     out = tmp_path / "out"
     msg = error_of(capsys, ["train", "--out", str(out), "--method", method, "--sigma", "1e308", *TINY])
@@ -135,8 +140,12 @@ def test_a_damaged_newest_checkpoint_falls_back_and_resume_equals_a_straight_run
     and ends bit for bit where the uninterrupted good_run ended."""
     run = copy_run(good_run, tmp_path)
     ck = run / "checkpoints" / STEP20
-    bad = {"truncated model": "model.safetensors", "garbage rng": "rng.safetensors",
-           "data cut by one byte": "optimizer.safetensors", "bad state.json": "state.json"}[damage]
+    bad = {
+        "truncated model": "model.safetensors",
+        "garbage rng": "rng.safetensors",
+        "data cut by one byte": "optimizer.safetensors",
+        "bad state.json": "state.json",
+    }[damage]
     if damage == "truncated model":
         truncate(ck / bad, 100)
     elif damage == "garbage rng":
@@ -227,17 +236,24 @@ def test_resume_with_another_hidden_size_exits_2(capsys, tmp_path, good_run):
 
 
 @pytest.mark.parametrize("command", ["train", "eval"])
-def test_checkpoint_weights_of_another_shape_exit_2_naming_the_parameter_and_both_shapes(capsys, tmp_path, good_run,
-                                                                                       command):
+def test_checkpoint_weights_of_another_shape_exit_2_naming_the_parameter_and_both_shapes(
+    capsys, tmp_path, good_run, command
+):
     """config.toml says hidden = 32, the checkpoint holds a hidden-16 network: the first differing
     parameter and both shapes, not torch's multi-line size-mismatch list."""
     run = copy_run(good_run, tmp_path)
     cfg = run / "config.toml"
     cfg.write_text(cfg.read_text().replace("hidden = 16\n", "hidden = 32\n"))
-    argv = (["train", "--resume", "--out", str(run), "--steps", "30", "--quiet", "--threads", "1"]
-            if command == "train" else ["eval", str(run), "--quiet"])
+    argv = (
+        ["train", "--resume", "--out", str(run), "--steps", "30", "--quiet", "--threads", "1"]
+        if command == "train"
+        else ["eval", str(run), "--quiet"]
+    )
     msg = error_of(capsys, argv)
-    assert f"the weights in {str(run / 'checkpoints' / STEP20 / 'model.safetensors')!r} must have the model's shapes" in msg
+    assert (
+        f"the weights in {str(run / 'checkpoints' / STEP20 / 'model.safetensors')!r} must have the model's shapes"
+        in msg
+    )
     assert "'net.0.weight' is (16, 3) there and (32, 3) in the model" in msg
     assert load_checkpoint(run / "checkpoints").step == 20
 

@@ -13,8 +13,9 @@ from flowmatch.cli import main
 
 
 def test_tiny_coupling_bench_writes_its_tables(tmp_path):
-    s = CouplingBenchSettings(dims=(2,), batches=(32,), steps=2, repeats=1, large=(300,), block_size=128,
-                              exact_large_max=300, torchcfm=False)
+    s = CouplingBenchSettings(
+        dims=(2,), batches=(32,), steps=2, repeats=1, large=(300,), block_size=128, exact_large_max=300, torchcfm=False
+    )
     res = run_coupling_bench(tmp_path, s, log=None)
     methods = {r["method"] for r in res.rows}
     assert {"i-cfm", "ot-cfm auction inline", "ot-cfm auction prefetch(1)", "ot-cfm emd inline"} <= methods

@@ -14,8 +14,12 @@ def test_bench_ddp_quick_reports_every_row(tmp_path, capsys):
     res = json.loads((tmp_path / "results.json").read_text())
     rows = res["rows"]
     assert [(r["method"], r["processes"], r["coupling scope"]) for r in rows] == [
-        ("ot-cfm", "1", "-"), ("ot-cfm", "1", "-"), ("ot-cfm", "2", "local"), ("ot-cfm", "2", "global"),
-        ("i-cfm", "2", "local")]
+        ("ot-cfm", "1", "-"),
+        ("ot-cfm", "1", "-"),
+        ("ot-cfm", "2", "local"),
+        ("ot-cfm", "2", "global"),
+        ("i-cfm", "2", "local"),
+    ]
     b = res["settings"]["batch_size"]
     for r in rows:  # the global batch is the processes' rows together
         assert int(r["global batch"]) == int(r["processes"]) * int(r["batch per process"])

@@ -85,8 +85,7 @@ def test_a_missing_cell_is_recomputed_with_what_depends_on_it(quick_out, tmp_pat
     out = tmp_path / "copy"
     shutil.copytree(quick_out, out)
     (out / "cells" / "n-moons" / "rf" / "seed0" / "result.json").unlink()  # as if interrupted
-    res = run_paper2d(out, Paper2DSettings.quick(), tasks=["n-moons"], methods=["i-cfm", "2-rf"],
-                      log=None, plots=False)
+    res = run_paper2d(out, Paper2DSettings.quick(), tasks=["n-moons"], methods=["i-cfm", "2-rf"], log=None, plots=False)
     assert res.computed == [("n-moons", "rf", 0), ("n-moons", "2-rf", 0)]  # 2-rf's parent changed
     assert res.reused == [("n-moons", "i-cfm", 0)]
     assert [(r["task"], r["method"]) for r in res.rows] == [("n-moons", "i-cfm"), ("n-moons", "2-rf")]
@@ -124,8 +123,7 @@ def test_report_only_tables_the_finished_cells_and_computes_nothing(quick_out, t
     assert "| N→moons " in table and "| fm " not in table
     # another evaluation setting: nothing is finished under it, and that is an error, not a silent table
     with pytest.raises(ValueError, match="no finished cell"):
-        run_paper2d(out, Paper2DSettings.quick(n_eval=96, n_sweep=96), tasks=["n-moons"], log=None,
-                    report_only=True)
+        run_paper2d(out, Paper2DSettings.quick(n_eval=96, n_sweep=96), tasks=["n-moons"], log=None, report_only=True)
     capsys.readouterr()
     assert main(["bench", "paper2d", "--quick", "--out", str(out), "--tasks", "n-moons", "--report-only"]) == 0
     assert "6 finished cell(s) reported, 1 missing" in capsys.readouterr().out
@@ -152,8 +150,11 @@ def test_evaluation_sets_are_a_split_drawn_apart_from_the_training_draw():
     train = build_data(s.run_config(TASKS["n-moons"], "ot-cfm", 0))
     ev = build_data(s.eval_run_config(TASKS["n-moons"], 0))
     assert ev.source.test.shape == (200, 2) and ev.target.test.shape == (200, 2)
-    for ours, theirs in [(ev.target.test, train.target.train), (ev.target.test, train.target.test),
-                         (ev.source.test, train.source.train)]:
+    for ours, theirs in [
+        (ev.target.test, train.target.train),
+        (ev.target.test, train.target.test),
+        (ev.source.test, train.source.train),
+    ]:
         assert torch.cdist(ours.double(), theirs.double()).min() > 0  # no shared point
     again = build_data(s.eval_run_config(TASKS["n-moons"], 0))
     assert torch.equal(again.target.test, ev.target.test)  # the same sets for every method
@@ -162,8 +163,9 @@ def test_evaluation_sets_are_a_split_drawn_apart_from_the_training_draw():
 
 def test_a_cell_with_other_settings_is_refused(quick_out):
     with pytest.raises(ValueError, match="steps=10.*steps=11"):
-        run_paper2d(quick_out, Paper2DSettings.quick(steps=11), tasks=["n-moons"], methods=["i-cfm"],
-                    log=None, plots=False)
+        run_paper2d(
+            quick_out, Paper2DSettings.quick(steps=11), tasks=["n-moons"], methods=["i-cfm"], log=None, plots=False
+        )
 
 
 def test_the_ema_variant_evaluates_the_averaged_weights_of_the_same_training(quick_out, tmp_path):
@@ -173,8 +175,28 @@ def test_the_ema_variant_evaluates_the_averaged_weights_of_the_same_training(qui
     plain = _read_json(quick_out / cell / "result.json")
     assert "ema_decay" not in plain["settings"]
     out = tmp_path / "ema"
-    assert main(["bench", "paper2d", "--quick", "--out", str(out), "--tasks", "n-moons", "--methods", "i-cfm",
-                 "--ema-decay", "0.9", "--no-plots", "--threads", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "paper2d",
+                "--quick",
+                "--out",
+                str(out),
+                "--tasks",
+                "n-moons",
+                "--methods",
+                "i-cfm",
+                "--ema-decay",
+                "0.9",
+                "--no-plots",
+                "--threads",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ema = _read_json(out / cell / "result.json")
     assert ema["settings"]["ema_decay"] == 0.9
     assert {k: v for k, v in ema["settings"].items() if k != "ema_decay"} == plain["settings"]
@@ -186,8 +208,9 @@ def test_the_ema_variant_evaluates_the_averaged_weights_of_the_same_training(qui
     assert ema["metrics"]["w2"] != plain["metrics"]["w2"]
     assert "moving average (decay 0.9" in (out / "table.md").read_text()
     with pytest.raises(ValueError, match="ema_decay"):  # not mixed into the paper's cells
-        run_paper2d(quick_out, Paper2DSettings.quick(ema_decay=0.9), tasks=["n-moons"], methods=["i-cfm"],
-                    log=None, plots=False)
+        run_paper2d(
+            quick_out, Paper2DSettings.quick(ema_decay=0.9), tasks=["n-moons"], methods=["i-cfm"], log=None, plots=False
+        )
 
 
 def test_the_benchmark_trains_its_small_mlps_on_one_thread_unless_told(tmp_path):
@@ -195,20 +218,56 @@ def test_the_benchmark_trains_its_small_mlps_on_one_thread_unless_told(tmp_path)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert main(["bench", "paper2d", "--quick", "--out", str(tmp_path / "a"), "--tasks", "n-moons",
-                     "--methods", "i-cfm", "--no-plots", "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "bench",
+                    "paper2d",
+                    "--quick",
+                    "--out",
+                    str(tmp_path / "a"),
+                    "--tasks",
+                    "n-moons",
+                    "--methods",
+                    "i-cfm",
+                    "--no-plots",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         assert torch.get_num_threads() == 1
         torch.set_num_threads(2)
-        assert main(["bench", "paper2d", "--quick", "--out", str(tmp_path / "b"), "--tasks", "n-moons",
-                     "--methods", "i-cfm", "--no-plots", "--quiet", "--threads", "2"]) == 0
+        assert (
+            main(
+                [
+                    "bench",
+                    "paper2d",
+                    "--quick",
+                    "--out",
+                    str(tmp_path / "b"),
+                    "--tasks",
+                    "n-moons",
+                    "--methods",
+                    "i-cfm",
+                    "--no-plots",
+                    "--quiet",
+                    "--threads",
+                    "2",
+                ]
+            )
+            == 0
+        )
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 
 
 def _cell_metrics(out: Path) -> dict[tuple[str, str, str], tuple]:
-    return {(r["task"], r["method"], r["seed"]): (r["w2"], r["npe"], r["nfe_dopri5"], r["w2_euler_1"], r["w2_floor"])
-            for r in _rows(out)}
+    return {
+        (r["task"], r["method"], r["seed"]): (r["w2"], r["npe"], r["nfe_dopri5"], r["w2_euler_1"], r["w2_floor"])
+        for r in _rows(out)
+    }
 
 
 def test_worker_processes_and_seed_subsets_fill_the_same_cells_as_one_process(tmp_path):
@@ -241,8 +300,7 @@ def test_worker_processes_and_seed_subsets_fill_the_same_cells_as_one_process(tm
 def test_units_keep_a_reflow_with_its_parent_and_start_the_slow_methods_first():
     from flowmatch.bench.paper2d_jobs import plan_units
 
-    cells = [("n-moons", "ot-cfm"), ("n-moons", "i-cfm"), ("n-moons", "sb-cfm"), ("n-moons", "rf"),
-             ("n-moons", "2-rf")]
+    cells = [("n-moons", "ot-cfm"), ("n-moons", "i-cfm"), ("n-moons", "sb-cfm"), ("n-moons", "rf"), ("n-moons", "2-rf")]
     units = plan_units(cells, [0, 1])
     assert units[:2] == [("n-moons", ("sb-cfm",), 0), ("n-moons", ("sb-cfm",), 1)]
     assert ("n-moons", ("rf", "2-rf"), 1) in units and ("n-moons", ("rf",), 1) not in units
@@ -254,8 +312,28 @@ def test_a_failing_worker_is_a_one_line_error_and_keeps_the_finished_cells(quick
     out = tmp_path / "copy"
     shutil.copytree(quick_out, out)
     before = _results(out)
-    assert main(["bench", "paper2d", "--quick", "--steps", "11", "--out", str(out), "--tasks", "n-moons",
-                 "--methods", "i-cfm,fm", "--jobs", "2", "--no-plots", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "paper2d",
+                "--quick",
+                "--steps",
+                "11",
+                "--out",
+                str(out),
+                "--tasks",
+                "n-moons",
+                "--methods",
+                "i-cfm,fm",
+                "--jobs",
+                "2",
+                "--no-plots",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("flowmatch: error: ") and "steps=10" in err and "\n" not in err
     assert _results(out) == before
@@ -268,12 +346,14 @@ def _read_json(path: Path) -> dict:
 
 
 def test_bad_input_is_a_one_line_error(tmp_path, capsys):
-    for argv, rule in [(["--methods", "nope"], "unknown method 'nope'"),
-                       (["--tasks", "moons"], "unknown task 'moons'"),
-                       (["--tasks", "moons-8gaussians", "--methods", "fm"], "no benchmark cell"),
-                       (["--steps", "0"], "steps must be a positive integer"),
-                       (["--ema-decay", "1"], "ema_decay must be < 1"),
-                       (["--jobs", "0"], "jobs must be a positive integer, got 0")]:
+    for argv, rule in [
+        (["--methods", "nope"], "unknown method 'nope'"),
+        (["--tasks", "moons"], "unknown task 'moons'"),
+        (["--tasks", "moons-8gaussians", "--methods", "fm"], "no benchmark cell"),
+        (["--steps", "0"], "steps must be a positive integer"),
+        (["--ema-decay", "1"], "ema_decay must be < 1"),
+        (["--jobs", "0"], "jobs must be a positive integer, got 0"),
+    ]:
         capsys.readouterr()
         assert main(["bench", "paper2d", "--quick", "--out", str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err.strip()
@@ -331,8 +411,9 @@ def test_paired_batches_never_separate_a_pair():
 def test_training_on_pairs_needs_a_coupling_that_keeps_them():
     pairs = ReflowPairs(torch.zeros(8, 2), torch.ones(8, 2), nfe=0, solver="euler", steps=1)
     with pytest.raises(ValueError, match="identity"):
-        train_on_pairs(MLP(2, hidden=8), pairs, TrainerConfig(steps=1, batch_size=4, quiet=True),
-                       matcher=methods.get("ot-cfm"))
+        train_on_pairs(
+            MLP(2, hidden=8), pairs, TrainerConfig(steps=1, batch_size=4, quiet=True), matcher=methods.get("ot-cfm")
+        )
 
 
 def _two_blobs(n, generator=None):
@@ -385,21 +466,24 @@ def test_w2_at_steps_matches_the_closed_form_of_euler_on_a_linear_field():
 
 def test_sampling_floor_is_w2_to_a_second_split_drawn_the_same_way():
     dist = resolve_distribution("moons")
-    test = make_split(dist, n_train=2000, n_test=500, generator=torch.Generator().manual_seed(0),
-                      protocol="paper").test
+    test = make_split(dist, n_train=2000, n_test=500, generator=torch.Generator().manual_seed(0), protocol="paper").test
     floor = w2_sampling_floor(dist, test, n_train=2000, generator=torch.Generator().manual_seed(1))
-    other = make_split(dist, n_train=2000, n_test=500, generator=torch.Generator().manual_seed(1),
-                       protocol="paper").test
+    other = make_split(
+        dist, n_train=2000, n_test=500, generator=torch.Generator().manual_seed(1), protocol="paper"
+    ).test
     assert floor == metrics.w2(other, test) and floor > 0
     # fresh make_moons draws sit on the same evenly spaced points of the curve: two of them are
     # closer than a sampler with random positions can be, so the "fresh" floor subsamples a pool
-    fresh = make_split(dist, n_train=2000, n_test=500, generator=torch.Generator().manual_seed(0),
-                       protocol="fresh").test
-    fresh_floor = w2_sampling_floor(dist, fresh, n_train=2000, protocol="fresh",
-                                    generator=torch.Generator().manual_seed(1))
+    fresh = make_split(
+        dist, n_train=2000, n_test=500, generator=torch.Generator().manual_seed(0), protocol="fresh"
+    ).test
+    fresh_floor = w2_sampling_floor(
+        dist, fresh, n_train=2000, protocol="fresh", generator=torch.Generator().manual_seed(1)
+    )
     g = torch.Generator().manual_seed(1)
     big = dist.sample(20_000, generator=g)
     assert fresh_floor == metrics.w2(big[torch.randperm(20_000, generator=g)[:500]], fresh)
-    second_fresh_draw = make_split(dist, n_train=2000, n_test=500, generator=torch.Generator().manual_seed(1),
-                                   protocol="fresh").test
+    second_fresh_draw = make_split(
+        dist, n_train=2000, n_test=500, generator=torch.Generator().manual_seed(1), protocol="fresh"
+    ).test
     assert metrics.w2(second_fresh_draw, fresh) < 0.75 * fresh_floor

@@ -43,8 +43,11 @@ def one_more_step(model, opt, seed: int = 123):
 
 
 def simple_ckpt(step: int) -> Checkpoint:
-    return Checkpoint(step=step, model={"w": torch.full((2, 2), float(step))},
-                      rng={"g": torch.Generator().manual_seed(step).get_state()})
+    return Checkpoint(
+        step=step,
+        model={"w": torch.full((2, 2), float(step))},
+        rng={"g": torch.Generator().manual_seed(step).get_state()},
+    )
 
 
 def step_dirs(directory):
@@ -61,8 +64,14 @@ def test_round_trip_of_model_optimizer_ema_rng_and_state(tmp_path):
     ema = {k: v * 0.5 + 1 for k, v in model.state_dict().items()}
     gen = torch.Generator().manual_seed(42)
     torch.randn(7, generator=gen)  # advance it past its seed
-    ck = Checkpoint(step=3, model=model.state_dict(), optimizer=opt.state_dict(), ema=ema,
-                    rng={"generator": gen.get_state()}, state={"elapsed_s": 1.25, "method": "ot-cfm"})
+    ck = Checkpoint(
+        step=3,
+        model=model.state_dict(),
+        optimizer=opt.state_dict(),
+        ema=ema,
+        rng={"generator": gen.get_state()},
+        state={"elapsed_s": 1.25, "method": "ot-cfm"},
+    )
     path = save_checkpoint(tmp_path / "ckpts", ck)
     assert path.name == "step-00000003"
 
@@ -87,7 +96,11 @@ def test_round_trip_of_model_optimizer_ema_rng_and_state(tmp_path):
             assert torch.equal(s1["state"][pid][key], s2["state"][pid][key]), (pid, key)
     g1, g2 = s1["param_groups"][0], s2["param_groups"][0]
     assert (g2["lr"], g2["weight_decay"], tuple(g2["betas"]), g2["eps"]) == (
-        g1["lr"], g1["weight_decay"], tuple(g1["betas"]), g1["eps"])
+        g1["lr"],
+        g1["weight_decay"],
+        tuple(g1["betas"]),
+        g1["eps"],
+    )
 
     # behaviour: one more identical step from both gives identical weights
     one_more_step(model, opt)
@@ -103,11 +116,22 @@ def test_round_trip_of_model_optimizer_ema_rng_and_state(tmp_path):
 
 def test_files_are_safetensors_and_state_json(tmp_path):
     model, opt = trained_model_and_optimizer(steps=1)
-    ck = Checkpoint(step=1, model=model.state_dict(), optimizer=opt.state_dict(),
-                    ema=model.state_dict(), rng={"g": torch.Generator().get_state()}, state={"a": 1})
+    ck = Checkpoint(
+        step=1,
+        model=model.state_dict(),
+        optimizer=opt.state_dict(),
+        ema=model.state_dict(),
+        rng={"g": torch.Generator().get_state()},
+        state={"a": 1},
+    )
     path = save_checkpoint(tmp_path, ck)
     assert sorted(p.name for p in path.iterdir()) == [
-        "ema.safetensors", "model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"]
+        "ema.safetensors",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "rng.safetensors",
+        "state.json",
+    ]
     with safe_open(str(path / "model.safetensors"), framework="pt") as f:
         assert set(f.keys()) == set(model.state_dict())
         for k in f.keys():

@@ -22,8 +22,27 @@ from flowmatch.training.checkpoint import latest_checkpoint, load_checkpoint
 FLOWMATCH = Path(sys.executable).parent / "flowmatch"
 
 # A tiny run: 20 steps, checkpoints at 10 and 20, cheap evaluation.
-TINY = ["--steps", "20", "--batch-size", "32", "--n-train", "200", "--n-test", "64", "--hidden", "16",
-        "--log-every", "5", "--checkpoint-every", "10", "--eval-steps", "4", "--threads", "1", "--quiet"]
+TINY = [
+    "--steps",
+    "20",
+    "--batch-size",
+    "32",
+    "--n-train",
+    "200",
+    "--n-test",
+    "64",
+    "--hidden",
+    "16",
+    "--log-every",
+    "5",
+    "--checkpoint-every",
+    "10",
+    "--eval-steps",
+    "4",
+    "--threads",
+    "1",
+    "--quiet",
+]
 
 
 def with_flags(base: list[str], **flags) -> list[str]:
@@ -110,8 +129,24 @@ def files(tmp_path_factory) -> dict[str, Path]:
 # --------------------------------------------------------------------------------------------
 
 HELP_FLAGS = {
-    "train": ["--out", "--config", "--resume", "--force", "--method", "--source", "--target", "--sigma",
-              "--steps", "--batch-size", "--lr", "--ema-decay", "--seed", "--device", "--no-plots", "--threads"],
+    "train": [
+        "--out",
+        "--config",
+        "--resume",
+        "--force",
+        "--method",
+        "--source",
+        "--target",
+        "--sigma",
+        "--steps",
+        "--batch-size",
+        "--lr",
+        "--ema-decay",
+        "--seed",
+        "--device",
+        "--no-plots",
+        "--threads",
+    ],
     "sample": ["--n", "--solver", "--steps", "--out", "--seed", "--trajectory", "--no-ema"],
     "eval": ["--json", "--solver", "--steps", "--n"],
     "plot": ["--solver", "--steps"],
@@ -155,8 +190,11 @@ TRAIN_ERRORS = [
     ("sigma < 0", dict(sigma="-0.5"), ["sigma must be a finite number >= 0", "-0.5"]),
     ("steps 0", dict(steps="0"), ["steps must be a positive integer", "got 0"]),
     ("steps < 0", dict(steps="-3"), ["steps must be a positive integer", "got -3"]),
-    ("batch larger than file", dict(target="{small}", n_test="10", batch_size="128"),
-     ["batch size must not exceed", "50 rows", "got 128"]),
+    (
+        "batch larger than file",
+        dict(target="{small}", n_test="10", batch_size="128"),
+        ["batch size must not exceed", "50 rows", "got 128"],
+    ),
     ("n_test >= file rows", dict(target="{small}", n_test="60"), ["n_test must be <", "60 rows", "n_test=60"]),
     ("rf with sigma", dict(method="rf", sigma="0.3"), ["needs sigma = 0", "0.3"]),
     ("fm with non-gaussian source", dict(method="fm", source="moons"), ["needs --source gaussian", "'moons'"]),
@@ -265,8 +303,12 @@ def test_bad_sample_arguments_exit_2_and_write_nothing(capsys, tmp_path, good_ru
 
 def test_subprocess_error_exit_code_and_stderr(tmp_path):
     out = tmp_path / "out"
-    p = subprocess.run([str(FLOWMATCH), "train", "--out", str(out), "--target", "nosuchset", "--threads", "1"],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [str(FLOWMATCH), "train", "--out", str(out), "--target", "nosuchset", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [p.stderr.strip()]
     assert p.stderr.startswith("flowmatch: error: unknown dataset 'nosuchset'")
@@ -299,8 +341,22 @@ def test_a_good_train_writes_a_complete_run_directory(good_run):
 
 def test_train_from_a_runs_config_repeats_it_bit_for_bit(tmp_path, good_run):
     run2 = tmp_path / "run2"
-    assert main(["train", "--config", str(good_run / "config.toml"), "--out", str(run2), "--no-plots",
-                 "--quiet", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(good_run / "config.toml"),
+                "--out",
+                str(run2),
+                "--no-plots",
+                "--quiet",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert_same_weights(good_run, run2)
     assert (run2 / "config.toml").read_text() == (good_run / "config.toml").read_text()
     assert log_without_time(run2) == log_without_time(good_run)
@@ -310,8 +366,24 @@ def test_flags_override_the_config_file(tmp_path, good_run):
     """--steps 10 over the 20-step config: the result is the 20-step run's step-10 checkpoint
     (constant lr, so the first 10 steps of both runs are the same)."""
     run3 = tmp_path / "run3"
-    assert main(["train", "--config", str(good_run / "config.toml"), "--steps", "10", "--out", str(run3),
-                 "--no-plots", "--quiet", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(good_run / "config.toml"),
+                "--steps",
+                "10",
+                "--out",
+                str(run3),
+                "--no-plots",
+                "--quiet",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     ck = load_checkpoint(run3 / "checkpoints")
     ref = load_checkpoint(good_run / "checkpoints" / "step-00000010")
     assert ck.step == 10
@@ -378,8 +450,30 @@ def test_resuming_a_finished_run_keeps_valid_metrics(tmp_path, good_run):
 
 def test_sample_integrates_the_trained_flow_with_euler(tmp_path, good_run):
     out, traj = tmp_path / "s.npy", tmp_path / "traj.npy"
-    assert main(["sample", str(good_run), "--n", "50", "--solver", "euler", "--steps", "4", "--seed", "3",
-                 "--out", str(out), "--trajectory", str(traj), "--device", "cpu", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(good_run),
+                "--n",
+                "50",
+                "--solver",
+                "euler",
+                "--steps",
+                "4",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+                "--trajectory",
+                str(traj),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     x = np.load(out)
     assert x.shape == (50, 2) and x.dtype == np.float32 and np.isfinite(x).all()
     tr = torch.from_numpy(np.load(traj))
@@ -394,16 +488,48 @@ def test_sample_integrates_the_trained_flow_with_euler(tmp_path, good_run):
     # the flow moved the points; the seed fixes the source draw
     assert (tr[-1] - tr[0]).norm(dim=1).mean() > 0.1
     again = tmp_path / "again.npy"
-    assert main(["sample", str(good_run), "--n", "50", "--solver", "euler", "--steps", "4", "--seed", "3",
-                 "--out", str(again), "--device", "cpu", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(good_run),
+                "--n",
+                "50",
+                "--solver",
+                "euler",
+                "--steps",
+                "4",
+                "--seed",
+                "3",
+                "--out",
+                str(again),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert np.array_equal(np.load(again), x)
 
 
 def test_sample_dimension_follows_a_3d_file_target(tmp_path, files):
     """A gaussian source takes the dimension of a (N, 3) file target; samples are (N, 3)."""
     run = tmp_path / "run3d"
-    assert main(["train", "--out", str(run), "--target", str(files["3d"]), "--no-plots",
-                 *with_flags(TINY, steps=4, n_test=20)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(run),
+                "--target",
+                str(files["3d"]),
+                "--no-plots",
+                *with_flags(TINY, steps=4, n_test=20),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "s3.npy"
     assert main(["sample", str(run), "--n", "7", "--steps", "2", "--out", str(out), "--quiet"]) == 0
     assert np.load(out).shape == (7, 3)
@@ -420,8 +546,12 @@ def test_eval_json_reports_the_same_w2_as_training(capsys, good_run):
 
 
 def test_eval_json_in_a_subprocess(good_run):
-    p = subprocess.run([str(FLOWMATCH), "eval", str(good_run), "--json", "--n", "32", "--steps", "2",
-                        "--threads", "1"], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [str(FLOWMATCH), "eval", str(good_run), "--json", "--n", "32", "--steps", "2", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     rep = json.loads(p.stdout)
     assert rep["n_test"] == 32 and rep["nfe"] == 2 and rep["w2"] > 0

@@ -40,8 +40,15 @@ def test_cnf_loss_is_minus_the_mean_log_likelihood_with_the_same_probes():
     x1 = torch.randn(32, 2, generator=torch.Generator().manual_seed(1), dtype=DT)
     cnf = CNFObjective(solver="rk4", steps=5, n_probes=2)
     loss = cnf.loss(model, torch.randn(32, 2, dtype=DT), x1, generator=torch.Generator().manual_seed(7))
-    ref = log_likelihood(model, x1, divergence="hutchinson", n_probes=2, solver="rk4", steps=5,
-                         generator=torch.Generator().manual_seed(7))
+    ref = log_likelihood(
+        model,
+        x1,
+        divergence="hutchinson",
+        n_probes=2,
+        solver="rk4",
+        steps=5,
+        generator=torch.Generator().manual_seed(7),
+    )
     torch.testing.assert_close(loss.detach(), -ref.log_prob.mean(), rtol=1e-12, atol=1e-12)
     # x0 is not used; the probes come from the generator only.
     again = cnf.loss(model, None, x1, generator=torch.Generator().manual_seed(7))
@@ -50,8 +57,9 @@ def test_cnf_loss_is_minus_the_mean_log_likelihood_with_the_same_probes():
     assert float(other.detach()) != float(loss.detach())
     # With many probes it approaches the exact-divergence NLL.
     exact = CNFObjective(solver="rk4", steps=5, divergence="exact").loss(model, None, x1)
-    many = CNFObjective(solver="rk4", steps=5, n_probes=200).loss(model, None, x1,
-                                                                   generator=torch.Generator().manual_seed(9))
+    many = CNFObjective(solver="rk4", steps=5, n_probes=200).loss(
+        model, None, x1, generator=torch.Generator().manual_seed(9)
+    )
     assert abs(float(many.detach()) - float(exact.detach())) < 0.02
 
 
@@ -116,9 +124,33 @@ def test_flowmatch_train_method_cnf(tmp_path):
     from flowmatch.runs.run import load_run
 
     out = tmp_path / "cnf"
-    argv = ["train", "--method", "cnf", "--target", "moons", "--steps", "4", "--batch-size", "16",
-            "--n-train", "100", "--n-test", "16", "--hidden", "8", "--log-every", "2", "--eval-steps", "2",
-            "--threads", "1", "--quiet", "--no-plots", "--out", str(out)]
+    argv = [
+        "train",
+        "--method",
+        "cnf",
+        "--target",
+        "moons",
+        "--steps",
+        "4",
+        "--batch-size",
+        "16",
+        "--n-train",
+        "100",
+        "--n-test",
+        "16",
+        "--hidden",
+        "8",
+        "--log-every",
+        "2",
+        "--eval-steps",
+        "2",
+        "--threads",
+        "1",
+        "--quiet",
+        "--no-plots",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     with open(out / "log.csv", newline="") as f:
         rows = list(csv.DictReader(f))

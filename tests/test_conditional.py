@@ -27,10 +27,16 @@ def _models():
         "mlp-label": (ConditionalMLP(3, num_classes=4, hidden=32), (3,), torch.tensor([0, 1, 2, 3, 1, 0])),
         "mlp-vector": (ConditionalMLP(3, cond_shape=(2,), hidden=32), (3,), torch.randn(6, 2)),
         "mlp-sequence": (ConditionalMLP(3, cond_shape=(2, 3), hidden=32), (3,), torch.randn(6, 2, 3)),
-        "unet-label": (UNet(1, base_channels=8, channel_mults=(1, 2), num_classes=4, image_size=8),
-                       (1, 8, 8), torch.tensor([0, 1, 2, 3, 1, 0])),
-        "unet-vector": (UNet(2, base_channels=8, channel_mults=(1, 2), cond_shape=5, image_size=8),
-                        (2, 8, 8), torch.randn(6, 5)),
+        "unet-label": (
+            UNet(1, base_channels=8, channel_mults=(1, 2), num_classes=4, image_size=8),
+            (1, 8, 8),
+            torch.tensor([0, 1, 2, 3, 1, 0]),
+        ),
+        "unet-vector": (
+            UNet(2, base_channels=8, channel_mults=(1, 2), cond_shape=5, image_size=8),
+            (2, 8, 8),
+            torch.randn(6, 5),
+        ),
     }
 
 

@@ -442,8 +442,11 @@ def test_partial_ot_drops_the_outlier_and_is_optimal():
     a, b = torch.randn(5, 2, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
     q = PartialOT(mass=0.6)(a, b)
     C = squared_cost(a, b)
-    best = min(float(C[list(r), list(c)].sum()) for r in itertools.combinations(range(5), 3)
-               for c in itertools.permutations(range(5), 3))
+    best = min(
+        float(C[list(r), list(c)].sum())
+        for r in itertools.combinations(range(5), 3)
+        for c in itertools.permutations(range(5), 3)
+    )
     assert len(q) == 3 and float(C[q.i0, q.i1].sum()) == pytest.approx(best, rel=1e-9)
     assert torch.equal(PartialOT(1.0)(a, b).i1, ExactOT()(a, b).i1)
 

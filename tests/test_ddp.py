@@ -62,9 +62,17 @@ def _env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def script_out(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={WORLD}", "--rdzv-backend=c10d",
-           f"--rdzv-endpoint=localhost:{distributed.free_port()}", str(HERE / "ddp_script.py"), str(out),
-           json.dumps({"icfm": ICFM, "ot_global": OT_GLOBAL})]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={WORLD}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=localhost:{distributed.free_port()}",
+        str(HERE / "ddp_script.py"),
+        str(out),
+        json.dumps({"icfm": ICFM, "ot_global": OT_GLOBAL}),
+    ]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
@@ -77,12 +85,24 @@ def restarted(tmp_path_factory) -> tuple[Path, str]:
     for k, v in OT_GLOBAL.items():
         flags += ["--" + k.replace("_", "-"), str(v)]
     env = dict(_env(), FLOWMATCH_FAULT_AT_STEP=str(FAULT_STEP), FLOWMATCH_FAULT_RANK="1")
-    cmd = [str(FLOWMATCH), "train", "--nproc", str(WORLD), "--max-restarts", "1", *flags, "--no-plots", "--quiet",
-           "--out", str(out)]
+    cmd = [
+        str(FLOWMATCH),
+        "train",
+        "--nproc",
+        str(WORLD),
+        "--max-restarts",
+        "1",
+        *flags,
+        "--no-plots",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     log = out.parent / "stderr.txt"
     with open(log, "w") as err:
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
-                              text=True, timeout=300)
+        proc = subprocess.run(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, text=True, timeout=300
+        )
     stderr = log.read_text()
     assert proc.returncode == 0, stderr[-3000:]
     return out, stderr
@@ -106,8 +126,10 @@ def reference_model(cfg_dict: dict, *, ranks: tuple[int, ...] = (0, 1), global_o
         x1 = torch.cat([d[1] for d in drawn])
         if global_ot:
             x1 = x1[ExactOT().pair(x0, x1).i1]
-        losses = [fm.loss(model, x0[k * b:(k + 1) * b], x1[k * b:(k + 1) * b], generator=pg)
-                  for k, pg in enumerate(path_gens)]
+        losses = [
+            fm.loss(model, x0[k * b : (k + 1) * b], x1[k * b : (k + 1) * b], generator=pg)
+            for k, pg in enumerate(path_gens)
+        ]
         loss = torch.stack(losses).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -219,12 +241,18 @@ def test_checkpoint_of_another_world_size_is_a_one_line_error():
         distributed.states_for_rank(rng, 0, 1)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--nproc", "2", "--batch-size", "33"], "batch_size (the global batch) must be divisible by the number of processes 2, got 33"),
-    (["--nproc", "0"], "nproc must be a positive integer, got 0"),
-    (["--max-restarts", "1"], "--max-restarts needs --nproc"),
-    (["--coupling-scope", "everywhere"], "unknown coupling_scope 'everywhere'; choose one of: global, local"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--nproc", "2", "--batch-size", "33"],
+            "batch_size (the global batch) must be divisible by the number of processes 2, got 33",
+        ),
+        (["--nproc", "0"], "nproc must be a positive integer, got 0"),
+        (["--max-restarts", "1"], "--max-restarts needs --nproc"),
+        (["--coupling-scope", "everywhere"], "unknown coupling_scope 'everywhere'; choose one of: global, local"),
+    ],
+)
 def test_bad_distributed_flags_are_one_line_errors_with_exit_code_2(tmp_path, capsys, argv, message):
     assert main(["train", "--out", str(tmp_path / "r"), *argv]) == 2
     err = capsys.readouterr().err.strip()
@@ -233,9 +261,30 @@ def test_bad_distributed_flags_are_one_line_errors_with_exit_code_2(tmp_path, ca
 
 
 def test_gpu_speed_options_are_ignored_on_the_cpu_with_one_note(tmp_path, capsys):
-    argv = ["train", "--steps", "3", "--batch-size", "16", "--n-train", "64", "--n-test", "32", "--hidden", "8",
-            "--eval-steps", "2", "--device", "cpu", "--bf16", "--compile", "--tf32", "--no-plots", "--quiet",
-            "--out", str(tmp_path / "r")]
+    argv = [
+        "train",
+        "--steps",
+        "3",
+        "--batch-size",
+        "16",
+        "--n-train",
+        "64",
+        "--n-test",
+        "32",
+        "--hidden",
+        "8",
+        "--eval-steps",
+        "2",
+        "--device",
+        "cpu",
+        "--bf16",
+        "--compile",
+        "--tf32",
+        "--no-plots",
+        "--quiet",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main(argv) == 0
     err = capsys.readouterr().err.strip()
     assert err == "flowmatch: note: --bf16, --compile, --tf32: CUDA only, ignored on device cpu"
@@ -247,8 +296,21 @@ def test_worker_argv_repeats_the_settings(tmp_path):
     from flowmatch.cli import build_parser
     from flowmatch.cli.train import _explicit, worker_argv
 
-    argv = ["train", "--nproc", "2", "--method", "ot-cfm", "--sigma", "0.05", "--bf16", "--coupling-scope", "global",
-            "--out", str(tmp_path), "--quiet"]
+    argv = [
+        "train",
+        "--nproc",
+        "2",
+        "--method",
+        "ot-cfm",
+        "--sigma",
+        "0.05",
+        "--bf16",
+        "--coupling-scope",
+        "global",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
     args = build_parser().parse_args(argv)
     again = build_parser().parse_args(worker_argv(args))
     assert _explicit(again) == _explicit(args) and again.nproc is None and again.quiet and again.out == str(tmp_path)

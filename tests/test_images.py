@@ -27,13 +27,24 @@ from flowmatch.plots import plot_image_grid
 
 @pytest.mark.parametrize(
     "shape, mults, attn",
-    [((1, 8, 8), (1, 2), (4,)), ((1, 28, 28), (1, 2, 2), (7,)), ((1, 28, 28), (1, 2, 2, 2), ()),
-     ((3, 32, 32), (1, 2, 2), (16, 8)), ((2, 12, 20), (1, 2), ())],
+    [
+        ((1, 8, 8), (1, 2), (4,)),
+        ((1, 28, 28), (1, 2, 2), (7,)),
+        ((1, 28, 28), (1, 2, 2, 2), ()),
+        ((3, 32, 32), (1, 2, 2), (16, 8)),
+        ((2, 12, 20), (1, 2), ()),
+    ],
 )
 def test_unet_output_has_the_input_shape_and_depends_on_time_and_class(shape, mults, attn):
     torch.manual_seed(0)
-    net = UNet(shape[0], base_channels=8, channel_mults=mults, attention_resolutions=attn,
-               image_size=max(shape[1:]), num_classes=3)
+    net = UNet(
+        shape[0],
+        base_channels=8,
+        channel_mults=mults,
+        attention_resolutions=attn,
+        image_size=max(shape[1:]),
+        num_classes=3,
+    )
     n_attn = sum(isinstance(m, _Attention) for m in net.modules())
     assert n_attn == 1 + 3 * len(attn)  # middle block + (1 encoder + 2 decoder blocks) per level
     x = torch.randn(2, *shape)
@@ -156,8 +167,19 @@ def test_tiny_conditional_training_run_beats_chance_under_the_classifier(tmp_pat
     from flowmatch.runs.run import load_run, train_run
     from flowmatch.sampling.ode import sample
 
-    cfg = RunConfig(target="digits", cond="label", guidance_dropout=0.1, unet_width=8, unet_attention="none",
-                    steps=100, batch_size=64, lr=3e-3, lr_schedule="cosine", device="cpu", seed=0)
+    cfg = RunConfig(
+        target="digits",
+        cond="label",
+        guidance_dropout=0.1,
+        unet_width=8,
+        unet_attention="none",
+        steps=100,
+        batch_size=64,
+        lr=3e-3,
+        lr_schedule="cosine",
+        device="cpu",
+        seed=0,
+    )
     trainer, result, _ = train_run(cfg, tmp_path / "run", quiet=True, evaluate=False, plots=False)
     run = load_run(tmp_path / "run", device="cpu")
     torch.testing.assert_close(next(run.model.parameters()), next(trainer.sampling_model.parameters()))
@@ -177,8 +199,30 @@ def test_tiny_conditional_training_run_beats_chance_under_the_classifier(tmp_pat
     from flowmatch.cli import main
 
     grid, out = tmp_path / "grid.png", tmp_path / "x.npy"
-    assert main(["sample", str(tmp_path / "run"), "--cond", "3", "--guidance", "2", "--n", "8", "--steps", "2",
-                 "--solver", "midpoint", "--grid", str(grid), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(tmp_path / "run"),
+                "--cond",
+                "3",
+                "--guidance",
+                "2",
+                "--n",
+                "8",
+                "--steps",
+                "2",
+                "--solver",
+                "midpoint",
+                "--grid",
+                str(grid),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert grid.is_file() and np.load(out).shape == (8, 1, 8, 8)
     x = torch.from_numpy(np.load(out))
     x0 = torch.randn(8, 64, generator=torch.Generator().manual_seed(0)).reshape(8, 1, 8, 8)

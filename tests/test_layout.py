@@ -14,8 +14,23 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "flowmatch"
 
 #: The layers, bottom first: a module may import from its own layer and the layers before it.
-LAYERS = ["_utils", "data", "ot", "couplings", "paths", "models", "sampling", "objectives", "training", "metrics",
-          "trajectory", "plots", "runs", "bench", "cli"]
+LAYERS = [
+    "_utils",
+    "data",
+    "ot",
+    "couplings",
+    "paths",
+    "models",
+    "sampling",
+    "objectives",
+    "training",
+    "metrics",
+    "trajectory",
+    "plots",
+    "runs",
+    "bench",
+    "cli",
+]
 #: Top-level modules outside the layers: the package's lazy public surface, the deprecated old
 #: paths, and ``python -m flowmatch``.
 TOP = {"flowmatch", "flowmatch._compat", "flowmatch.__main__"}
@@ -104,7 +119,7 @@ def test_the_module_graph_has_no_cycles():
         stack.append(v)
         for w in sorted(edges[v]):
             if state.get(w) == 1:
-                cycles.append(" -> ".join(stack[stack.index(w):] + [w]))
+                cycles.append(" -> ".join(stack[stack.index(w) :] + [w]))
             elif w not in state:
                 visit(w)
         stack.pop()
@@ -134,8 +149,11 @@ def test_no_module_is_over_400_lines():
 def test_the_checker_sees_an_upward_import_and_a_cycle(tmp_path, monkeypatch):
     """The checks above can fail: a data module importing the trainer is upward, and two modules
     importing each other are a cycle."""
-    fake = {"flowmatch.data.x": tmp_path / "x.py", "flowmatch.data.y": tmp_path / "y.py",
-            "flowmatch.training.trainer": tmp_path / "t.py"}
+    fake = {
+        "flowmatch.data.x": tmp_path / "x.py",
+        "flowmatch.data.y": tmp_path / "y.py",
+        "flowmatch.training.trainer": tmp_path / "t.py",
+    }
     fake["flowmatch.data.x"].write_text("from flowmatch.training.trainer import Trainer\nimport flowmatch.data.y\n")
     fake["flowmatch.data.y"].write_text("from flowmatch.data import x\n")
     fake["flowmatch.training.trainer"].write_text("")
@@ -146,9 +164,14 @@ def test_the_checker_sees_an_upward_import_and_a_cycle(tmp_path, monkeypatch):
         test_the_module_graph_has_no_cycles()
 
 
-@pytest.mark.parametrize("old, new", [("flowmatch.train", "flowmatch.training.trainer"),
-                                      ("flowmatch.solvers", "flowmatch.sampling.ode"),
-                                      ("flowmatch.run", "flowmatch.runs.run")])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("flowmatch.train", "flowmatch.training.trainer"),
+        ("flowmatch.solvers", "flowmatch.sampling.ode"),
+        ("flowmatch.run", "flowmatch.runs.run"),
+    ],
+)
 def test_old_import_paths_still_work_with_a_deprecation_warning(old, new):
     import importlib
     import sys
@@ -164,6 +187,23 @@ def test_old_import_paths_still_work_with_a_deprecation_warning(old, new):
 def test_the_package_exposes_the_concepts_as_attributes():
     import flowmatch
 
-    for name in ("data", "ot", "couplings", "paths", "sampling", "models", "objectives", "training", "metrics",
-                 "trajectory", "runs", "methods", "Trainer", "sample", "sample_sde", "log_likelihood", "FlowMatcher"):
+    for name in (
+        "data",
+        "ot",
+        "couplings",
+        "paths",
+        "sampling",
+        "models",
+        "objectives",
+        "training",
+        "metrics",
+        "trajectory",
+        "runs",
+        "methods",
+        "Trainer",
+        "sample",
+        "sample_sde",
+        "log_likelihood",
+        "FlowMatcher",
+    ):
         assert getattr(flowmatch, name) is not None, name

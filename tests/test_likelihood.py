@@ -75,10 +75,12 @@ def jacobian_trace(model, x, t):
 
 def full_jacobians(model, x, t):
     d = x[0].numel()
-    return torch.stack([
-        torch.autograd.functional.jacobian(lambda xi, b=b: model(xi[None], t[b : b + 1])[0], x[b]).reshape(d, d)
-        for b in range(x.shape[0])
-    ])
+    return torch.stack(
+        [
+            torch.autograd.functional.jacobian(lambda xi, b=b: model(xi[None], t[b : b + 1])[0], x[b]).reshape(d, d)
+            for b in range(x.shape[0])
+        ]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,8 +98,9 @@ def test_exact_log_likelihood_of_the_affine_flow_is_the_gaussian_density_dopri5(
     torch.testing.assert_close(res.log_prob, gaussian_log_prob(x, m, s), atol=1e-3, rtol=0)
     # The code z is the inverse map (x - m) / s, and the flow's log-det is -sum log s.
     torch.testing.assert_close(res.z, (x - m) / s, atol=1e-6, rtol=0)
-    torch.testing.assert_close(res.log_prob - standard_normal_log_prob(res.z),
-                               -torch.log(s).sum().expand(100), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        res.log_prob - standard_normal_log_prob(res.z), -torch.log(s).sum().expand(100), atol=1e-6, rtol=0
+    )
     assert res.nfe > 0
 
 
@@ -126,7 +129,8 @@ def test_image_shaped_log_likelihood_and_a_torch_distributions_prior():
     s = torch.rand(shape, generator=g, dtype=DT) + 0.5
     c = 0.7
     prior = torch.distributions.Independent(
-        torch.distributions.Normal(torch.zeros(shape, dtype=DT), c * torch.ones(shape, dtype=DT)), 3)
+        torch.distributions.Normal(torch.zeros(shape, dtype=DT), c * torch.ones(shape, dtype=DT)), 3
+    )
     x = m + s * c * torch.randn(5, *shape, generator=g, dtype=DT)
     res = log_likelihood(affine_field(m, s), x, prior=prior, solver="dopri5", atol=1e-8, rtol=1e-8)
     assert res.z.shape == x.shape and res.log_prob.shape == (5,)
@@ -217,8 +221,15 @@ def test_hutchinson_log_likelihood_is_reproducible_chunk_invariant_and_unbiased(
     assert not torch.allclose(a.log_prob, c.log_prob)
     exact = log_likelihood(model, x, solver="rk4", steps=6)
     torch.testing.assert_close(a.z, exact.z)  # the probes do not change the trajectory
-    many = log_likelihood(model, x, divergence="hutchinson", n_probes=400, solver="rk4", steps=6,
-                          generator=torch.Generator().manual_seed(3))
+    many = log_likelihood(
+        model,
+        x,
+        divergence="hutchinson",
+        n_probes=400,
+        solver="rk4",
+        steps=6,
+        generator=torch.Generator().manual_seed(3),
+    )
     assert float((many.log_prob - exact.log_prob).abs().max()) < 0.1
 
 
@@ -255,7 +266,10 @@ def test_decode_of_encode_is_the_identity_dopri5():
         (dict(probe_dist="uniform"), r"unknown probe distribution 'uniform'"),
         (dict(chunk_size=0), r"chunk_size must be a positive integer, got 0"),
         (dict(solver="rk45"), r"unknown solver 'rk45'"),
-        (dict(prior=torch.distributions.Normal(0.0, 1.0)), r"prior.log_prob\(z\) must return one value per sample, shape \(4,\), got \(4, 2\)"),
+        (
+            dict(prior=torch.distributions.Normal(0.0, 1.0)),
+            r"prior.log_prob\(z\) must return one value per sample, shape \(4,\), got \(4, 2\)",
+        ),
         (dict(prior=object()), r"prior must have a log_prob\(z\) method, got object"),
     ],
 )
@@ -279,9 +293,28 @@ def test_bad_data_is_rejected():
 # CLI: eval --nll and encode
 # --------------------------------------------------------------------------------------------
 
-TINY = ["--steps", "20", "--batch-size", "32", "--n-train", "200", "--n-test", "48", "--hidden", "16",
-        "--log-every", "10", "--checkpoint-every", "20", "--eval-steps", "4", "--threads", "1", "--quiet",
-        "--no-plots"]
+TINY = [
+    "--steps",
+    "20",
+    "--batch-size",
+    "32",
+    "--n-train",
+    "200",
+    "--n-test",
+    "48",
+    "--hidden",
+    "16",
+    "--log-every",
+    "10",
+    "--checkpoint-every",
+    "20",
+    "--eval-steps",
+    "4",
+    "--threads",
+    "1",
+    "--quiet",
+    "--no-plots",
+]
 
 
 @pytest.fixture(scope="module")
@@ -319,8 +352,26 @@ def test_eval_nll_prints_the_test_nll_of_log_likelihood(tiny_run, capsys):
     assert nll["n"] == 16 and nll["divergence"] == "exact" and nll["solver"] == "dopri5"
     assert nll["nll_nats"] == pytest.approx(ref.mean_nll, rel=1e-5)
     assert nll["bits_per_dim"] == pytest.approx(nll["nll_nats"] / (2 * math.log(2)), rel=1e-6)
-    assert main(["eval", str(tiny_run), "--nll", "--n", "16", "--divergence", "hutchinson", "--probes", "2",
-                 "--solver", "rk4", "--steps", "5"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tiny_run),
+                "--nll",
+                "--n",
+                "16",
+                "--divergence",
+                "hutchinson",
+                "--probes",
+                "2",
+                "--solver",
+                "rk4",
+                "--steps",
+                "5",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "test NLL" in out and "nats" in out and "bits/dim" in out and "hutchinson divergence, rk4" in out
 
@@ -331,10 +382,43 @@ def test_encode_command_round_trips_and_matches_the_library(tiny_run, tmp_path):
 
     x = np.random.default_rng(0).normal(size=(20, 2)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    assert main(["encode", str(tiny_run), "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "z.npy"),
-                 "--atol", "1e-7", "--rtol", "1e-7", "--quiet"]) == 0
-    assert main(["encode", str(tiny_run), "--data", str(tmp_path / "z.npy"), "--out", str(tmp_path / "x2.npy"),
-                 "--decode", "--atol", "1e-7", "--rtol", "1e-7", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(tiny_run),
+                "--data",
+                str(tmp_path / "x.npy"),
+                "--out",
+                str(tmp_path / "z.npy"),
+                "--atol",
+                "1e-7",
+                "--rtol",
+                "1e-7",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "encode",
+                str(tiny_run),
+                "--data",
+                str(tmp_path / "z.npy"),
+                "--out",
+                str(tmp_path / "x2.npy"),
+                "--decode",
+                "--atol",
+                "1e-7",
+                "--rtol",
+                "1e-7",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     z, x2 = np.load(tmp_path / "z.npy"), np.load(tmp_path / "x2.npy")
     run = load_run(tiny_run, device="cpu")
     ref = encode(run.model, torch.from_numpy(x), atol=1e-7, rtol=1e-7).x.numpy()
@@ -345,16 +429,19 @@ def test_encode_command_round_trips_and_matches_the_library(tiny_run, tmp_path):
 
 def test_likelihood_commands_reject_bad_input_with_one_line(tiny_run, tmp_path, capsys):
     np.save(tmp_path / "three.npy", np.zeros((5, 3), dtype=np.float32))
-    line = one_error_line(capsys, ["encode", str(tiny_run), "--data", str(tmp_path / "three.npy"),
-                                   "--out", str(tmp_path / "z.npy")])
+    line = one_error_line(
+        capsys, ["encode", str(tiny_run), "--data", str(tmp_path / "three.npy"), "--out", str(tmp_path / "z.npy")]
+    )
     assert "--data must have D = 2 columns" in line and "(5, 3)" in line
     line = one_error_line(capsys, ["eval", str(tiny_run), "--nll", "--divergence", "trace"])
     assert "unknown --divergence 'trace'; choose one of: exact, hutchinson" in line
-    line = one_error_line(capsys, ["encode", str(tiny_run), "--data", str(tmp_path / "missing.npy"),
-                                   "--out", str(tmp_path / "z.npy")])
+    line = one_error_line(
+        capsys, ["encode", str(tiny_run), "--data", str(tmp_path / "missing.npy"), "--out", str(tmp_path / "z.npy")]
+    )
     assert "missing.npy" in line
-    line = one_error_line(capsys, ["encode", str(tiny_run), "--data", str(tmp_path / "three.npy"),
-                                   "--out", str(tmp_path / "z.txt")])
+    line = one_error_line(
+        capsys, ["encode", str(tiny_run), "--data", str(tmp_path / "three.npy"), "--out", str(tmp_path / "z.txt")]
+    )
     assert "--out must be a .npy file" in line
 
 

@@ -287,7 +287,8 @@ def test_npe_with_a_given_w2_squared_uses_it():
     traj = x0[None] + times[:, None, None] * (x1 - x0)[None]
     w2sq = w2(x0, x1) ** 2
     assert normalized_path_energy(traj, times, x0, x1, w2sq=w2sq) == pytest.approx(
-        normalized_path_energy(traj, times, x0, x1), rel=1e-12)
+        normalized_path_energy(traj, times, x0, x1), rel=1e-12
+    )
     energy = path_energy(traj, times)
     assert normalized_path_energy(traj, times, x0, x1, w2sq=2.0) == pytest.approx(abs(energy - 2.0) / 2.0)
 
@@ -329,8 +330,7 @@ def test_straightness_of_a_rotation_matches_its_closed_forms():
     sigma = (x0.T @ x0).numpy() / x0.shape[0]
     chord = np.linalg.matrix_power(B, steps) - np.eye(2)
     expected = sum(
-        h * np.trace((A @ np.linalg.matrix_power(B, k) - chord) @ sigma
-                     @ (A @ np.linalg.matrix_power(B, k) - chord).T)
+        h * np.trace((A @ np.linalg.matrix_power(B, k) - chord) @ sigma @ (A @ np.linalg.matrix_power(B, k) - chord).T)
         for k in range(steps)
     )
     field.calls = 0

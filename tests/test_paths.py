@@ -1,6 +1,5 @@
 """Each conditional path: u_t is the time derivative of x_t, endpoints, closed forms."""
 
-
 import pytest
 import torch
 

@@ -70,8 +70,7 @@ def test_plot_samples_writes_a_non_blank_png_for_any_dimension(tmp_path, dims):
 def test_plot_samples_accepts_numpy_and_overwrites(tmp_path):
     out = tmp_path / "s.png"
     out.write_bytes(b"old")
-    plot_samples(np.random.default_rng(0).normal(size=(50, 2)),
-                 np.random.default_rng(1).normal(size=(60, 2)), str(out))
+    plot_samples(np.random.default_rng(0).normal(size=(50, 2)), np.random.default_rng(1).normal(size=(60, 2)), str(out))
     _assert_image(out)
     _only_file(tmp_path, "s.png")
 
@@ -213,7 +212,6 @@ def test_bad_input_raises_value_error(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["log.csv"]
 
 
-
 # --------------------------------------------------------------------------------------------
 # Comparison figures
 # --------------------------------------------------------------------------------------------
@@ -225,8 +223,7 @@ def _limits(ax) -> tuple[tuple[float, float], tuple[float, float]]:
 
 def _inside(points: np.ndarray, ax) -> bool:
     (x0, x1), (y0, y1) = _limits(ax)
-    return bool(((points[:, 0] >= x0) & (points[:, 0] <= x1)
-                 & (points[:, 1] >= y0) & (points[:, 1] <= y1)).all())
+    return bool(((points[:, 0] >= x0) & (points[:, 0] <= x1) & (points[:, 1] >= y0) & (points[:, 1] <= y1)).all())
 
 
 @pytest.mark.parametrize("dims", [(2,), (5,)])
@@ -257,15 +254,15 @@ def test_sample_panels_one_subplot_per_method_same_projection_and_limits(tmp_pat
             assert _inside(pts, fig.axes[0])
         assert _inside(gen_pts, fig.axes[0])
 
-    out = plot_sample_panels(panels, tgt, tmp_path / "cmp" / "samples.png", source=src,
-                             title="cmp")
+    out = plot_sample_panels(panels, tgt, tmp_path / "cmp" / "samples.png", source=src, title="cmp")
     assert out == tmp_path / "cmp" / "samples.png"
     _assert_image(out)
     _only_file(out.parent, "samples.png")
 
 
-@pytest.mark.parametrize(("n", "ncols", "geometry"),
-                         [(1, None, (1, 1)), (5, None, (2, 4)), (5, 2, (3, 2)), (3, 10, (1, 3))])
+@pytest.mark.parametrize(
+    ("n", "ncols", "geometry"), [(1, None, (1, 1)), (5, None, (2, 4)), (5, 2, (3, 2)), (3, 10, (1, 3))]
+)
 def test_panel_grid_has_exactly_one_axes_per_entry(n, ncols, geometry):
     from flowmatch.plots.samples import _build_sample_panels
 
@@ -327,8 +324,9 @@ def test_loss_curves_one_distinct_colour_per_run_and_bias_corrected_ema(tmp_path
     colours = [to_hex(ln.get_color()) for ln in smooth]
     assert len(set(colours)) == len(curves)
     assert [to_hex(ln.get_color()) for ln in raw] == colours  # raw in the run's colour...
-    assert all(r.get_alpha() < 0.5 and r.get_linewidth() < s.get_linewidth()
-               for r, s in zip(raw, smooth))  # ...but faint
+    assert all(
+        r.get_alpha() < 0.5 and r.get_linewidth() < s.get_linewidth() for r, s in zip(raw, smooth)
+    )  # ...but faint
     # Bias correction: the EMA of a constant is that constant from the first step on.
     assert np.allclose(smooth[0].get_ydata(), 0.7, rtol=1e-12)
     # The EMA of a decreasing sequence lags behind it (stays above) and keeps its order.
@@ -351,34 +349,48 @@ def test_comparison_figures_reject_bad_input_naming_the_value(tmp_path):
     p = tmp_path / "bad.png"
     x2 = _randn(10, 2, seed=40)
     traj = _trajectory(5, (2,), steps=2)
-    for call in (lambda: plot_sample_panels({}, x2, p),
-                 lambda: plot_trajectory_panels({}, p)):
+    for call in (lambda: plot_sample_panels({}, x2, p), lambda: plot_trajectory_panels({}, p)):
         with pytest.raises(ValueError, match="panels must hold at least 1 entry, got 0"):
             call()
     with pytest.raises(ValueError, match="curves must hold at least 1 entry, got 0"):
         plot_loss_curves({}, p)
     with pytest.raises(TypeError, match="panels must be a mapping of name -> data, got list"):
         plot_sample_panels([x2], x2, p)
-    with pytest.raises(ValueError, match=r"panels\['b'\] and target must have the same feature "
-                                         r"dimension, got 3 and 2"):
+    with pytest.raises(
+        ValueError,
+        match=r"panels\['b'\] and target must have the same feature "
+        r"dimension, got 3 and 2",
+    ):
         plot_sample_panels({"a": x2, "b": _randn(10, 3, seed=41)}, x2, p)
     nan = x2.clone()
     nan[4, 1] = math.nan
-    with pytest.raises(ValueError, match=r"panels\['nan run'\] must be finite, got 1 NaN/Inf "
-                                         r"value\(s\) \(first at index \(4, 1\)\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"panels\['nan run'\] must be finite, got 1 NaN/Inf "
+        r"value\(s\) \(first at index \(4, 1\)\)",
+    ):
         plot_sample_panels({"ok": x2, "nan run": nan}, x2, p)
     with pytest.raises(ValueError, match=r"panels\['a'\] must hold at least 1 sample"):
         plot_sample_panels({"a": torch.zeros(0, 2)}, x2, p)
     with pytest.raises(ValueError, match="ncols must be a positive integer, got 0"):
         plot_sample_panels({"a": x2}, x2, p, ncols=0)
-    with pytest.raises(ValueError, match=r"panels\['b'\] and panels\['a'\] must have the same "
-                                         r"feature dimension, got 3 and 2"):
+    with pytest.raises(
+        ValueError,
+        match=r"panels\['b'\] and panels\['a'\] must have the same "
+        r"feature dimension, got 3 and 2",
+    ):
         plot_trajectory_panels({"a": traj, "b": _trajectory(5, (3,), steps=2)}, p)
-    with pytest.raises(ValueError, match=r"panels\['a'\] and target must have the same feature "
-                                         r"dimension, got 2 and 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"panels\['a'\] and target must have the same feature "
+        r"dimension, got 2 and 3",
+    ):
         plot_trajectory_panels({"a": traj}, p, target=_randn(5, 3, seed=42))
-    with pytest.raises(ValueError, match=r"panels\['flat'\] must have shape \(T\+1, n, \*dims\)"
-                                         r".*got shape \(5, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"panels\['flat'\] must have shape \(T\+1, n, \*dims\)"
+        r".*got shape \(5, 2\)",
+    ):
         plot_trajectory_panels({"a": traj, "flat": torch.zeros(5, 2)}, p)
     inf_traj = traj.clone()
     inf_traj[1, 3, 0] = math.inf
@@ -386,11 +398,17 @@ def test_comparison_figures_reject_bad_input_naming_the_value(tmp_path):
         plot_trajectory_panels({"x": inf_traj}, p)
     with pytest.raises(ValueError, match=r"curves\['b'\] losses must be finite.*\(1,\)"):
         plot_loss_curves({"a": ([1, 2], [1.0, 2.0]), "b": ([1, 2], [1.0, math.nan])}, p)
-    with pytest.raises(ValueError, match=r"curves\['b'\] steps and curves\['b'\] losses must have "
-                                         r"the same length, got 2 and 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"curves\['b'\] steps and curves\['b'\] losses must have "
+        r"the same length, got 2 and 3",
+    ):
         plot_loss_curves({"b": ([1, 2], [1.0, 2.0, 3.0])}, p)
-    with pytest.raises(ValueError, match=r"curves\['a'\] must be a \(steps, losses\) pair, "
-                                         r"got length 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"curves\['a'\] must be a \(steps, losses\) pair, "
+        r"got length 3",
+    ):
         plot_loss_curves({"a": ([1], [1.0], [2.0])}, p)
     with pytest.raises(ValueError, match=r"smoothing must be a number in \[0, 1\), got 1.0"):
         plot_loss_curves({"a": ([1], [1.0])}, p, smoothing=1.0)

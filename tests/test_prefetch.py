@@ -85,8 +85,16 @@ def _trainer(run_dir, *, steps, method="ot-cfm", workers=0, source=None, checkpo
         torch.manual_seed(seed)
         model = MLP(2, hidden=32, depth=2)
     src = source or StreamBatches(lambda n, generator=None: torch.randn(n, 2, generator=generator))
-    cfg = TrainerConfig(steps=steps, batch_size=32, lr=3e-3, seed=seed, log_every=4,
-                        checkpoint_every=checkpoint_every, quiet=True, coupling_workers=workers)
+    cfg = TrainerConfig(
+        steps=steps,
+        batch_size=32,
+        lr=3e-3,
+        seed=seed,
+        log_every=4,
+        checkpoint_every=checkpoint_every,
+        quiet=True,
+        coupling_workers=workers,
+    )
     return Trainer(model, methods.get(method), src, TensorBatches(TARGET), cfg, run_dir=run_dir)
 
 
@@ -175,8 +183,9 @@ def test_run_config_coupling_workers_give_the_same_run(tmp_path):
     from flowmatch.runs.config import RunConfig
     from flowmatch.runs.run import train_run
 
-    base = dict(target="moons", n_train=256, n_test=32, hidden=16, batch_size=32, steps=12, log_every=4,
-                checkpoint_every=5)
+    base = dict(
+        target="moons", n_train=256, n_test=32, hidden=16, batch_size=32, steps=12, log_every=4, checkpoint_every=5
+    )
     kw = dict(quiet=True, evaluate=False, plots=False)
     a, _, _ = train_run(RunConfig(coupling_workers=0, **base), tmp_path / "a", **kw)
     b, _, _ = train_run(RunConfig(coupling_workers="2", **base), tmp_path / "b", **kw)  # a CLI string

@@ -30,8 +30,9 @@ SKIPPED: dict[tuple[str, int], str] = {}
 #: Run directories a block reads, trained first (briefly, no final evaluation) in its working
 #: directory with the settings of the docs' command that makes them: path -> RunConfig fields.
 PREREQUISITES = {
-    "runs/digits": dict(target="digits", cond="label", guidance_dropout=0.1, steps=2, batch_size=16,
-                        unet_width=8, n_test=20),
+    "runs/digits": dict(
+        target="digits", cond="label", guidance_dropout=0.1, steps=2, batch_size=16, unet_width=8, n_test=20
+    ),
     "runs/8g": dict(source="gaussian", target="8gaussians", method="ot-cfm", steps=20, n_test=100),
 }
 
@@ -49,7 +50,7 @@ def _blocks(lang: str):
                 while lines[j].strip() != "```":
                     j += 1
                 skip = SKIP_MARK.fullmatch(lines[start - 1].strip()) if start else None
-                body = lines[start + 1:j]
+                body = lines[start + 1 : j]
                 if not all(line.startswith("--8<--") for line in body):  # an include is not a block
                     yield path.relative_to(ROOT).as_posix(), start + 1, "\n".join(body) + "\n", skip and skip.group(1)
                 i = j
@@ -107,8 +108,9 @@ def test_python_block_runs_as_written(name, line, code, skip, tmp_path, monkeypa
     _prepare(code, tmp_path, monkeypatch)
     script = tmp_path / "block.py"
     script.write_text(code)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path, env=_env())
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=_env()
+    )
     assert proc.returncode == 0, f"{name}:{line}\n{proc.stderr}"
 
 
@@ -116,8 +118,17 @@ def test_python_quickstart_prints_what_it_says(tmp_path):
     assert len(QUICKSTART.strip().splitlines()) <= 25
     script = tmp_path / "quickstart.py"
     script.write_text(QUICKSTART)
-    procs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, cwd=tmp_path, env=_env()) for _ in range(2)]  # side by side
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=_env(),
+        )
+        for _ in range(2)
+    ]  # side by side
     runs = [subprocess.CompletedProcess(p.args, 0, *p.communicate(timeout=90)) for p in procs]
     for p, proc in zip(procs, runs):
         assert p.returncode == 0, proc.stderr
@@ -139,7 +150,7 @@ def test_every_flowmatch_command_line_parses():
             continue
         for argv in _commands(code):
             if argv[0] == "torchrun":
-                argv = argv[argv.index("-m") + 1:]
+                argv = argv[argv.index("-m") + 1 :]
             if argv[0] == "flowmatch":
                 try:
                     parser.parse_args(argv[1:])
@@ -172,11 +183,11 @@ def test_the_torchrun_line_is_the_nproc_line_by_hand():
 
     def _without_out(argv):
         i = argv.index("--out")
-        return argv[:i] + argv[i + 2:]
+        return argv[:i] + argv[i + 2 :]
 
     ours = worker_argv(parser.parse_args(nproc[1:]))
     cut = by_hand.index("-m")
-    theirs = worker_argv(parser.parse_args(by_hand[cut + 2:]))
+    theirs = worker_argv(parser.parse_args(by_hand[cut + 2 :]))
     assert _without_out(ours) == _without_out(theirs)
     opts = get_args_parser().parse_args([*by_hand[1:cut], "-m", "flowmatch"])
     assert opts.standalone and opts.nproc_per_node == "2" and opts.nnodes in ("1", "1:1") and opts.max_restarts == 0

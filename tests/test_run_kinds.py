@@ -17,12 +17,19 @@ from flowmatch.runs.vector import VectorKind
 
 COMMON = dict(steps=12, batch_size=32, log_every=4, checkpoint_every=12, eval_steps=3, device="cpu", seed=1)
 CASES = {
-    "vector": (VectorKind, dict(target="moons", n_train=200, n_test=64, hidden=16), {"samples", "trajectories"},
-               "w2"),
-    "image": (ImageKind, dict(target="digits", cond="label", guidance_dropout=0.1, unet_width=8, unet_attention="none",
-                              n_test=64), {"samples"}, "rows"),
-    "snapshots": (SnapshotKind, dict(snapshots="bifurcation", method="i-cfm", hidden=16, holdout=1),
-                  {"trajectories"}, "holdout_w1"),
+    "vector": (VectorKind, dict(target="moons", n_train=200, n_test=64, hidden=16), {"samples", "trajectories"}, "w2"),
+    "image": (
+        ImageKind,
+        dict(target="digits", cond="label", guidance_dropout=0.1, unet_width=8, unet_attention="none", n_test=64),
+        {"samples"},
+        "rows",
+    ),
+    "snapshots": (
+        SnapshotKind,
+        dict(snapshots="bifurcation", method="i-cfm", hidden=16, holdout=1),
+        {"trajectories"},
+        "holdout_w1",
+    ),
 }
 
 

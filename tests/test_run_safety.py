@@ -26,8 +26,14 @@ FLOWMATCH = Path(sys.executable).parent / "flowmatch"
 
 def _env() -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    for k in ("FLOWMATCH_FAULT_AT_STEP", "FLOWMATCH_FAULT_RANK", "RANK", "WORLD_SIZE", "LOCAL_RANK",
-              "FLOWMATCH_RUN_LOCK_HELD"):
+    for k in (
+        "FLOWMATCH_FAULT_AT_STEP",
+        "FLOWMATCH_FAULT_RANK",
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "FLOWMATCH_RUN_LOCK_HELD",
+    ):
         env.pop(k, None)
     return env
 
@@ -105,8 +111,10 @@ def test_force_restarts_a_run_directory_from_scratch(tmp_path, good_run):
 
 def _hold_lock(run: Path) -> subprocess.Popen:
     """A process that takes the run's lock and sleeps (prints 'locked' once it holds it)."""
-    code = ("import sys, time; from flowmatch.runs.lock import RunLock\n"
-            "with RunLock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(120)\n")
+    code = (
+        "import sys, time; from flowmatch.runs.lock import RunLock\n"
+        "with RunLock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(120)\n"
+    )
     p = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True, env=_env())
     assert p.stdout.readline().strip() == "locked"
     return p
@@ -151,10 +159,26 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path):
 def test_two_trainings_started_together_into_one_directory_one_wins(tmp_path):
     """Both used to exit 0, the second silently replacing the first's run."""
     run = tmp_path / "run"
-    argv = [str(FLOWMATCH), "train", "--out", str(run), "--target", "8gaussians",
-            *[a for a in TINY if a != "--quiet"], "--steps", "300", "--checkpoint-every", "100", "--no-plots"]
-    procs = [subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              stdin=subprocess.DEVNULL) for _ in range(2)]
+    argv = [
+        str(FLOWMATCH),
+        "train",
+        "--out",
+        str(run),
+        "--target",
+        "8gaussians",
+        *[a for a in TINY if a != "--quiet"],
+        "--steps",
+        "300",
+        "--checkpoint-every",
+        "100",
+        "--no-plots",
+    ]
+    procs = [
+        subprocess.Popen(
+            argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+        )
+        for _ in range(2)
+    ]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     codes = sorted(rc for rc, _ in results)
     assert codes == [0, 2], results
@@ -172,7 +196,8 @@ def test_two_trainings_started_together_into_one_directory_one_wins(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_training_checkpoints_its_step_and_resume_matches_the_straight_run(
-        capsys, tmp_path, monkeypatch, good_run, sig):
+    capsys, tmp_path, monkeypatch, good_run, sig
+):
     """The signal arrives while step 13 draws its batch (delivered for real, to this process; pairs
     solved inline, so that the 13th draw belongs to step 13; the weights do not depend on it): step 13 completes, a checkpoint of step 13 is written, exit 128 + signum; --resume then ends
     with the weights and log of the uninterrupted run."""
@@ -194,8 +219,9 @@ def test_a_signal_during_training_checkpoints_its_step_and_resume_matches_the_st
     argv = ["train", "--out", str(run), "--target", "8gaussians", *TINY, "--no-plots", "--coupling-workers", "0"]
     assert main(argv) == 128 + sig
     err = capsys.readouterr().err
-    assert err.strip() == (f"flowmatch: interrupted by {sig.name} at step 13; a checkpoint was written; "
-                           "continue with --resume")
+    assert err.strip() == (
+        f"flowmatch: interrupted by {sig.name} at step 13; a checkpoint was written; continue with --resume"
+    )
     assert load_checkpoint(run / "checkpoints").step == 13
     assert {s: signal.getsignal(s) for s in handlers} == handlers  # the training's handlers are gone
     monkeypatch.setattr(StreamBatches, "__call__", original)
@@ -223,8 +249,9 @@ def test_sigterm_to_a_real_training_process_saves_and_resumes_bit_exact(tmp_path
     straight = tmp_path / "straight"
     subprocess.run(argv + ["--out", str(straight)], env=_env(), check=True, stdin=subprocess.DEVNULL)
     run = tmp_path / "run"
-    proc = subprocess.Popen(argv + ["--out", str(run)], env=_env(), stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv + ["--out", str(run)], env=_env(), stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+    )
     _wait_for_log_rows(run, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
@@ -232,8 +259,12 @@ def test_sigterm_to_a_real_training_process_saves_and_resumes_bit_exact(tmp_path
     assert "interrupted by SIGTERM at step" in err and "Traceback" not in err, err
     step = load_checkpoint(run / "checkpoints").step
     assert 50 <= step < 4000
-    subprocess.run([str(FLOWMATCH), "train", "--resume", "--out", str(run), "--quiet", "--threads", "1",
-                    "--no-plots"], env=_env(), check=True, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        [str(FLOWMATCH), "train", "--resume", "--out", str(run), "--quiet", "--threads", "1", "--no-plots"],
+        env=_env(),
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert_same_weights(straight, run)
 
 
@@ -241,11 +272,41 @@ def test_ctrl_c_under_nproc_2_stops_every_worker_at_one_step_with_a_checkpoint(t
     """Ctrl-C in a terminal sends SIGINT to the launcher and its workers (one process group); the
     launcher forwards it too. Used to print a 30-line traceback and save nothing."""
     run = tmp_path / "run"
-    flags = ["--nproc", "2", "--target", "8gaussians", "--method", "i-cfm", "--steps", "100000", "--batch-size", "32",
-             "--n-train", "200", "--n-test", "64", "--hidden", "16", "--log-every", "20", "--checkpoint-every",
-             "100000", "--device", "cpu", "--no-plots", "--quiet"]
-    proc = subprocess.Popen([str(FLOWMATCH), "train", *flags, "--out", str(run)], env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+    flags = [
+        "--nproc",
+        "2",
+        "--target",
+        "8gaussians",
+        "--method",
+        "i-cfm",
+        "--steps",
+        "100000",
+        "--batch-size",
+        "32",
+        "--n-train",
+        "200",
+        "--n-test",
+        "64",
+        "--hidden",
+        "16",
+        "--log-every",
+        "20",
+        "--checkpoint-every",
+        "100000",
+        "--device",
+        "cpu",
+        "--no-plots",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        [str(FLOWMATCH), "train", *flags, "--out", str(run)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         _wait_for_log_rows(run, proc, timeout=240)
         os.killpg(proc.pid, signal.SIGINT)  # as the terminal does
@@ -266,12 +327,38 @@ def test_snapshot_runs_under_nproc_2_prepare_their_directory_on_rank_0_only(tmp_
     """``--snapshots bifurcation --nproc 2 --force`` failed in 4 of 5 tries (both ranks removed and
     rewrote the directory); now rank 0 alone prepares it, under the run's lock, and the ranks wait."""
     run = tmp_path / "run"
-    argv = [str(FLOWMATCH), "train", "--snapshots", "bifurcation", "--nproc", "2", "--method", "i-cfm", "--steps", "20",
-            "--batch-size", "32", "--hidden", "16", "--log-every", "5", "--checkpoint-every", "10", "--eval-steps", "4",
-            "--device", "cpu", "--no-plots", "--quiet", "--out", str(run)]
+    argv = [
+        str(FLOWMATCH),
+        "train",
+        "--snapshots",
+        "bifurcation",
+        "--nproc",
+        "2",
+        "--method",
+        "i-cfm",
+        "--steps",
+        "20",
+        "--batch-size",
+        "32",
+        "--hidden",
+        "16",
+        "--log-every",
+        "5",
+        "--checkpoint-every",
+        "10",
+        "--eval-steps",
+        "4",
+        "--device",
+        "cpu",
+        "--no-plots",
+        "--quiet",
+        "--out",
+        str(run),
+    ]
     for extra in ([], ["--force"]):
-        proc = subprocess.run(argv + extra, env=_env(), capture_output=True, text=True, timeout=300,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            argv + extra, env=_env(), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert load_checkpoint(run / "checkpoints").step == 20
         assert (run / "metrics.json").is_file() and (run / MARKER_FILE).is_file()
@@ -283,24 +370,43 @@ def test_a_really_full_disk_is_one_line_and_the_run_resumes_bit_exact(tmp_path):
     and the run resumes, once there is room, to the weights of an uninterrupted run."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(disk)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(disk)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
-        argv = [str(FLOWMATCH), "train", "--target", "8gaussians", *TINY, "--hidden", "32", "--steps", "400",
-                "--checkpoint-every", "50", "--no-plots"]
+        argv = [
+            str(FLOWMATCH),
+            "train",
+            "--target",
+            "8gaussians",
+            *TINY,
+            "--hidden",
+            "32",
+            "--steps",
+            "400",
+            "--checkpoint-every",
+            "50",
+            "--no-plots",
+        ]
         straight = tmp_path / "straight"
         subprocess.run(argv + ["--out", str(straight)], env=_env(), check=True, stdin=subprocess.DEVNULL)
         run = disk / "run"
-        proc = subprocess.run(argv + ["--out", str(run)], env=_env(), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            argv + ["--out", str(run)], env=_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr
         assert "cannot write" in lines[0] and "No space left on device" in lines[0]
         assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
-        subprocess.run([str(FLOWMATCH), "train", "--resume", "--out", str(run), "--quiet", "--threads", "1",
-                        "--no-plots"], env=_env(), check=True, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            [str(FLOWMATCH), "train", "--resume", "--out", str(run), "--quiet", "--threads", "1", "--no-plots"],
+            env=_env(),
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
         assert_same_weights(straight, run)
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)

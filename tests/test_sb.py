@@ -20,7 +20,7 @@ from flowmatch.paths import LinearPath
 from flowmatch.sampling.ode import sample
 from flowmatch.sampling.sde import sample_sde
 from flowmatch.training.checkpoint import load_checkpoint
-from flowmatch.training.trainer import EMA
+from flowmatch.training.optim import EMA
 from flowmatch.trajectory.gaussian_bridge import GaussianBridge, gaussian_bridge, sqrtm_psd
 
 F64 = torch.float64
@@ -175,13 +175,17 @@ def test_score_and_flow_losses_vanish_for_the_exact_fields_of_point_endpoints():
     a, b = torch.tensor([1.0, -2.0], dtype=F64), torch.tensor([3.0, 0.5], dtype=F64)
     fm = methods.get("sb-cfm", sigma=sigma)
     assert isinstance(fm, ScoreFlowMatcher)
-    parts = fm.losses(ConditionalOracle(a, b, sigma), a.expand(256, 2), b.expand(256, 2),
-                      generator=torch.Generator().manual_seed(0))
+    parts = fm.losses(
+        ConditionalOracle(a, b, sigma), a.expand(256, 2), b.expand(256, 2), generator=torch.Generator().manual_seed(0)
+    )
     assert float(parts.flow) < 1e-20 and float(parts.score) < 1e-20
     assert torch.equal(parts.total, parts.flow + parts.score)
     # a wrong weighting shows: the unweighted target -eps/sigma_t gives a loss of order 1
     wrong = ConditionalOracle(a, b, sigma * 1.1)
-    assert float(fm.losses(wrong, a.expand(256, 2), b.expand(256, 2), generator=torch.Generator().manual_seed(0)).score) > 1e-3
+    assert (
+        float(fm.losses(wrong, a.expand(256, 2), b.expand(256, 2), generator=torch.Generator().manual_seed(0)).score)
+        > 1e-3
+    )
 
 
 def test_marginal_score_and_velocity_minimise_the_loss_between_gaussians():
@@ -301,9 +305,32 @@ def test_trained_sb_cfm_sde_marginals_match_the_closed_form_gaussian_bridge():
 # CLI: train --method sb-cfm learns both fields; sample --sde
 # --------------------------------------------------------------------------------------------
 
-TINY = ["--source", "gaussian", "--target", "8gaussians", "--steps", "30", "--batch-size", "32",
-        "--n-train", "200", "--n-test", "64", "--hidden", "16", "--log-every", "10",
-        "--checkpoint-every", "30", "--eval-steps", "4", "--threads", "1", "--quiet", "--no-plots"]
+TINY = [
+    "--source",
+    "gaussian",
+    "--target",
+    "8gaussians",
+    "--steps",
+    "30",
+    "--batch-size",
+    "32",
+    "--n-train",
+    "200",
+    "--n-test",
+    "64",
+    "--hidden",
+    "16",
+    "--log-every",
+    "10",
+    "--checkpoint-every",
+    "30",
+    "--eval-steps",
+    "4",
+    "--threads",
+    "1",
+    "--quiet",
+    "--no-plots",
+]
 
 
 def _error(capsys, argv):
@@ -333,8 +360,10 @@ def test_cli_sample_sde_is_seeded_and_differs_from_the_ode(sb_run, tmp_path, cap
     base = ["sample", str(sb_run), "--n", "300", "--steps", "20", "--threads", "1"]
     assert main([*base, "--sde", "--out", str(tmp_path / "a.npy")]) == 0
     assert "euler-maruyama sde" in capsys.readouterr().out
-    assert main([*base, "--sde", "--quiet", "--out", str(tmp_path / "b.npy"),
-                 "--trajectory", str(tmp_path / "traj.npy")]) == 0
+    assert (
+        main([*base, "--sde", "--quiet", "--out", str(tmp_path / "b.npy"), "--trajectory", str(tmp_path / "traj.npy")])
+        == 0
+    )
     assert main([*base, "--sde", "--quiet", "--seed", "1", "--out", str(tmp_path / "c.npy")]) == 0
     assert main([*base, "--quiet", "--out", str(tmp_path / "ode.npy")]) == 0
     a, b, c, ode = (np.load(tmp_path / f) for f in ("a.npy", "b.npy", "c.npy", "ode.npy"))

@@ -74,8 +74,9 @@ def test_euler_maruyama_moments_match_the_scheme_and_the_ou_law():
     theta, g, n = 2.0, 1.0, 40_000
     x0 = torch.ones(n, 1, dtype=F64)
     for steps, exact in ((10, False), (400, True)):
-        x = sample_sde(OU(theta, g), x0, sigma=g, steps=steps, last_step="sde",
-                       generator=torch.Generator().manual_seed(steps)).x[:, 0]
+        x = sample_sde(
+            OU(theta, g), x0, sigma=g, steps=steps, last_step="sde", generator=torch.Generator().manual_seed(steps)
+        ).x[:, 0]
         h = 1.0 / steps
         if exact:
             m, v = math.exp(-theta), g**2 * (1 - math.exp(-2 * theta)) / (2 * theta)
@@ -151,11 +152,19 @@ def test_sde_with_exact_fields_reproduces_the_closed_form_bridge_forward_and_bac
     x1 = gb.m1 + torch.randn(n, 2, generator=g, dtype=F64) @ torch.linalg.cholesky(gb.S1).T
     back = sample_sde(model, x1, sigma=1.0, steps=steps, generator=g, t_span=(1.0, 0.0), return_trajectory=True)
     errors = {}
-    for name, traj, k, t in [("fwd", fwd, 25, 0.25), ("fwd", fwd, 50, 0.5), ("fwd", fwd, 75, 0.75),
-                             ("fwd", fwd, 100, 1.0), ("back", back, 50, 0.5), ("back", back, 100, 0.0)]:
+    for name, traj, k, t in [
+        ("fwd", fwd, 25, 0.25),
+        ("fwd", fwd, 50, 0.5),
+        ("fwd", fwd, 75, 0.75),
+        ("fwd", fwd, 100, 1.0),
+        ("back", back, 50, 0.5),
+        ("back", back, 100, 0.0),
+    ]:
         mean, cov = _moments(traj.trajectory[k])
-        errors[(name, t)] = (round(float((mean - gb.mean(t)).abs().max()), 4),
-                             round(float((cov - gb.cov(t)).abs().max()), 4))
+        errors[(name, t)] = (
+            round(float((mean - gb.mean(t)).abs().max()), 4),
+            round(float((cov - gb.cov(t)).abs().max()), 4),
+        )
     print("SDE_ORACLE_ERRORS", errors)
     assert all(e_mean < 0.05 and e_cov < 0.05 for e_mean, e_cov in errors.values()), errors
 
@@ -201,8 +210,9 @@ def test_endpoint_deterministic_last_step_keeps_a_sharp_target_sharp():
     x0 = torch.randn(5_000, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     spread = {}
     for last in ("ode", "sde"):
-        res = sample_sde(gb.as_model(), x0, sigma=1.0, steps=100, last_step=last,
-                         generator=torch.Generator().manual_seed(1))
+        res = sample_sde(
+            gb.as_model(), x0, sigma=1.0, steps=100, last_step=last, generator=torch.Generator().manual_seed(1)
+        )
         spread[last] = float(res.x.std(0).mean())
         assert float((res.x.mean(0) - gb.m1).abs().max()) < 0.01
     assert abs(spread["sde"] - 0.1) < 0.01, spread

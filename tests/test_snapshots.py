@@ -8,13 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from flowmatch.data.snapshots import (
-    Snapshots,
-    bifurcation_course,
-    bifurcation_drift,
-    load_snapshots,
-    save_snapshots,
-)
+from flowmatch.data.snapshots import Snapshots, bifurcation_course, bifurcation_drift, load_snapshots, save_snapshots
 from flowmatch.metrics import w1
 from flowmatch.trajectory.inference import baseline_holdout_w1
 
@@ -67,15 +61,27 @@ def test_without_removes_exactly_that_time_point():
     assert r.populations[0] is s.populations[0] and r.populations[1] is s.populations[2]
 
 
-@pytest.mark.parametrize("make, parts", [
-    (lambda p: np.savez(p / "one.npz", x=np.ones((4, 2)), t=np.zeros(4)), ["at least 2 distinct time points", "got 1"]),
-    (lambda p: (p / "nt.csv").write_text("a,b\n1,2\n3,4\n"), ["time column named 't' or 'time'", "['a', 'b']"]),
-    (lambda p: np.savez(p / "nx.npz", y=np.ones((4, 2)), t=np.arange(4.0)), ["must hold an array 'x'", "['y', 't']"]),
-    (lambda p: np.savez(p / "len.npz", x=np.ones((4, 2)), t=np.arange(3.0)), ["t must have shape (N,) = (4,)", "(3,)"]),
-    (lambda p: np.savez(p / "nan.npz", x=np.full((4, 2), np.nan), t=np.arange(4.0)), ["x must be finite"]),
-    (lambda p: (p / "bad.csv").write_text("t,x\n0,1\n1,abc\n"), ["malformed snapshot csv", "line 3"]),
-    (lambda p: (p / "data.txt").write_text("t,x\n0,1\n"), ["extension must be .npz or .csv", "'.txt'"]),
-])
+@pytest.mark.parametrize(
+    "make, parts",
+    [
+        (
+            lambda p: np.savez(p / "one.npz", x=np.ones((4, 2)), t=np.zeros(4)),
+            ["at least 2 distinct time points", "got 1"],
+        ),
+        (lambda p: (p / "nt.csv").write_text("a,b\n1,2\n3,4\n"), ["time column named 't' or 'time'", "['a', 'b']"]),
+        (
+            lambda p: np.savez(p / "nx.npz", y=np.ones((4, 2)), t=np.arange(4.0)),
+            ["must hold an array 'x'", "['y', 't']"],
+        ),
+        (
+            lambda p: np.savez(p / "len.npz", x=np.ones((4, 2)), t=np.arange(3.0)),
+            ["t must have shape (N,) = (4,)", "(3,)"],
+        ),
+        (lambda p: np.savez(p / "nan.npz", x=np.full((4, 2), np.nan), t=np.arange(4.0)), ["x must be finite"]),
+        (lambda p: (p / "bad.csv").write_text("t,x\n0,1\n1,abc\n"), ["malformed snapshot csv", "line 3"]),
+        (lambda p: (p / "data.txt").write_text("t,x\n0,1\n"), ["extension must be .npz or .csv", "'.txt'"]),
+    ],
+)
 def test_bad_files_raise_one_line_naming_the_rule(tmp_path, make, parts):
     make(tmp_path)
     (path,) = list(tmp_path.iterdir())

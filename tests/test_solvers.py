@@ -49,9 +49,7 @@ class CountingModel:
 # ------------------------------------------------------------------ tableaux and convergence
 
 
-@pytest.mark.parametrize(
-    "solver,order", [("euler", 1), ("midpoint", 2), ("heun", 2), ("rk4", 4)]
-)
+@pytest.mark.parametrize("solver,order", [("euler", 1), ("midpoint", 2), ("heun", 2), ("rk4", 4)])
 def test_one_step_matches_taylor_polynomial_of_exp(solver, order):
     # For s = p explicit stages, one step on x' = lam x gives exactly sum_{k<=p} (lam h)^k / k!.
     lam, h = -0.7, 0.3
@@ -79,6 +77,7 @@ def test_convergence_order_on_linear_ode(solver, order, counts, problem):
     if problem == "rotation_decay":
         model, exact = linear_model, exact_linear(x0)
     else:
+
         def model(x, t, cond=None):
             return torch.cos(2 * t)[:, None] * (x @ A.T)
 
@@ -131,9 +130,7 @@ def test_dopri5_accuracy_and_counted_nfe():
 
 def test_adaptive_trajectory_saved_at_requested_times():
     x0 = make_x0(3)
-    res = sample(
-        linear_model, x0, solver="dopri5", steps=5, rtol=1e-9, atol=1e-9, return_trajectory=True
-    )
+    res = sample(linear_model, x0, solver="dopri5", steps=5, rtol=1e-9, atol=1e-9, return_trajectory=True)
     assert res.trajectory.shape == (6, 3, 2)
     assert torch.allclose(res.times, torch.linspace(0, 1, 6, dtype=DT))
     for k, t in enumerate(res.times.tolist()):
@@ -340,7 +337,10 @@ def test_bad_arguments_raise_value_error(kwargs, pattern):
         (torch.zeros(2, 2, dtype=torch.int64), "x0 must be a floating-point tensor, got dtype torch.int64"),
         (torch.tensor(1.0, dtype=DT), re.escape("x0 must have shape (n, *dims) with n >= 1, got ()")),
         (torch.zeros(0, 2, dtype=DT), re.escape("x0 must have shape (n, *dims) with n >= 1, got (0, 2)")),
-        (torch.tensor([[0.0, float("inf")]], dtype=DT), re.escape("x0 must be finite, got 1 NaN/Inf value(s) (first at index (0, 1))")),
+        (
+            torch.tensor([[0.0, float("inf")]], dtype=DT),
+            re.escape("x0 must be finite, got 1 NaN/Inf value(s) (first at index (0, 1))"),
+        ),
     ],
 )
 def test_bad_x0_raises_value_error(x0, pattern):

@@ -20,7 +20,9 @@ from flowmatch.runs.config import RunConfig
 from flowmatch.runs.run import build_data, build_model, train_run
 from flowmatch.sampling.ode import sample
 from flowmatch.training.checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint
-from flowmatch.training.trainer import EMA, LOG_COLUMNS, Trainer, TrainerConfig, learning_rate
+from flowmatch.training.log import LOG_COLUMNS
+from flowmatch.training.optim import EMA, learning_rate
+from flowmatch.training.trainer import Trainer, TrainerConfig
 
 # --------------------------------------------------------------------------------------------
 # Helpers
@@ -46,18 +48,40 @@ def gaussian_source():
     return StreamBatches(lambda n, generator=None: torch.randn(n, 2, generator=generator), name="source")
 
 
-def make_trainer(run_dir, *, steps, method="ot-cfm", ema_decay=0.0, lr_schedule="constant",
-                 log_every=5, checkpoint_every=1000, keep=2, source=None, target=None, seed=0):
+def make_trainer(
+    run_dir,
+    *,
+    steps,
+    method="ot-cfm",
+    ema_decay=0.0,
+    lr_schedule="constant",
+    log_every=5,
+    checkpoint_every=1000,
+    keep=2,
+    source=None,
+    target=None,
+    seed=0,
+):
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)  # see test_trainer_creates_its_run_directory
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MLP(2, hidden=32, depth=2)
-    cfg = TrainerConfig(steps=steps, batch_size=32, lr=3e-3, lr_schedule=lr_schedule, ema_decay=ema_decay,
-                        seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
-                        keep_checkpoints=keep, quiet=True)
-    return Trainer(model, methods.get(method), source or gaussian_source(), target or TensorBatches(TARGET),
-                   cfg, run_dir=run_dir)
+    cfg = TrainerConfig(
+        steps=steps,
+        batch_size=32,
+        lr=3e-3,
+        lr_schedule=lr_schedule,
+        ema_decay=ema_decay,
+        seed=seed,
+        log_every=log_every,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep,
+        quiet=True,
+    )
+    return Trainer(
+        model, methods.get(method), source or gaussian_source(), target or TensorBatches(TARGET), cfg, run_dir=run_dir
+    )
 
 
 def read_log(run_dir) -> tuple[list[str], list[list[str]]]:
@@ -139,8 +163,17 @@ def test_resume_from_a_mid_run_checkpoint_with_ema_and_cosine_lr(tmp_path):
 
 
 def test_train_run_resume_equals_uninterrupted(tmp_path):
-    base = dict(target="8gaussians", n_train=256, n_test=32, hidden=16, batch_size=32, log_every=5,
-                checkpoint_every=1000, ema_decay=0.8, lr=3e-3)
+    base = dict(
+        target="8gaussians",
+        n_train=256,
+        n_test=32,
+        hidden=16,
+        batch_size=32,
+        log_every=5,
+        checkpoint_every=1000,
+        ema_decay=0.8,
+        lr=3e-3,
+    )
     kw = dict(quiet=True, evaluate=False, plots=False)
     train_run(RunConfig(steps=20, **base), tmp_path / "a", **kw)
     train_run(RunConfig(steps=10, **base), tmp_path / "b", **kw)
@@ -174,8 +207,14 @@ def test_trainer_creates_its_run_directory(tmp_path):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = MLP(2, hidden=8, depth=1)
-    t = Trainer(model, methods.get("i-cfm"), gaussian_source(), TensorBatches(TARGET),
-                TrainerConfig(steps=2, batch_size=16, quiet=True), run_dir=tmp_path / "new" / "run")
+    t = Trainer(
+        model,
+        methods.get("i-cfm"),
+        gaussian_source(),
+        TensorBatches(TARGET),
+        TrainerConfig(steps=2, batch_size=16, quiet=True),
+        run_dir=tmp_path / "new" / "run",
+    )
     t.fit()
     assert latest_checkpoint(tmp_path / "new" / "run" / "checkpoints") is not None
 
@@ -247,7 +286,8 @@ def test_logged_lr_is_the_cosine_schedule_of_the_step_taken(tmp_path):
 
 @pytest.mark.parametrize("ema_decay, schedule", [(0.0, "constant"), (0.9, "cosine")])
 def test_keyboard_interrupt_keeps_the_last_completed_step_and_resume_finishes_identically(
-        tmp_path, ema_decay, schedule):
+    tmp_path, ema_decay, schedule
+):
     kw = dict(steps=20, ema_decay=ema_decay, lr_schedule=schedule)
     straight = make_trainer(tmp_path / "a", **kw)
     straight.fit()
@@ -311,8 +351,18 @@ def test_training_does_not_touch_the_global_rng():
 
 @pytest.mark.slow
 def test_end_to_end_ot_cfm_learns_8gaussians_and_logs_a_decreasing_loss(tmp_path):
-    cfg = RunConfig(source="gaussian", target="8gaussians", method="ot-cfm", n_train=2000, n_test=500,
-                    steps=1500, batch_size=128, log_every=100, checkpoint_every=100_000, seed=0)
+    cfg = RunConfig(
+        source="gaussian",
+        target="8gaussians",
+        method="ot-cfm",
+        n_train=2000,
+        n_test=500,
+        steps=1500,
+        batch_size=128,
+        log_every=100,
+        checkpoint_every=100_000,
+        seed=0,
+    )
     data = build_data(cfg)
     x0, x1 = data.source.test, data.target.test
 

@@ -35,8 +35,9 @@ def _target(scale=1.0):
 def _trainer(run_dir, *, steps=30, lr=1e-3, target=None, model=None, **cfg):
     torch.manual_seed(0)
     config = TrainerConfig(steps=steps, batch_size=32, lr=lr, quiet=True, log_every=5, checkpoint_every=10, **cfg)
-    return Trainer(model or MLP(2, hidden=16), methods.get("i-cfm"), _gauss, target or _target(), config,
-                   run_dir=run_dir)
+    return Trainer(
+        model or MLP(2, hidden=16), methods.get("i-cfm"), _gauss, target or _target(), config, run_dir=run_dir
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,7 +59,9 @@ class _BlowUpAt:
 
 def test_a_non_finite_loss_stops_training_at_that_step_and_the_latest_checkpoint_stays_finite(tmp_path):
     t = _trainer(tmp_path, target=_BlowUpAt(25))
-    with pytest.raises(TrainingDiverged, match=r"training diverged at step 25: loss inf.*latest checkpoint \(step 20\)"):
+    with pytest.raises(
+        TrainingDiverged, match=r"training diverged at step 25: loss inf.*latest checkpoint \(step 20\)"
+    ):
         t.fit()
     assert t.step == 24  # step 25 was not applied
     ck = load_checkpoint(tmp_path / "checkpoints")
@@ -133,7 +136,9 @@ class _NoCond(nn.Module):
 def test_a_model_output_of_the_wrong_shape_fails_the_loss_with_both_shapes():
     fm = methods.get("i-cfm")
     x0, x1 = torch.randn(16, 2), torch.randn(16, 2)
-    with pytest.raises(ModelContractError, match=r"must have the shape of x \(16, 2\), got \(16, 1\) \(model _Narrow\)"):
+    with pytest.raises(
+        ModelContractError, match=r"must have the shape of x \(16, 2\), got \(16, 1\) \(model _Narrow\)"
+    ):
         fm.loss(_Narrow(), x0, x1)
 
 
@@ -161,8 +166,24 @@ def test_a_gaussian_source_run_draws_fresh_noise_every_step(monkeypatch, tmp_pat
         return x
 
     monkeypatch.setattr(StreamBatches, "__call__", recording)
-    assert main(["train", "--out", str(tmp_path / "r"), "--target", "moons", *TINY, "--no-plots",
-                 "--n-train", "64", "--batch-size", "32"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(tmp_path / "r"),
+                "--target",
+                "moons",
+                *TINY,
+                "--no-plots",
+                "--n-train",
+                "64",
+                "--batch-size",
+                "32",
+            ]
+        )
+        == 0
+    )
     drawn = torch.cat(seen)
     assert len(seen) == 20 and drawn.shape == (640, 2)
     assert torch.unique(drawn, dim=0).shape[0] == 640  # 640 distinct points from a 64-row training split
@@ -186,6 +207,23 @@ def test_max_bad_steps_is_a_run_setting_that_may_change_on_resume(tmp_path):
     run = tmp_path / "r"
     assert main(["train", "--out", str(run), "--target", "moons", *TINY, "--no-plots", "--max-bad-steps", "3"]) == 0
     assert "max_bad_steps = 3" in (run / "config.toml").read_text()
-    assert main(["train", "--resume", "--out", str(run), "--max-bad-steps", "0", "--steps", "30", "--quiet",
-                 "--no-plots", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                "--out",
+                str(run),
+                "--max-bad-steps",
+                "0",
+                "--steps",
+                "30",
+                "--quiet",
+                "--no-plots",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert json.loads((run / "metrics.json").read_text())["train"]["steps"] == 30

@@ -64,14 +64,17 @@ def test_time_rescaling_gives_the_secant_velocity_of_each_interval():
         torch.testing.assert_close(s.x_t[lo:hi], s.x0[lo:hi] + frac * (s.x1[lo:hi] - s.x0[lo:hi]))
     # cells that move at constant velocity c over intervals of lengths 0.5, 2 and 0.5: u_t = c in each
     c = torch.tensor([1.0, -0.5])
-    dts = torch.cat([torch.full((hi - lo, 1), times[k + 1] - times[k]) for k, (lo, hi) in enumerate(interval_blocks(30, 3))])
+    dts = torch.cat(
+        [torch.full((hi - lo, 1), times[k + 1] - times[k]) for k, (lo, hi) in enumerate(interval_blocks(30, 3))]
+    )
     s = fm.sample(x0, x0 + c * dts, generator=g)
     torch.testing.assert_close(s.u_t, c.expand_as(s.u_t), atol=1e-5, rtol=0)
 
 
 def test_batches_draw_block_k_from_snapshot_k_and_k_plus_1():
-    snaps = Snapshots(torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64),
-                      tuple(torch.full((20, 2), float(k)) for k in range(3)))
+    snaps = Snapshots(
+        torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), tuple(torch.full((20, 2), float(k)) for k in range(3))
+    )
     g = torch.Generator().manual_seed(0)
     src, tgt = SnapshotBatches(snaps, "source")(9, generator=g), SnapshotBatches(snaps, "target")(9, generator=g)
     for k, (lo, hi) in enumerate(interval_blocks(9, 2)):
@@ -84,8 +87,10 @@ def test_ot_cfm_pairs_only_within_intervals_and_optimally_there():
     import ot
 
     g = torch.Generator().manual_seed(1)
-    snaps = Snapshots(torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64),
-                      tuple(torch.randn(30, 2, generator=g) + 5 * k for k in range(3)))
+    snaps = Snapshots(
+        torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64),
+        tuple(torch.randn(30, 2, generator=g) + 5 * k for k in range(3)),
+    )
     fm = SnapshotMatcher.from_method("ot-cfm", snaps.times)
     x0 = SnapshotBatches(snaps, "source")(16, generator=g)
     x1 = SnapshotBatches(snaps, "target")(16, generator=g)
@@ -95,8 +100,9 @@ def test_ot_cfm_pairs_only_within_intervals_and_optimally_there():
         assert sorted(map(tuple, s.x1[lo:hi].tolist())) == sorted(map(tuple, x1[lo:hi].tolist()))
         cost = ((s.x0[lo:hi] - s.x1[lo:hi]) ** 2).sum(1).mean().item()
         m = ot.dist(x0[lo:hi].double().numpy(), x1[lo:hi].double().numpy())
-        assert cost == pytest.approx(ot.emd2(np.full(hi - lo, 1 / (hi - lo)), np.full(hi - lo, 1 / (hi - lo)), m),
-                                     rel=1e-5)
+        assert cost == pytest.approx(
+            ot.emd2(np.full(hi - lo, 1 / (hi - lo)), np.full(hi - lo, 1 / (hi - lo)), m), rel=1e-5
+        )
 
 
 def test_sb_cfm_bridge_scales_with_the_interval_length():
@@ -167,8 +173,13 @@ def test_short_training_recovers_a_constant_drift_and_interpolates_the_held_out_
     torch.manual_seed(0)
     model = MLP(2, hidden=32)
     fm = SnapshotMatcher.from_method("ot-cfm", train.times, sigma=0.0 + 1e-3)
-    Trainer(model, fm, SnapshotBatches(train, "source"), SnapshotBatches(train, "target"),
-            TrainerConfig(steps=300, batch_size=128, lr=3e-3, quiet=True)).fit()
+    Trainer(
+        model,
+        fm,
+        SnapshotBatches(train, "source"),
+        SnapshotBatches(train, "target"),
+        TrainerConfig(steps=300, batch_size=128, lr=3e-3, quiet=True),
+    ).fit()
     with torch.no_grad():
         x = full.populations[1][:64]
         for t in (0.5, 2.0, 3.5):
@@ -206,14 +217,20 @@ def test_cli_trains_with_a_holdout_and_eval_prints_and_writes_the_held_out_w1(tm
     assert ev["holdout_w1"] == pytest.approx(metrics["eval"]["holdout_w1"], rel=1e-6)
 
 
-@pytest.mark.parametrize("flags, parts", [
-    (["--holdout", "3"], ["holdout must be an intermediate time point, 1 <= holdout <= 2", "got 3"]),
-    (["--holdout", "0"], ["holdout must be the index of an intermediate time point (>= 1)", "got 0"]),
-    (["--method", "fm"], ["snapshot runs need a method that flows between data sets", "'fm'"]),
-    (["--snapshots", "{one}"], ["at least 2 distinct time points", "got 1"]),
-    (["--snapshots", "{notime}"], ["time column named 't' or 'time'"]),
-    (["--snapshots", "{course}", "--batch-size", "2"], ["batch size must be >= the number of intervals (3)", "got 2"]),
-])
+@pytest.mark.parametrize(
+    "flags, parts",
+    [
+        (["--holdout", "3"], ["holdout must be an intermediate time point, 1 <= holdout <= 2", "got 3"]),
+        (["--holdout", "0"], ["holdout must be the index of an intermediate time point (>= 1)", "got 0"]),
+        (["--method", "fm"], ["snapshot runs need a method that flows between data sets", "'fm'"]),
+        (["--snapshots", "{one}"], ["at least 2 distinct time points", "got 1"]),
+        (["--snapshots", "{notime}"], ["time column named 't' or 'time'"]),
+        (
+            ["--snapshots", "{course}", "--batch-size", "2"],
+            ["batch size must be >= the number of intervals (3)", "got 2"],
+        ),
+    ],
+)
 def test_cli_bad_snapshot_input_exits_2_with_one_line(tmp_path, capsys, flags, parts):
     files = {"course": _write_course(tmp_path), "one": tmp_path / "one.npz", "notime": tmp_path / "nt.csv"}
     np.savez(files["one"], x=np.ones((5, 2)), t=np.zeros(5))
@@ -235,8 +252,9 @@ def test_holdout_without_snapshots_is_an_error(tmp_path, capsys):
 
 def test_bench_trajectories_quick(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(["bench", "trajectories", "--quick", "--holdouts", "1", "--no-plots", "--out", str(out),
-                 "--quiet"]) == 0
+    assert (
+        main(["bench", "trajectories", "--quick", "--holdouts", "1", "--no-plots", "--out", str(out), "--quiet"]) == 0
+    )
     table = (out / "table.md").read_text()
     for row in ("OT-CFM", "I-CFM", "SB-CFM, ODE", "SB-CFM, SDE", "straight line"):
         assert f"| {row}" in table

@@ -23,7 +23,9 @@ def _page_of(script: Path) -> Path:
 
 def _shape(text: str) -> list[str]:
     """The lines with every number replaced by '#' and runs of spaces by one."""
-    return [" ".join(re.sub(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?%?", "#", line).split()) for line in text.strip().splitlines()]
+    return [
+        " ".join(re.sub(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?%?", "#", line).split()) for line in text.strip().splitlines()
+    ]
 
 
 def test_there_are_tutorials():
@@ -38,8 +40,9 @@ def test_tutorial_runs_quick_and_prints_what_its_page_shows(script, tmp_path):
     env = dict(os.environ)
     src = str(ROOT / "src")
     env["PYTHONPATH"] = src + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else src
-    proc = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env
+    )
     assert proc.returncode == 0, proc.stderr
     assert _shape(proc.stdout) == _shape(shown.group(1)), proc.stdout
     assert list(tmp_path.iterdir()) == []  # a tutorial writes nothing

@@ -32,7 +32,7 @@ steps, epochs = (150, 1) if args.quick else (5000, 20)
 
 torch.set_num_threads(1)
 g = torch.Generator().manual_seed(0)
-digits = load_digits()                                  # (1797, 1, 8, 8) in [-1, 1], labels 0..9
+digits = load_digits()  # (1797, 1, 8, 8) in [-1, 1], labels 0..9
 perm = torch.randperm(len(digits), generator=g)
 test, train = perm[:359], perm[359:]
 x_train, y_train = digits.images[train], digits.labels[train]

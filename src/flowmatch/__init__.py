@@ -29,8 +29,8 @@ _LAZY = {
     "sample_sde": "flowmatch.sampling.sde",
     "FlowAndScore": "flowmatch.models",
     "log_likelihood": "flowmatch.sampling.likelihood",
-    "encode": "flowmatch.sampling.likelihood",
-    "decode": "flowmatch.sampling.likelihood",
+    "encode": "flowmatch.sampling.encode",
+    "decode": "flowmatch.sampling.encode",
     "LikelihoodResult": "flowmatch.sampling.likelihood",
     "ConditionalMLP": "flowmatch.models",
     "UNet": "flowmatch.models",
@@ -47,11 +47,22 @@ _LAZY = {
 #: Subpackages (one per concept, in the order data flows) and the public modules reachable as
 #: attributes of ``flowmatch``; ``flowmatch.methods`` is the method registry.
 _SUBMODULES = {
-    "data": "flowmatch.data", "ot": "flowmatch.ot", "couplings": "flowmatch.couplings", "paths": "flowmatch.paths",
-    "sampling": "flowmatch.sampling", "models": "flowmatch.models", "objectives": "flowmatch.objectives",
-    "training": "flowmatch.training", "metrics": "flowmatch.metrics", "trajectory": "flowmatch.trajectory",
-    "plots": "flowmatch.plots", "runs": "flowmatch.runs", "bench": "flowmatch.bench", "cli": "flowmatch.cli",
-    "methods": "flowmatch.objectives.methods", "gaussian_bridge": "flowmatch.trajectory.gaussian_bridge",
+    "data": "flowmatch.data",
+    "ot": "flowmatch.ot",
+    "couplings": "flowmatch.couplings",
+    "paths": "flowmatch.paths",
+    "sampling": "flowmatch.sampling",
+    "models": "flowmatch.models",
+    "objectives": "flowmatch.objectives",
+    "training": "flowmatch.training",
+    "metrics": "flowmatch.metrics",
+    "trajectory": "flowmatch.trajectory",
+    "plots": "flowmatch.plots",
+    "runs": "flowmatch.runs",
+    "bench": "flowmatch.bench",
+    "cli": "flowmatch.cli",
+    "methods": "flowmatch.objectives.methods",
+    "gaussian_bridge": "flowmatch.trajectory.gaussian_bridge",
 }
 
 _compat.install()  # the flat layout's module paths, deprecated

@@ -18,18 +18,41 @@ __all__ = ["MOVED", "install"]
 
 #: old module (under flowmatch) -> its module in the new layout
 MOVED = {
-    "_io": "_utils.io", "_validate": "_utils.validate", "conditioning": "data.conditioning",
-    "_native": "ot.native", "assignment": "ot.assignment", "transport": "ot.transport",
-    "global_coupling": "couplings.global_coupling", "matcher": "objectives.cfm", "sf2m": "objectives.sf2m",
-    "cnf": "objectives.cnf", "methods": "objectives.methods", "guidance": "models.guidance",
-    "solvers": "sampling.ode", "sde": "sampling.sde", "likelihood": "sampling.likelihood",
-    "train": "training.trainer", "train_log": "training.log", "optim": "training.optim",
-    "interrupt": "training.interrupt", "checkpoint": "training.checkpoint", "prefetch": "training.prefetch",
-    "distributed": "training.distributed", "speed": "training.speed", "reflow": "training.reflow",
-    "evaluate": "metrics.evaluate", "image_metrics": "metrics.images", "report": "metrics.report",
-    "trajectory_inference": "trajectory.inference", "gaussian_bridge": "trajectory.gaussian_bridge",
-    "config": "runs.config", "run_dir": "runs.directory", "run": "runs.run", "snapshot_run": "runs.snapshot",
-    "image_run": "runs.image", "demo": "runs.demo",
+    "_io": "_utils.io",
+    "_validate": "_utils.validate",
+    "conditioning": "data.conditioning",
+    "_native": "ot.native",
+    "assignment": "ot.assignment",
+    "transport": "ot.transport",
+    "global_coupling": "couplings.global_coupling",
+    "matcher": "objectives.cfm",
+    "sf2m": "objectives.sf2m",
+    "cnf": "objectives.cnf",
+    "methods": "objectives.methods",
+    "guidance": "models.guidance",
+    "solvers": "sampling.ode",
+    "sde": "sampling.sde",
+    "likelihood": "sampling.likelihood",
+    "train": "training.trainer",
+    "train_log": "training.log",
+    "optim": "training.optim",
+    "interrupt": "training.interrupt",
+    "checkpoint": "training.checkpoint",
+    "prefetch": "training.prefetch",
+    "distributed": "training.distributed",
+    "speed": "training.speed",
+    "reflow": "training.reflow",
+    "evaluate": "metrics.evaluate",
+    "image_metrics": "metrics.images",
+    "report": "metrics.report",
+    "trajectory_inference": "trajectory.inference",
+    "gaussian_bridge": "trajectory.gaussian_bridge",
+    "config": "runs.config",
+    "run_dir": "runs.directory",
+    "run": "runs.run",
+    "snapshot_run": "runs.snapshot",
+    "image_run": "runs.image",
+    "demo": "runs.demo",
 }
 
 
@@ -50,8 +73,11 @@ class _MovedFinder(importlib.abc.MetaPathFinder):
         if prefix != "flowmatch" or old not in MOVED:
             return None
         new = f"flowmatch.{MOVED[old]}"
-        warnings.warn(f"{fullname} moved to {new}; the old path will be removed in flowmatch 0.3",
-                      DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            f"{fullname} moved to {new}; the old path will be removed in flowmatch 0.3",
+            DeprecationWarning,
+            stacklevel=3,
+        )
         return importlib.util.spec_from_loader(fullname, _AliasLoader(new))
 
 

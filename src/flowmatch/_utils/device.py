@@ -19,6 +19,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"device {str(device)!r} was requested but CUDA is not available here")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         why = "is not built with MPS support" if not torch.backends.mps.is_built() else "finds no MPS device"
-        raise ValueError(f"device {str(device)!r} needs Apple's MPS backend, but this PyTorch {why}; "
-                         "use --device cpu or auto")
+        raise ValueError(
+            f"device {str(device)!r} needs Apple's MPS backend, but this PyTorch {why}; use --device cpu or auto"
+        )
     return dev

@@ -16,7 +16,9 @@ def write_error(path: str | Path, err: Exception) -> ValueError:
     """The one-line error for a write of ``path`` that the OS refused (read-only file system, no
     space left, permission denied): names the file, the rule and the OS's reason."""
     reason = getattr(err, "strerror", None) or " ".join(str(err).split()) or type(err).__name__
-    return ValueError(f"cannot write {str(path)!r}: {reason}; the output directory must be writable and have free space")
+    return ValueError(
+        f"cannot write {str(path)!r}: {reason}; the output directory must be writable and have free space"
+    )
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -12,8 +12,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["DistInfo", "group_initialized", "info", "launched_by_torchrun", "all_gather_cat", "mean_over_ranks",
-           "all_ranks_true", "barrier", "gather_states", "states_for_rank", "local_device", "RANK_KEY"]
+__all__ = [
+    "DistInfo",
+    "group_initialized",
+    "info",
+    "launched_by_torchrun",
+    "all_gather_cat",
+    "mean_over_ranks",
+    "all_ranks_true",
+    "barrier",
+    "gather_states",
+    "states_for_rank",
+    "local_device",
+    "RANK_KEY",
+]
 
 
 #: Key suffix of rank r's generator states in a checkpoint's rng.safetensors ("generator@rank1").
@@ -42,8 +54,9 @@ def info() -> DistInfo:
     """Rank, world size and local rank of the initialised process group, else rank 0 of 1."""
     if not group_initialized():
         return DistInfo()
-    return DistInfo(torch.distributed.get_rank(), torch.distributed.get_world_size(),
-                    int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(
+        torch.distributed.get_rank(), torch.distributed.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    )
 
 
 def launched_by_torchrun() -> bool:
@@ -118,8 +131,7 @@ def states_for_rank(rng: dict[str, Tensor], rank: int, world_size: int) -> dict[
     """
     saved = 1 + max((int(k.rsplit(RANK_KEY, 1)[1]) for k in rng if RANK_KEY in k), default=0)
     if saved != world_size:
-        raise ValueError(f"a checkpoint written by {saved} process(es) must be resumed with as many, "
-                         f"got {world_size}")
+        raise ValueError(f"a checkpoint written by {saved} process(es) must be resumed with as many, got {world_size}")
     if rank == 0:
         return {k: v for k, v in rng.items() if RANK_KEY not in k}
     suffix = f"{RANK_KEY}{rank}"

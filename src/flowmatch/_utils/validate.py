@@ -26,8 +26,10 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 def check_positive_int(name: str, value: Any) -> int:
     """Return ``value`` as int if it is an integer > 0, else raise ValueError naming the rule."""
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
-        isinstance(value, float) and value.is_integer()
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int,))
+        and not (isinstance(value, float) and value.is_integer())
     ):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if int(value) <= 0:
@@ -99,8 +101,10 @@ def check_fits_float32(name: str, value: float, quantity: str | None = None, der
         return value
     if quantity is None:
         raise ValueError(f"{name} must be finite in float32 (at most {FLOAT32_MAX:.4g}), got {value!r}")
-    raise ValueError(f"{name} must keep {quantity} finite in float32 (at most {FLOAT32_MAX:.4g}), got {name} "
-                     f"{value!r}, which makes it {x:.4g}")
+    raise ValueError(
+        f"{name} must keep {quantity} finite in float32 (at most {FLOAT32_MAX:.4g}), got {name} "
+        f"{value!r}, which makes it {x:.4g}"
+    )
 
 
 def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +115,5 @@ def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
     if bool(bad.any()):
         n_bad = int(bad.sum())
         first = tuple(int(i) for i in bad.nonzero()[0].tolist())
-        raise ValueError(
-            f"{name} must be finite, got {n_bad} NaN/Inf value(s) (first at index {first})"
-        )
+        raise ValueError(f"{name} must be finite, got {n_bad} NaN/Inf value(s) (first at index {first})")
     return x

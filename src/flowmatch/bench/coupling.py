@@ -78,8 +78,7 @@ def _time_trainer(make: Callable[[], Trainer]) -> tuple[float, float]:
     t = make()
     start, cpu = time.perf_counter(), time.process_time()
     t.fit()
-    return ((time.perf_counter() - start) / t.config.steps * 1e3,
-            (time.process_time() - cpu) / t.config.steps * 1e3)
+    return ((time.perf_counter() - start) / t.config.steps * 1e3, (time.process_time() - cpu) / t.config.steps * 1e3)
 
 
 def _torchcfm_step_fn(dim: int, batch: int, pools: tuple[Tensor, Tensor], seed: int):
@@ -107,8 +106,15 @@ def _torchcfm_step_fn(dim: int, batch: int, pools: tuple[Tensor, Tensor], seed: 
     return step
 
 
-def _trainer_timing(make_matcher: Callable[[], FlowMatcher], dim: int, batch: int, steps: int, workers: int,
-                    pools: tuple[Tensor, Tensor], seed: int) -> Callable[[], tuple[float, float]]:
+def _trainer_timing(
+    make_matcher: Callable[[], FlowMatcher],
+    dim: int,
+    batch: int,
+    steps: int,
+    workers: int,
+    pools: tuple[Tensor, Tensor],
+    seed: int,
+) -> Callable[[], tuple[float, float]]:
     """A variant of the step-time table: each call times a fresh trainer with a fresh matcher."""
     return lambda: _time_trainer(lambda: bench_trainer(make_matcher(), dim, batch, steps, workers, pools, seed))
 
@@ -177,16 +183,19 @@ def _step_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
             variants: dict[str, Callable[[], tuple[float, float]]] = {
                 "i-cfm": timing(_icfm, workers=0),
                 "ot-cfm auction inline": timing(lambda: FlowMatcher(LinearPath(0.1), ExactOT()), workers=0),
-                f"ot-cfm auction prefetch({s.workers})": timing(lambda: FlowMatcher(LinearPath(0.1), ExactOT()),
-                                                                 workers=s.workers),
+                f"ot-cfm auction prefetch({s.workers})": timing(
+                    lambda: FlowMatcher(LinearPath(0.1), ExactOT()), workers=s.workers
+                ),
                 "ot-cfm emd inline": timing(lambda: FlowMatcher(LinearPath(0.1), ExactOT("emd")), workers=0),
-                f"ot-cfm emd prefetch({s.workers})": timing(lambda: FlowMatcher(LinearPath(0.1), ExactOT("emd")),
-                                                             workers=s.workers),
+                f"ot-cfm emd prefetch({s.workers})": timing(
+                    lambda: FlowMatcher(LinearPath(0.1), ExactOT("emd")), workers=s.workers
+                ),
             }
             block = BlockOT(s.quality_block)
             if batch > s.quality_block:
                 variants[f"ot-cfm block{s.quality_block} prefetch({s.workers})"] = timing(
-                    partial(_ot_matcher, block), workers=s.workers)
+                    partial(_ot_matcher, block), workers=s.workers
+                )
             if has_tcfm:
                 tstep = _torchcfm_step_fn(dim, batch, pools, s.seed)
                 variants["torchcfm ot-cfm"] = partial(_time_steps, tstep, steps)
@@ -224,16 +233,26 @@ def _step_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
                 # ratios paired by repeat (same minute of machine load), then the median
                 ratio = _median([t[0] / b[0] for t, b in zip(ts, base)])
                 cpu_ratio = _median([t[1] / b[1] for t, b in zip(ts, base)])
-                row = {"dim": dim, "batch": batch, "method": name, "step_ms": ms, "ratio": ratio,
-                       "cpu_ms": cpu_ms, "cpu_ratio": cpu_ratio,
-                       "solve_ms": solve.get(key, math.nan) if key else math.nan,
-                       "distinct": stats[key][0] if key else math.nan,
-                       "cost_vs_emd": stats[key][1] if key else math.nan, "steps": steps,
-                       "step_ms_all": ts}
+                row = {
+                    "dim": dim,
+                    "batch": batch,
+                    "method": name,
+                    "step_ms": ms,
+                    "ratio": ratio,
+                    "cpu_ms": cpu_ms,
+                    "cpu_ratio": cpu_ratio,
+                    "solve_ms": solve.get(key, math.nan) if key else math.nan,
+                    "distinct": stats[key][0] if key else math.nan,
+                    "cost_vs_emd": stats[key][1] if key else math.nan,
+                    "steps": steps,
+                    "step_ms_all": ts,
+                }
                 rows.append(row)
             if log:
-                log(f"dim {dim:>4} batch {batch:>4}: " + ", ".join(
-                    f"{r['method']} {r['step_ms']:.1f} ms ({r['ratio']:.2f}x)" for r in rows[-len(times):]))
+                log(
+                    f"dim {dim:>4} batch {batch:>4}: "
+                    + ", ".join(f"{r['method']} {r['step_ms']:.1f} ms ({r['ratio']:.2f}x)" for r in rows[-len(times) :])
+                )
     return rows
 
 
@@ -264,22 +283,31 @@ def _large_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
             cost = float(((x0.double() - x1.double()[p.i1]) ** 2).sum())
             ot_timing = _trainer_timing(partial(_ot_matcher, coupling), 2, batch, steps, s.workers, pools, s.seed)
             step = [ot_timing()[0] for _ in range(reps)]
-            row = {"batch": batch, "coupling": f"block {s.block_size} {partition}", "solve_ms": solve_ms,
-                   "cost_vs_exact": cost / exact_cost if exact_cost == exact_cost else math.nan,
-                   "exact_solve_ms": exact_ms, "icfm_step_ms": _median(icfm), "ot_step_ms": _median(step),
-                   "ratio": _median(step) / _median(icfm),
-                   "distinct": len(set(p.i1.tolist())) / batch,
-                   "cost_matrix_mib_full_float32": batch * batch * 4 / 2**20,
-                   "cost_matrix_mib_blocks": (-(-batch // s.block_size)) * s.block_size ** 2 * 8 / 2**20}
+            row = {
+                "batch": batch,
+                "coupling": f"block {s.block_size} {partition}",
+                "solve_ms": solve_ms,
+                "cost_vs_exact": cost / exact_cost if exact_cost == exact_cost else math.nan,
+                "exact_solve_ms": exact_ms,
+                "icfm_step_ms": _median(icfm),
+                "ot_step_ms": _median(step),
+                "ratio": _median(step) / _median(icfm),
+                "distinct": len(set(p.i1.tolist())) / batch,
+                "cost_matrix_mib_full_float32": batch * batch * 4 / 2**20,
+                "cost_matrix_mib_blocks": (-(-batch // s.block_size)) * s.block_size**2 * 8 / 2**20,
+            }
             rows.append(row)
             if log:
-                log(f"large batch {batch}: {row['coupling']}: solve {solve_ms:.0f} ms, cost/exact "
-                    f"{row['cost_vs_exact']:.4f}, step ratio {row['ratio']:.2f}")
+                log(
+                    f"large batch {batch}: {row['coupling']}: solve {solve_ms:.0f} ms, cost/exact "
+                    f"{row['cost_vs_exact']:.4f}, step ratio {row['ratio']:.2f}"
+                )
     return rows
 
 
-def run_coupling_bench(out: str | Path | None, settings: CouplingBenchSettings | None = None, *,
-                       log: Callable[[str], None] | None = print) -> CouplingBenchResult:
+def run_coupling_bench(
+    out: str | Path | None, settings: CouplingBenchSettings | None = None, *, log: Callable[[str], None] | None = print
+) -> CouplingBenchResult:
     """Run the benchmark; write ``table.md`` and ``results.json`` into ``out`` (None: nothing written)."""
     s = settings or CouplingBenchSettings()
     before = torch.get_num_threads()

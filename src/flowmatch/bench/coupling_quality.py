@@ -43,8 +43,9 @@ def quality_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
             model = t.model.eval()
             rep = evaluate_model(model, x0_test, x1_test, solver="euler", steps=100, dopri5=False)
             few = w2_at_steps(model, x0_test, x1_test, (1, 2, 4))
-            per_seed.append({"w2": rep.w2, "npe": rep.npe, "w2_1": few[1], "w2_2": few[2], "w2_4": few[4],
-                             "train_s": wall})
+            per_seed.append(
+                {"w2": rep.w2, "npe": rep.npe, "w2_1": few[1], "w2_2": few[2], "w2_4": few[4], "train_s": wall}
+            )
         row = {"batch": batch, "coupling": name, "seeds": s.quality_seeds, "steps": s.quality_steps}
         for k in per_seed[0]:
             vals = [p[k] for p in per_seed]
@@ -52,6 +53,8 @@ def quality_rows(s: CouplingBenchSettings, log) -> list[dict[str, Any]]:
             row[k + "_std"] = float(np.std(vals))
         rows.append(row)
         if log:
-            log(f"quality batch {batch} {name}: W2 {row['w2']:.3f} NPE {row['npe']:.3f} "
-                f"W2@1,2,4 {row['w2_1']:.3f} {row['w2_2']:.3f} {row['w2_4']:.3f} ({row['train_s']:.0f} s)")
+            log(
+                f"quality batch {batch} {name}: W2 {row['w2']:.3f} NPE {row['npe']:.3f} "
+                f"W2@1,2,4 {row['w2_1']:.3f} {row['w2_2']:.3f} {row['w2_4']:.3f} ({row['train_s']:.0f} s)"
+            )
     return rows

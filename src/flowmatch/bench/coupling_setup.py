@@ -45,8 +45,16 @@ class CouplingBenchSettings:
     @classmethod
     def quick(cls, **overrides: Any) -> CouplingBenchSettings:
         """A smoke run: 2D and 64D, batch 128 and 256, few steps, one large batch."""
-        base: dict[str, Any] = dict(dims=(2, 64), batches=(128, 256), steps=6, repeats=2, large=(4096,), exact_large_max=0,
-                    quality_steps=60, quality_seeds=1)
+        base: dict[str, Any] = dict(
+            dims=(2, 64),
+            batches=(128, 256),
+            steps=6,
+            repeats=2,
+            large=(4096,),
+            exact_large_max=0,
+            quality_steps=60,
+            quality_seeds=1,
+        )
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -103,11 +111,19 @@ def sample_pools(dim: int, n: int, seed: int) -> tuple[Tensor, Tensor]:
     return x0, x1
 
 
-def bench_trainer(matcher: FlowMatcher, dim: int, batch: int, steps: int, workers: int,
-             pools: tuple[Tensor, Tensor], seed: int) -> Trainer:
+def bench_trainer(
+    matcher: FlowMatcher, dim: int, batch: int, steps: int, workers: int, pools: tuple[Tensor, Tensor], seed: int
+) -> Trainer:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MLP(dim)
-    cfg = TrainerConfig(steps=steps, batch_size=batch, seed=seed, quiet=True, log_every=10**9,
-                        checkpoint_every=10**9, coupling_workers=workers)
+    cfg = TrainerConfig(
+        steps=steps,
+        batch_size=batch,
+        seed=seed,
+        quiet=True,
+        log_every=10**9,
+        checkpoint_every=10**9,
+        coupling_workers=workers,
+    )
     return Trainer(model, matcher, TensorBatches(pools[0]), TensorBatches(pools[1]), cfg)

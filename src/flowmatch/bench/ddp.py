@@ -81,9 +81,22 @@ ROWS = (
 def _config(s: DDPBenchSettings, method: str, scope: str, global_batch: int, seed: int):
     from flowmatch.runs.config import RunConfig
 
-    return RunConfig(source="gaussian", target=s.target, method=method, steps=s.steps, batch_size=global_batch,
-                     n_train=s.n_train, n_test=s.n_test, seed=seed, coupling_scope=scope, coupling_workers=0,
-                     log_every=s.steps, checkpoint_every=s.steps, eval_steps=s.eval_steps, device="cpu")
+    return RunConfig(
+        source="gaussian",
+        target=s.target,
+        method=method,
+        steps=s.steps,
+        batch_size=global_batch,
+        n_train=s.n_train,
+        n_test=s.n_test,
+        seed=seed,
+        coupling_scope=scope,
+        coupling_workers=0,
+        log_every=s.steps,
+        checkpoint_every=s.steps,
+        eval_steps=s.eval_steps,
+        device="cpu",
+    )
 
 
 def _train_and_eval(cfg) -> dict[str, float] | None:
@@ -96,8 +109,9 @@ def _train_and_eval(cfg) -> dict[str, float] | None:
     if not distributed.info().is_main:
         return None
     data = build_data(cfg)
-    rep = evaluate_model(trainer.sampling_model, data.source.test, data.target.test, solver="euler",
-                         steps=cfg.eval_steps, dopri5=False)
+    rep = evaluate_model(
+        trainer.sampling_model, data.source.test, data.target.test, solver="euler", steps=cfg.eval_steps, dopri5=False
+    )
     return {"steps_per_s": result.steps_per_s, "npe": rep.npe, "w2": rep.w2, "final_loss": result.final_loss}
 
 
@@ -131,8 +145,9 @@ def _mean_std(values: list[float], fmt: str) -> str:
     return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
 
 
-def run_ddp_bench(out: str | Path | None, settings: DDPBenchSettings,
-                  log: Callable[[str], None] | None = print) -> DDPBenchResult:
+def run_ddp_bench(
+    out: str | Path | None, settings: DDPBenchSettings, log: Callable[[str], None] | None = print
+) -> DDPBenchResult:
     """Measure every row of :data:`ROWS`; write table.md and results.json into ``out`` (None: nowhere)."""
     from flowmatch.metrics.report import format_table
     from flowmatch.training import distributed
@@ -151,8 +166,9 @@ def run_ddp_bench(out: str | Path | None, settings: DDPBenchSettings,
     say(f"2 processes (torchrun, gloo): {settings.seeds} seed(s) x local/global OT-CFM and I-CFM")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "results.json"
-        code = distributed.launch(2, ["--worker", json.dumps(asdict(settings)), str(path)],
-                                  module="flowmatch.bench.ddp")
+        code = distributed.launch(
+            2, ["--worker", json.dumps(asdict(settings)), str(path)], module="flowmatch.bench.ddp"
+        )
         if code != 0 or not path.is_file():
             raise RuntimeError(f"the 2-process benchmark workers failed with exit code {code}")
         results.update(json.loads(path.read_text()))
@@ -160,22 +176,30 @@ def run_ddp_bench(out: str | Path | None, settings: DDPBenchSettings,
     for method, nproc, scope, mult in ROWS:
         runs = results[_row_key(method, nproc, scope, mult)]
         b = settings.batch_size * mult
-        rows.append({
-            "method": method, "processes": str(nproc), "batch per process": str(b),
-            "global batch": str(b * nproc), "coupling scope": "-" if nproc == 1 else scope,
-            "OT problem": "-" if method == "i-cfm" else (
-                f"{b * nproc} rows" if (nproc == 1 or scope == "global") else f"{nproc} x {b} rows"),
-            "steps/s": _mean_std([r["steps_per_s"] for r in runs], ".0f"),
-            "NPE": _mean_std([r["npe"] for r in runs], ".3f"),
-            f"W2 (euler {settings.eval_steps})": _mean_std([r["w2"] for r in runs], ".3f"),
-        })
+        rows.append(
+            {
+                "method": method,
+                "processes": str(nproc),
+                "batch per process": str(b),
+                "global batch": str(b * nproc),
+                "coupling scope": "-" if nproc == 1 else scope,
+                "OT problem": "-"
+                if method == "i-cfm"
+                else (f"{b * nproc} rows" if (nproc == 1 or scope == "global") else f"{nproc} x {b} rows"),
+                "steps/s": _mean_std([r["steps_per_s"] for r in runs], ".0f"),
+                "NPE": _mean_std([r["npe"] for r in runs], ".3f"),
+                f"W2 (euler {settings.eval_steps})": _mean_std([r["w2"] for r in runs], ".3f"),
+            }
+        )
     table = format_table(rows)
     files: dict[str, Path] = {}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        header = (f"flowmatch bench ddp: {settings.steps} steps, N(0, I) -> {settings.target}, "
-                  f"{settings.seeds} seed(s), n_train {settings.n_train}, n_test {settings.n_test}\n\n")
+        header = (
+            f"flowmatch bench ddp: {settings.steps} steps, N(0, I) -> {settings.target}, "
+            f"{settings.seeds} seed(s), n_train {settings.n_train}, n_test {settings.n_test}\n\n"
+        )
         files["table"] = out / "table.md"
         atomic_write_text(files["table"], header + table + "\n")
         files["results"] = out / "results.json"
@@ -184,8 +208,9 @@ def run_ddp_bench(out: str | Path | None, settings: DDPBenchSettings,
 
 
 def _main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flowmatch.bench.ddp",
-                                description="worker of `flowmatch bench ddp` (started by torchrun)")
+    p = argparse.ArgumentParser(
+        prog="python -m flowmatch.bench.ddp", description="worker of `flowmatch bench ddp` (started by torchrun)"
+    )
     p.add_argument("--worker", nargs=2, metavar=("SETTINGS_JSON", "OUT"), required=True)
     a = p.parse_args(argv)
     return _worker(json.loads(a.worker[0]), a.worker[1])

@@ -64,8 +64,18 @@ from flowmatch.bench.paper2d_setup import (
 from flowmatch.runs.run import build_data
 from flowmatch.training.trainer import resolve_device
 
-__all__ = ["Task", "TASKS", "METHODS", "Paper2DSettings", "Paper2DResult", "benchmark_cells",
-           "run_paper2d", "format_paper2d_table", "FLOOR_SEED_OFFSET", "CellStore"]
+__all__ = [
+    "Task",
+    "TASKS",
+    "METHODS",
+    "Paper2DSettings",
+    "Paper2DResult",
+    "benchmark_cells",
+    "run_paper2d",
+    "format_paper2d_table",
+    "FLOOR_SEED_OFFSET",
+    "CellStore",
+]
 
 
 def _check_seeds(seeds: Sequence[int]) -> list[int]:
@@ -87,17 +97,20 @@ def _plot_task(out: Path, task: Task, methods: list[str], seed: int, s: Paper2DS
     x0 = data.source.test.to(device)
     ends, trajs = {}, {}
     for m in methods:
-        model = load_cell_model(s.run_config(task, m, seed), cell_dir(out, task.key, m, seed) / "model.safetensors",
-                            device)
+        model = load_cell_model(
+            s.run_config(task, m, seed), cell_dir(out, task.key, m, seed) / "model.safetensors", device
+        )
         res = sample(model, x0, solver="euler", steps=s.eval_steps, return_trajectory=True)
         ends[m], trajs[m] = res.x.cpu(), res.require_trajectory().cpu()
     title = f"{task.label}: Euler {s.eval_steps} steps, seed {seed}, {s.steps} training steps"
     ncols = min(len(methods), 4)
     return {
-        f"samples_{task.key}": plots.plot_sample_panels(ends, data.target.test, out / f"samples_{task.key}.png",
-                                                        source=data.source.test, title=title, ncols=ncols),
+        f"samples_{task.key}": plots.plot_sample_panels(
+            ends, data.target.test, out / f"samples_{task.key}.png", source=data.source.test, title=title, ncols=ncols
+        ),
         f"trajectories_{task.key}": plots.plot_trajectory_panels(
-            trajs, out / f"trajectories_{task.key}.png", target=data.target.test, title=title, ncols=ncols),
+            trajs, out / f"trajectories_{task.key}.png", target=data.target.test, title=title, ncols=ncols
+        ),
     }
 
 
@@ -153,8 +166,10 @@ def run_paper2d(
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a directory, got the file {str(out)!r}")
     if report_only and not (out / "cells").is_dir():  # nothing to report: create nothing
-        raise ValueError(f"no finished cell to report: {str(out)!r} holds no benchmark cells (run the "
-                         f"benchmark into it first; --report-only reads the --out and settings of that run)")
+        raise ValueError(
+            f"no finished cell to report: {str(out)!r} holds no benchmark cells (run the "
+            f"benchmark into it first; --report-only reads the --out and settings of that run)"
+        )
     if not report_only:
         out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda _line: None)
@@ -167,8 +182,15 @@ def run_paper2d(
 
         fill_cells(out, s, cells, seed_list, jobs, force, result, say, verbose=log is not None)
         force = False  # every selected cell is now finished and fresh
-    store = CellStore(out, s, result, say, force=force, force_evals=force, quiet=set(result.computed)
-                      | set(result.reevaluated) | set(result.reused))
+    store = CellStore(
+        out,
+        s,
+        result,
+        say,
+        force=force,
+        force_evals=force,
+        quiet=set(result.computed) | set(result.reevaluated) | set(result.reused),
+    )
 
     for t, m in cells:
         task = TASKS[t]
@@ -196,12 +218,15 @@ def run_paper2d(
         seed = seed_list[0]
         for t in task_keys:
             ms = [m for tt, m in cells if tt == t]
-            stamp = {"methods": ms, "seed": seed, "settings": s.fingerprint("2-rf"),
-                     "cells": {m: (cell_dir(out, t, m, seed) / "result.json").stat().st_mtime_ns for m in ms}}
+            stamp = {
+                "methods": ms,
+                "seed": seed,
+                "settings": s.fingerprint("2-rf"),
+                "cells": {m: (cell_dir(out, t, m, seed) / "result.json").stat().st_mtime_ns for m in ms},
+            }
             sidecar = out / f".plots-{t}.json"
             pngs = [out / f"samples_{t}.png", out / f"trajectories_{t}.png"]
-            if (sidecar.is_file() and json.loads(sidecar.read_text()) == stamp
-                    and all(p.is_file() for p in pngs)):
+            if sidecar.is_file() and json.loads(sidecar.read_text()) == stamp and all(p.is_file() for p in pngs):
                 result.files.update({p.stem: p for p in pngs})
                 continue
             result.files.update(_plot_task(out, TASKS[t], ms, seed, s))

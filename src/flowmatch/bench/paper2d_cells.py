@@ -18,12 +18,7 @@ from torch import nn
 from flowmatch._utils.io import write_json
 from flowmatch.bench.paper2d_eval import EvalSets, eval_sets, evaluate_cell, is_evaluated
 from flowmatch.bench.paper2d_report import sinkhorn_note
-from flowmatch.bench.paper2d_setup import (
-    RESULT_VERSION,
-    Paper2DResult,
-    Paper2DSettings,
-    Task,
-)
+from flowmatch.bench.paper2d_setup import RESULT_VERSION, Paper2DResult, Paper2DSettings, Task
 from flowmatch.ot.transport import SinkhornWarning
 from flowmatch.runs.config import RunConfig
 from flowmatch.runs.run import build_data, build_model, train_run
@@ -76,8 +71,17 @@ def read_cell_result(cell: Path, expected: dict[str, Any], force: bool) -> dict[
     return res
 
 
-def _train_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSettings, cfg: RunConfig,
-                data, parent: dict[str, Any] | None, timing: dict[str, Any]):
+def _train_cell(
+    out: Path,
+    task: Task,
+    method: str,
+    seed: int,
+    s: Paper2DSettings,
+    cfg: RunConfig,
+    data,
+    parent: dict[str, Any] | None,
+    timing: dict[str, Any],
+):
     """Train the model of a cell: (model, TrainResult, device)."""
     if method == "2-rf":
         if parent is None:  # the caller computes or reuses the rf cell first
@@ -85,13 +89,22 @@ def _train_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSetting
         device = resolve_device(s.device)
         rf = load_cell_model(cfg, cell_dir(out, task.key, "rf", seed) / "model.safetensors", device)
         t0 = time.perf_counter()
-        pairs = reflow_pairs(rf, data.source.train.to(device), solver=s.reflow_solver,
-                             atol=s.reflow_tol, rtol=s.reflow_tol)
+        pairs = reflow_pairs(
+            rf, data.source.train.to(device), solver=s.reflow_solver, atol=s.reflow_tol, rtol=s.reflow_tol
+        )
         timing["pair_time_s"] = time.perf_counter() - t0
         timing["pair_nfe"] = pairs.nfe
-        tc = TrainerConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
-                           ema_decay=s.ema_decay, seed=seed, log_every=max(1, s.steps),
-                           checkpoint_every=s.steps, quiet=True)
+        tc = TrainerConfig(
+            steps=s.steps,
+            batch_size=s.batch_size,
+            lr=s.lr,
+            weight_decay=s.weight_decay,
+            ema_decay=s.ema_decay,
+            seed=seed,
+            log_every=max(1, s.steps),
+            checkpoint_every=s.steps,
+            quiet=True,
+        )
         res = train_on_pairs(rf, pairs, tc, device=device)
         timing["parent_train_time_s"] = parent["timing"]["train_time_s"]
         return res.model, res.train, device
@@ -99,8 +112,9 @@ def _train_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSetting
     return trainer.sampling_model.eval(), result, trainer.device
 
 
-def _compute_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSettings,
-                  parent: dict[str, Any] | None, ev: EvalSets) -> dict[str, Any]:
+def _compute_cell(
+    out: Path, task: Task, method: str, seed: int, s: Paper2DSettings, parent: dict[str, Any] | None, ev: EvalSets
+) -> dict[str, Any]:
     cfg = s.run_config(task, method, seed)
     data = build_data(cfg)
     cell = cell_dir(out, task.key, method, seed)
@@ -116,14 +130,12 @@ def _compute_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSetti
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     timing["train_time_s"] = result.elapsed_s
     timing["steps_per_s"] = result.steps_per_s
-    timing["total_time_s"] = (result.elapsed_s + timing.get("pair_time_s", 0.0)
-                              + timing.get("parent_train_time_s", 0.0))
+    timing["total_time_s"] = result.elapsed_s + timing.get("pair_time_s", 0.0) + timing.get("parent_train_time_s", 0.0)
     metrics = evaluate_cell(model, ev, s, device)
     _save_model(model, cell / "model.safetensors")
     res_json = {
         "version": RESULT_VERSION,
-        "cell": {"task": task.key, "method": method, "seed": seed, "source": task.source,
-                 "target": task.target},
+        "cell": {"task": task.key, "method": method, "seed": seed, "source": task.source, "target": task.target},
         "settings": s.fingerprint(method),
         "evaluation": s.eval_fingerprint(),
         "metrics": metrics,
@@ -137,8 +149,9 @@ def _compute_cell(out: Path, task: Task, method: str, seed: int, s: Paper2DSetti
     return json.loads((cell / "result.json").read_text())
 
 
-def _reevaluate(out: Path, task: Task, method: str, seed: int, s: Paper2DSettings, res: dict[str, Any],
-                ev: EvalSets) -> dict[str, Any] | None:
+def _reevaluate(
+    out: Path, task: Task, method: str, seed: int, s: Paper2DSettings, res: dict[str, Any], ev: EvalSets
+) -> dict[str, Any] | None:
     """A finished cell's result with its metrics recomputed under this run's evaluation settings
     from its saved model (no retraining); None when the model file is missing."""
     cell = cell_dir(out, task.key, method, seed)
@@ -147,8 +160,12 @@ def _reevaluate(out: Path, task: Task, method: str, seed: int, s: Paper2DSetting
         return None
     device = resolve_device(s.device)
     model = load_cell_model(s.run_config(task, method, seed), path, device)
-    res = dict(res, metrics=evaluate_cell(model, ev, s, device), evaluation=s.eval_fingerprint(),
-               evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    res = dict(
+        res,
+        metrics=evaluate_cell(model, ev, s, device),
+        evaluation=s.eval_fingerprint(),
+        evaluated_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
     write_json(cell / "result.json", res)
     return res
 
@@ -161,8 +178,17 @@ class CellStore:
     reported by the worker processes that computed them).
     """
 
-    def __init__(self, out: Path, s: Paper2DSettings, result: Paper2DResult, say: Callable[[str], None], *,
-                 force: bool, force_evals: bool, quiet: set[tuple[str, str, int]] | None = None) -> None:
+    def __init__(
+        self,
+        out: Path,
+        s: Paper2DSettings,
+        result: Paper2DResult,
+        say: Callable[[str], None],
+        *,
+        force: bool,
+        force_evals: bool,
+        quiet: set[tuple[str, str, int]] | None = None,
+    ) -> None:
         self.out, self.s, self.result, self.say = out, s, result, say
         self.force, self.force_evals, self.quiet = force, force_evals, quiet or set()
         self.done: dict[tuple[str, str, int], dict[str, Any]] = {}
@@ -202,8 +228,10 @@ class CellStore:
         elif status == "cached" and key not in self.quiet:
             result.reused.append(key)
         m, tm = res["metrics"], res["timing"]
-        say(f"[paper2d] {task.key} {method} seed {seed}: W2 {m['w2']:.3f}  NPE {m['npe']:.3f}  "
+        say(
+            f"[paper2d] {task.key} {method} seed {seed}: W2 {m['w2']:.3f}  NPE {m['npe']:.3f}  "
             f"NFE {m['nfe_dopri5']}  train {tm['train_time_s']:.1f} s "
-            f"({tm['steps_per_s']:.0f} steps/s){sinkhorn_note(res)} [{status}]")
+            f"({tm['steps_per_s']:.0f} steps/s){sinkhorn_note(res)} [{status}]"
+        )
         self.done[key] = res
         return res

@@ -62,11 +62,11 @@ def eval_sets(out: Path, task: Task, seed: int, s: Paper2DSettings, force: bool)
     if saved is not None:
         return EvalSets(x0, x1, float(saved["w2_floor"]), float(saved["w2sq_source_target"]))
     g = torch.Generator().manual_seed(seed + FLOOR_SEED_OFFSET)
-    floor = w2_sampling_floor(resolve_distribution(task.target), x1, n_train=s.n_train, protocol="paper",
-                              generator=g)
+    floor = w2_sampling_floor(resolve_distribution(task.target), x1, n_train=s.n_train, protocol="paper", generator=g)
     w2sq = w2(x0, x1) ** 2
-    write_json(_eval_json(out, task, seed), {"settings": _eval_json_settings(s), "w2_floor": floor,
-                                             "w2sq_source_target": w2sq})
+    write_json(
+        _eval_json(out, task, seed), {"settings": _eval_json_settings(s), "w2_floor": floor, "w2sq_source_target": w2sq}
+    )
     return EvalSets(x0, x1, floor, w2sq)
 
 
@@ -86,12 +86,29 @@ def evaluate_cell(model: nn.Module, ev: EvalSets, s: Paper2DSettings, device: to
     all ``n_eval`` points; the few-step W2 sweep on the first ``n_sweep``."""
     x0, x1 = ev.x0.to(device), ev.x1.to(device)
     t0 = time.perf_counter()
-    rep = evaluate_model(model, x0, x1, solver="euler", steps=s.eval_steps, dopri5=True,
-                         atol=s.atol, rtol=s.rtol, w2sq_source_target=ev.w2sq, w1_mmd=False)
+    rep = evaluate_model(
+        model,
+        x0,
+        x1,
+        solver="euler",
+        steps=s.eval_steps,
+        dopri5=True,
+        atol=s.atol,
+        rtol=s.rtol,
+        w2sq_source_target=ev.w2sq,
+        w1_mmd=False,
+    )
     k = s.n_sweep
     sweep = w2_at_steps(model, x0[:k], x1[:k], list(s.euler_steps))
-    metrics = {"w2": rep.w2, "npe": rep.npe, "nfe_dopri5": rep.nfe_dopri5, "w2_dopri5": rep.w2_dopri5,
-               "straightness": rep.straightness, "n_eval": int(x1.shape[0]), "n_sweep": k}
+    metrics = {
+        "w2": rep.w2,
+        "npe": rep.npe,
+        "nfe_dopri5": rep.nfe_dopri5,
+        "w2_dopri5": rep.w2_dopri5,
+        "straightness": rep.straightness,
+        "n_eval": int(x1.shape[0]),
+        "n_sweep": k,
+    }
     for steps in s.euler_steps:
         metrics[f"w2_euler_{steps}"] = sweep[steps]
     metrics["eval_time_s"] = time.perf_counter() - t0

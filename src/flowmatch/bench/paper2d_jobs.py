@@ -59,8 +59,9 @@ def _eval_unit(out: Path, s: Paper2DSettings, task: str, seed: int, force: bool)
     eval_sets(out, TASKS[task], seed, s, force)
 
 
-def _cell_unit(out: Path, s: Paper2DSettings, task: str, methods: Sequence[str], seed: int, force: bool,
-               verbose: bool) -> tuple[list[Key], list[Key], list[Key]]:
+def _cell_unit(
+    out: Path, s: Paper2DSettings, task: str, methods: Sequence[str], seed: int, force: bool, verbose: bool
+) -> tuple[list[Key], list[Key], list[Key]]:
     from flowmatch.bench.paper2d_cells import CellStore
 
     result = Paper2DResult(rows=[], floors={}, table="")
@@ -84,16 +85,27 @@ def _run_all(futures: list, say: Callable[[str], None] | None = None, what: str 
     return [f.result() for f in futures]
 
 
-def fill_cells(out: Path, s: Paper2DSettings, cells: Sequence[tuple[str, str]], seeds: Sequence[int], jobs: int,
-               force: bool, result: Paper2DResult, say: Callable[[str], None], *, verbose: bool) -> None:
+def fill_cells(
+    out: Path,
+    s: Paper2DSettings,
+    cells: Sequence[tuple[str, str]],
+    seeds: Sequence[int],
+    jobs: int,
+    force: bool,
+    result: Paper2DResult,
+    say: Callable[[str], None],
+    *,
+    verbose: bool,
+) -> None:
     """Compute (or re-evaluate) the missing ``cells`` x ``seeds`` of ``out`` with ``jobs`` worker
     processes, each with this process's number of torch threads; ``result`` lists what they did."""
     units = plan_units(cells, seeds)
     tasks = list(dict.fromkeys(t for t, _ in cells))
     say(f"[paper2d] {len(units)} unit(s) of work on {jobs} worker processes")
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads or CUDA
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                             initargs=(torch.get_num_threads(),)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(torch.get_num_threads(),)
+    ) as pool:
         _run_all([pool.submit(_eval_unit, out, s, t, seed, force) for t in tasks for seed in seeds])
         futures = [pool.submit(_cell_unit, out, s, t, ms, seed, force, verbose) for t, ms, seed in units]
         for computed, reevaluated, reused in _run_all(futures, say, "units"):

@@ -24,15 +24,22 @@ def sinkhorn_note(res: dict[str, Any]) -> str:
 
 def result_row(res: dict[str, Any], floor: float) -> dict[str, Any]:
     c, st, m, t = res["cell"], res["settings"], res["metrics"], res["timing"]
-    row = {"task": c["task"], "source": c["source"], "target": c["target"], "method": c["method"],
-           "seed": c["seed"], "steps": st["steps"], "batch_size": st["batch_size"],
-           "sigma": "" if st["sigma"] is None else st["sigma"], "n_train": st["n_train"],
-           "n_test": st["n_test"]}
+    row = {
+        "task": c["task"],
+        "source": c["source"],
+        "target": c["target"],
+        "method": c["method"],
+        "seed": c["seed"],
+        "steps": st["steps"],
+        "batch_size": st["batch_size"],
+        "sigma": "" if st["sigma"] is None else st["sigma"],
+        "n_train": st["n_train"],
+        "n_test": st["n_test"],
+    }
     row.update(m)
     row["evaluated_at"] = res.get("evaluated_at", "")
     row["w2_floor"] = floor
-    for k in ("train_time_s", "steps_per_s", "pair_time_s", "pair_nfe", "parent_train_time_s",
-              "total_time_s"):
+    for k in ("train_time_s", "steps_per_s", "pair_time_s", "pair_nfe", "parent_train_time_s", "total_time_s"):
         row[k] = t.get(k, "")
     row["final_loss"] = res.get("final_loss")
     row["sinkhorn_not_converged"] = res.get("sinkhorn_not_converged", 0)
@@ -70,9 +77,11 @@ def format_paper2d_table(rows: list[dict[str, Any]], s: Paper2DSettings) -> str:
     if not rows:
         raise ValueError("format_paper2d_table needs at least one row, got none")
     sweep = [k for k in s.euler_steps if k != s.eval_steps]
-    header = (["task", "method", "seeds", f"W2 (Euler {s.eval_steps})", "W2 paper", "NPE",
-               "NPE paper", "NFE dopri5"] + [f"W2 Euler {k}*" for k in sweep]
-              + ["train s", "W2 floor"])
+    header = (
+        ["task", "method", "seeds", f"W2 (Euler {s.eval_steps})", "W2 paper", "NPE", "NPE paper", "NFE dopri5"]
+        + [f"W2 Euler {k}*" for k in sweep]
+        + ["train s", "W2 floor"]
+    )
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["method"]), []).append(r)
@@ -81,11 +90,20 @@ def format_paper2d_table(rows: list[dict[str, Any]], s: Paper2DSettings) -> str:
         label = TASKS[task].label
         pw, pn = published_2d(method, label, "w2"), published_2d(method, label, "npe")
         time_key = "total_time_s" if method == "2-rf" else "train_time_s"
-        body.append([label, method, str(len(rs)), _mean_std([r["w2"] for r in rs], 3),
-                     pw.format() if pw else "—", _mean_std([r["npe"] for r in rs], 3),
-                     pn.format() if pn else "—", _mean_std([r["nfe_dopri5"] for r in rs], 0)]
-                    + [_mean_std([r[f"w2_euler_{k}"] for r in rs], 3) for k in sweep]
-                    + [_mean_std([r[time_key] for r in rs], 1), _mean_std([r["w2_floor"] for r in rs], 3)])
+        body.append(
+            [
+                label,
+                method,
+                str(len(rs)),
+                _mean_std([r["w2"] for r in rs], 3),
+                pw.format() if pw else "—",
+                _mean_std([r["npe"] for r in rs], 3),
+                pn.format() if pn else "—",
+                _mean_std([r["nfe_dopri5"] for r in rs], 0),
+            ]
+            + [_mean_std([r[f"w2_euler_{k}"] for r in rs], 3) for k in sweep]
+            + [_mean_std([r[time_key] for r in rs], 1), _mean_std([r["w2_floor"] for r in rs], 3)]
+        )
     width = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
 
     def line(cells: list[str]) -> str:
@@ -100,8 +118,12 @@ def format_paper2d_table(rows: list[dict[str, Any]], s: Paper2DSettings) -> str:
         f"batch {s.batch_size}, {s.steps} steps, sigma {s.sigma:g} (sb-cfm: its default {sb}, "
         f"rf/2-rf: 0); {s.n_train} train / {s.n_test} test "
         f"points per distribution (one draw split at random); seeds {', '.join(map(str, seeds))}."
-        + (f" Evaluated weights: their exponential moving average (decay {s.ema_decay:g}; the paper "
-           "evaluates the trained weights)." if s.ema_decay else ""),
+        + (
+            f" Evaluated weights: their exponential moving average (decay {s.ema_decay:g}; the paper "
+            "evaluates the trained weights)."
+            if s.ema_decay
+            else ""
+        ),
         f"Evaluation: {s.n_eval} points per distribution from an independent split drawn the same way. "
         f"W2: exact, evaluation sources pushed by Euler with {s.eval_steps} steps vs the evaluation "
         f"targets; NPE along the same trajectories; NFE of dopri5 (atol {s.atol:g}, rtol {s.rtol:g}); "
@@ -118,7 +140,9 @@ def format_paper2d_table(rows: list[dict[str, Any]], s: Paper2DSettings) -> str:
         "way), not with 0.",
     ]
     if any(r["method"] == "2-rf" for r in rows):
-        lines.append("2-rf is the 2-rectified flow (one reflow of rf, pairs by "
-                     f"{s.reflow_solver} at tol {s.reflow_tol:g}), set beside the papers' RF row; its "
-                     "train s counts rf's training, the pairs and the reflow training.")
+        lines.append(
+            "2-rf is the 2-rectified flow (one reflow of rf, pairs by "
+            f"{s.reflow_solver} at tol {s.reflow_tol:g}), set beside the papers' RF row; its "
+            "train s counts rf's training, the pairs and the reflow training."
+        )
     return "\n".join(lines) + "\n"

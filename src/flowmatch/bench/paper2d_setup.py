@@ -16,8 +16,16 @@ from flowmatch._utils.validate import (
 from flowmatch.objectives import methods as method_registry
 from flowmatch.runs.config import RunConfig
 
-__all__ = ["Task", "TASKS", "METHODS", "Paper2DSettings", "Paper2DResult", "benchmark_cells", "FLOOR_SEED_OFFSET",
-           "EVAL_SEED_OFFSET"]
+__all__ = [
+    "Task",
+    "TASKS",
+    "METHODS",
+    "Paper2DSettings",
+    "Paper2DResult",
+    "benchmark_cells",
+    "FLOOR_SEED_OFFSET",
+    "EVAL_SEED_OFFSET",
+]
 
 #: The floor's second test set is drawn from a generator seeded with seed + this offset
 #: (the data split of a seed uses seed + flowmatch.runs.run.DATA_SEED_OFFSET).
@@ -100,8 +108,18 @@ class Paper2DSettings:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "seeds", "n_train", "n_test", "n_eval", "n_sweep", "hidden",
-                     "depth", "eval_steps"):
+        for name in (
+            "steps",
+            "batch_size",
+            "seeds",
+            "n_train",
+            "n_test",
+            "n_eval",
+            "n_sweep",
+            "hidden",
+            "depth",
+            "eval_steps",
+        ):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
         for name in ("n_test", "n_eval", "n_sweep"):
             if getattr(self, name) < 2:
@@ -154,11 +172,26 @@ class Paper2DSettings:
             # another row of the paper
             extra["score"] = False
         return RunConfig(
-            source=task.source, target=task.target, n_train=self.n_train, n_test=self.n_test,
-            test_split="paper", method=base, sigma=self.method_sigma(base), hidden=self.hidden,
-            depth=self.depth, activation="selu", steps=self.steps, batch_size=self.batch_size,
-            lr=self.lr, weight_decay=self.weight_decay, ema_decay=self.ema_decay, seed=seed,
-            device=self.device, eval_solver="euler", eval_steps=self.eval_steps, **extra,
+            source=task.source,
+            target=task.target,
+            n_train=self.n_train,
+            n_test=self.n_test,
+            test_split="paper",
+            method=base,
+            sigma=self.method_sigma(base),
+            hidden=self.hidden,
+            depth=self.depth,
+            activation="selu",
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            ema_decay=self.ema_decay,
+            seed=seed,
+            device=self.device,
+            eval_solver="euler",
+            eval_steps=self.eval_steps,
+            **extra,
         )
 
     def eval_run_config(self, task: Task, seed: int) -> RunConfig:
@@ -170,8 +203,11 @@ class Paper2DSettings:
 
     def fingerprint(self, method: str) -> dict[str, Any]:
         """The settings a cell's trained model depends on (compared when a cell is reused)."""
-        d = {k: v for k, v in asdict(self).items() if k not in ("seeds", "device", "sigma", "reflow_solver",
-                                                                  "reflow_tol", *EVAL_FIELDS)}
+        d = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("seeds", "device", "sigma", "reflow_solver", "reflow_tol", *EVAL_FIELDS)
+        }
         d["sigma"] = self.method_sigma(method)
         if not self.ema_decay:  # absent when off: cells computed before the option still match
             del d["ema_decay"]

@@ -26,8 +26,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Published", "SF2M_TABLE2", "TMLR_TABLE2_NPE", "TMLR_TABLED1_WALLCLOCK_S", "PAPER_ROW",
-           "PAPER2D_TASKS", "published_2d"]
+__all__ = [
+    "Published",
+    "SF2M_TABLE2",
+    "TMLR_TABLE2_NPE",
+    "TMLR_TABLED1_WALLCLOCK_S",
+    "PAPER_ROW",
+    "PAPER2D_TASKS",
+    "published_2d",
+]
 
 
 @dataclass(frozen=True)
@@ -95,13 +102,7 @@ TMLR_TABLE2_NPE: dict[tuple[str, str], Published] = {
 TMLR_TABLED1_WALLCLOCK_S: dict[str, float] = {"OT-CFM": 1.48e3, "I-CFM": 1.05e3, "FM": 1.01e3}
 
 #: flowmatch bench method -> the papers' row name (methods absent here have no published row).
-PAPER_ROW: dict[str, str] = {
-    "ot-cfm": "OT-CFM",
-    "i-cfm": "I-CFM",
-    "fm": "FM",
-    "sb-cfm": "SB-CFM",
-    "2-rf": "RF",
-}
+PAPER_ROW: dict[str, str] = {"ot-cfm": "OT-CFM", "i-cfm": "I-CFM", "fm": "FM", "sb-cfm": "SB-CFM", "2-rf": "RF"}
 
 
 def published_2d(method: str, task: str, metric: str) -> Published | None:

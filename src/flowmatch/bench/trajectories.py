@@ -50,8 +50,13 @@ PAPER_TABLE4 = {
 }
 
 #: (row label, method, sampler) in table order; sampler "ode", "sde" or "baseline".
-ROWS = (("OT-CFM", "ot-cfm", "ode"), ("I-CFM", "i-cfm", "ode"), ("SB-CFM, ODE", "sb-cfm", "ode"),
-        ("SB-CFM, SDE", "sb-cfm", "sde"), ("straight line (OT, McCann)", "baseline", "baseline"))
+ROWS = (
+    ("OT-CFM", "ot-cfm", "ode"),
+    ("I-CFM", "i-cfm", "ode"),
+    ("SB-CFM, ODE", "sb-cfm", "ode"),
+    ("SB-CFM, SDE", "sb-cfm", "sde"),
+    ("straight line (OT, McCann)", "baseline", "baseline"),
+)
 
 
 @dataclass(frozen=True)
@@ -94,10 +99,23 @@ def _train(method: str, snaps, settings: TrajectorySettings, seed: int):
         if matcher.learns_score:
             model = FlowAndScore(model, MLP(dim, hidden=settings.hidden))
     device = resolve_device(settings.device)
-    cfg = TrainerConfig(steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr, seed=seed, quiet=True,
-                        log_every=max(1, settings.steps // 10), checkpoint_every=10**9)
-    trainer = Trainer(model, matcher, SnapshotBatches(snaps, "source", device=device),
-                      SnapshotBatches(snaps, "target", device=device), cfg, device=device)
+    cfg = TrainerConfig(
+        steps=settings.steps,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        seed=seed,
+        quiet=True,
+        log_every=max(1, settings.steps // 10),
+        checkpoint_every=10**9,
+    )
+    trainer = Trainer(
+        model,
+        matcher,
+        SnapshotBatches(snaps, "source", device=device),
+        SnapshotBatches(snaps, "target", device=device),
+        cfg,
+        device=device,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Sinkhorn's fallback warnings, counted by nobody here
         res = trainer.fit()
@@ -115,8 +133,11 @@ def _stats(values: Sequence[float]) -> str:
 def format_table(rows: list[dict], settings: TrajectorySettings, times: Sequence[float]) -> str:
     """Markdown table: W1 per held-out time (mean ± std over seeds), and the mean over held-out times."""
     hs = list(settings.holdouts)
-    head = ["method"] + [f"W1 at t={times[k]:g}" for k in hs] + ["mean W1 (held-out times)",
-                                                                  "paper, single-cell (Cite / EB / Multi)"]
+    head = (
+        ["method"]
+        + [f"W1 at t={times[k]:g}" for k in hs]
+        + ["mean W1 (held-out times)", "paper, single-cell (Cite / EB / Multi)"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, method, sampler in ROWS:
         mine = [r for r in rows if r["method"] == method and r["sampler"] == sampler]
@@ -129,11 +150,13 @@ def format_table(rows: list[dict], settings: TrajectorySettings, times: Sequence
         ref = " / ".join(f"{m:.3f}±{s:.3f}" for m, s in paper.values()) if paper else "-"
         lines.append("| " + " | ".join([label, *cells, _stats(per_seed), ref]) + " |")
     lines.append("")
-    lines.append(f"Synthetic course 'bifurcation' ({settings.n} cells per time point, noise {settings.noise}); "
-                 f"{settings.seeds} seed(s), {settings.steps} steps, batch {settings.batch_size}, "
-                 f"sigma {settings.sigma} (OT-CFM, I-CFM), {settings.sb_sigma} (SB-CFM, per unit time); "
-                 f"Euler {settings.eval_steps} steps per interval. The paper's column is W1 on single-cell "
-                 "data (TMLR 2024 Table 4, 5 PCs): a different data set, for reference only.")
+    lines.append(
+        f"Synthetic course 'bifurcation' ({settings.n} cells per time point, noise {settings.noise}); "
+        f"{settings.seeds} seed(s), {settings.steps} steps, batch {settings.batch_size}, "
+        f"sigma {settings.sigma} (OT-CFM, I-CFM), {settings.sb_sigma} (SB-CFM, per unit time); "
+        f"Euler {settings.eval_steps} steps per interval. The paper's column is W1 on single-cell "
+        "data (TMLR 2024 Table 4, 5 PCs): a different data set, for reference only."
+    )
     return "\n".join(lines)
 
 
@@ -146,8 +169,9 @@ def _write_csv(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def run_trajectories(out: str | Path, settings: TrajectorySettings, *, plots: bool = True,
-                     log: Callable[[str], None] | None = print) -> TrajectoryBenchResult:
+def run_trajectories(
+    out: str | Path, settings: TrajectorySettings, *, plots: bool = True, log: Callable[[str], None] | None = print
+) -> TrajectoryBenchResult:
     """Run every (holdout, seed, method) cell and the baseline; write table.md, results.csv, a figure."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,8 +182,9 @@ def run_trajectories(out: str | Path, settings: TrajectorySettings, *, plots: bo
     panels: dict[str, SampleResult] = {}
 
     def add(method, sampler, k, seed, r, train_s):
-        rows.append(dict(method=method, sampler=sampler, holdout=k, time=r.time, seed=seed, w1=r.w1,
-                         train_s=round(train_s, 2)))
+        rows.append(
+            dict(method=method, sampler=sampler, holdout=k, time=r.time, seed=seed, w1=r.w1, train_s=round(train_s, 2))
+        )
         if log is not None:
             log(f"  holdout {k} seed {seed} {method:8s} {sampler:8s} W1 {r.w1:.4f}  (train {train_s:.1f} s)")
 
@@ -174,14 +199,26 @@ def run_trajectories(out: str | Path, settings: TrajectorySettings, *, plots: bo
                 add(method, "ode", k, seed, holdout_w1(model, full, k, steps=settings.eval_steps), train_s)
                 if method == "sb-cfm":
                     g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-                    add(method, "sde", k, seed, holdout_w1(model, full, k, steps=settings.eval_steps,
-                                                           sigma=settings.sb_sigma, generator=g), train_s)
+                    add(
+                        method,
+                        "sde",
+                        k,
+                        seed,
+                        holdout_w1(model, full, k, steps=settings.eval_steps, sigma=settings.sb_sigma, generator=g),
+                        train_s,
+                    )
                 if plots and seed == 0 and k == settings.holdouts[len(settings.holdouts) // 2]:
                     x0 = full.populations[0][:150].to(next(model.parameters()).device)
                     with torch.no_grad():
-                        panels[method] = push(model, x0, float(full.times[0]), float(full.times[-1]),
-                                              knots=full.times.tolist(), steps=settings.eval_steps,
-                                              return_trajectory=True)
+                        panels[method] = push(
+                            model,
+                            x0,
+                            float(full.times[0]),
+                            float(full.times[-1]),
+                            knots=full.times.tolist(),
+                            steps=settings.eval_steps,
+                            return_trajectory=True,
+                        )
     table = format_table(rows, settings, full.times.tolist())
     files = {"table": out / "table.md", "csv": _write_csv(rows, out / "results.csv")}
     atomic_write_text(files["table"], table + "\n")
@@ -201,9 +238,14 @@ def _plot(panels, full, settings: TrajectorySettings, path: Path) -> Path:
     k = settings.holdouts[len(settings.holdouts) // 2]
     paths = {}
     for method, res in panels.items():
-        paths[method] = plot_snapshot_trajectories(res.trajectory.cpu(), res.times.cpu(), full,
-                                                   path.with_name(f"trajectories_{method}.png"), held_out=k,
-                                                   title=f"{method}, time point {k} held out (seed 0)")
+        paths[method] = plot_snapshot_trajectories(
+            res.trajectory.cpu(),
+            res.times.cpu(),
+            full,
+            path.with_name(f"trajectories_{method}.png"),
+            held_out=k,
+            title=f"{method}, time point {k} held out (seed 0)",
+        )
     # one overview figure stitched from the per-method images
     import matplotlib.image as mpimg
 

@@ -10,8 +10,12 @@ __all__ = ["add_common", "add_device", "comma_list", "default_threads_for_small_
 def add_common(p: argparse.ArgumentParser) -> None:
     """--quiet and --threads, on every subcommand."""
     p.add_argument("--quiet", action="store_true", help="no progress bar or table")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: 1 for MLP training on the CPU, else torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: 1 for MLP training on the CPU, else torch's choice)",
+    )
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

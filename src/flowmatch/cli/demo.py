@@ -11,10 +11,13 @@ HELP = "train OT-CFM and I-CFM on gaussian -> moons, evaluate and plot"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP,
-                       description="The built-in demo: trains OT-CFM and I-CFM from N(0, I) to moons, "
-                       "prints a table (method, W2 to held-out target, NFE, train time) and writes "
-                       "plots and metrics into --out.")
+    p = sub.add_parser(
+        NAME,
+        help=HELP,
+        description="The built-in demo: trains OT-CFM and I-CFM from N(0, I) to moons, "
+        "prints a table (method, W2 to held-out target, NFE, train time) and writes "
+        "plots and metrics into --out.",
+    )
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     p.add_argument("--steps", type=int, default=None, help="training steps per method")
     p.add_argument("--methods", default="ot-cfm,i-cfm", help="comma-separated methods (default: ot-cfm,i-cfm)")
@@ -30,8 +33,12 @@ def run(args: argparse.Namespace) -> int:
 
     default_threads_for_small_models(args, small_model=True)
 
-    run_demo(args.out, methods=comma_list(args.methods),
-             steps=args.steps, device=args.device, seed=args.seed, quiet=args.quiet)
+    run_demo(
+        args.out,
+        methods=comma_list(args.methods),
+        steps=args.steps,
+        device=args.device,
+        seed=args.seed,
+        quiet=args.quiet,
+    )
     return 0
-
-

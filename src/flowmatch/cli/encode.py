@@ -12,13 +12,17 @@ HELP = "encode data to the source (t 1 -> 0) through a trained flow, or decode w
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP,
-                       description="Integrate the trained flow backwards (data -> source codes z) or, with "
-                       "--decode, forwards (codes -> data); reads an (N, D) array, writes an (N, D) .npy "
-                       "(image runs: rows are flattened (C, H, W) images).")
+    p = sub.add_parser(
+        NAME,
+        help=HELP,
+        description="Integrate the trained flow backwards (data -> source codes z) or, with "
+        "--decode, forwards (codes -> data); reads an (N, D) array, writes an (N, D) .npy "
+        "(image runs: rows are flattened (C, H, W) images).",
+    )
     p.add_argument("run", help="run directory")
-    p.add_argument("--data", required=True,
-                   help="input (N, D) array: .npy, .npz[:key], .csv or .pt, D the run's dimension")
+    p.add_argument(
+        "--data", required=True, help="input (N, D) array: .npy, .npz[:key], .csv or .pt, D the run's dimension"
+    )
     p.add_argument("--out", required=True, help="output .npy file")
     p.add_argument("--decode", action="store_true", help="decode source codes into data (t 0 -> 1)")
     p.add_argument("--solver", default="dopri5", help="euler, midpoint, heun, rk4, dopri5 (default: dopri5)")
@@ -38,15 +42,17 @@ def run(args: argparse.Namespace) -> int:
 
     from flowmatch.data import load_array
     from flowmatch.runs.run import load_run
-    from flowmatch.sampling.likelihood import decode, encode
+    from flowmatch.sampling.encode import decode, encode
 
     if not str(args.out).endswith(".npy"):
         raise ValueError(f"--out must be a .npy file, got {args.out!r}")
     x = load_array(args.data)
     run = load_run(args.run, device=args.device, use_ema=not args.no_ema)
     if x.shape[1] != run.data.dim:
-        raise ValueError(f"--data must have D = {run.data.dim} columns (the run's dimension), "
-                         f"got shape {tuple(x.shape)} in {args.data!r}")
+        raise ValueError(
+            f"--data must have D = {run.data.dim} columns (the run's dimension), "
+            f"got shape {tuple(x.shape)} in {args.data!r}"
+        )
     cond = getattr(run.config, "cond", "none")
     if cond != "none":
         raise ValueError(f"flowmatch encode supports unconditional runs, got a run with cond {cond!r}")
@@ -54,8 +60,15 @@ def run(args: argparse.Namespace) -> int:
     if shape is not None and len(shape) > 1:  # image runs: rows are flattened (C, H, W) images
         x = x.reshape(x.shape[0], *shape)
     fn = decode if args.decode else encode
-    res = fn(run.model, x.to(run.device), solver=args.solver, steps=args.steps, atol=args.atol, rtol=args.rtol,
-             chunk_size=args.chunk_size)
+    res = fn(
+        run.model,
+        x.to(run.device),
+        solver=args.solver,
+        steps=args.steps,
+        atol=args.atol,
+        rtol=args.rtol,
+        chunk_size=args.chunk_size,
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, res.x.reshape(res.x.shape[0], -1).cpu().numpy())

@@ -18,19 +18,24 @@ HELP = "evaluate a trained run on its held-out split"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP,
-                       description="W2/W1/MMD to held-out target samples, NPE, straightness, NFE.")
+    p = sub.add_parser(NAME, help=HELP, description="W2/W1/MMD to held-out target samples, NPE, straightness, NFE.")
     p.add_argument("run", help="run directory")
     p.add_argument("--solver", default=None, help="solver (default: the run's eval_solver)")
     p.add_argument("--steps", type=int, default=None, help="solver steps (default: the run's eval_steps)")
     p.add_argument("--n", type=int, default=None, help="use the first N test points (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--guidance", default=None,
-                   help="image runs: comma-separated guidance scales to evaluate, e.g. 0,1,2,4 "
-                        "(default: the run's eval_guidance); prints classifier accuracy and FD per scale")
-    p.add_argument("--nll", action="store_true",
-                   help="also the mean test negative log-likelihood (nats and bits/dim; needs --source gaussian); "
-                   "it integrates with --solver, default dopri5")
+    p.add_argument(
+        "--guidance",
+        default=None,
+        help="image runs: comma-separated guidance scales to evaluate, e.g. 0,1,2,4 "
+        "(default: the run's eval_guidance); prints classifier accuracy and FD per scale",
+    )
+    p.add_argument(
+        "--nll",
+        action="store_true",
+        help="also the mean test negative log-likelihood (nats and bits/dim; needs --source gaussian); "
+        "it integrates with --solver, default dopri5",
+    )
     p.add_argument("--divergence", default="exact", help="--nll divergence: exact or hutchinson (default: exact)")
     p.add_argument("--probes", type=int, default=1, help="--nll Hutchinson probes per point (default: 1)")
     p.add_argument("--atol", type=float, default=1e-5, help="--nll dopri5 absolute tolerance (default: 1e-5)")
@@ -60,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if args.nll:
         _check_nll_flags(args)
         if run.config.source != "gaussian":
-            raise ValueError(f"--nll needs a run whose source density is known (--source gaussian), "
-                             f"got source {run.config.source!r}")
+            raise ValueError(
+                f"--nll needs a run whose source density is known (--source gaussian), got source {run.config.source!r}"
+            )
         cond = getattr(run.config, "cond", "none")
         if cond != "none":
             raise ValueError(f"--nll supports unconditional runs, got a run with cond {cond!r}")
@@ -77,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
         print(format_table([eval_row(run.config.method, rep, None)]))
         print(f"W1 {rep.w1:.4f}  MMD {rep.mmd:.2e}  straightness {rep.straightness:.4f}")
         if nll is not None:
-            print(f"test NLL {nll['nll_nats']:.4f} nats  {nll['bits_per_dim']:.4f} bits/dim  "
-                  f"({nll['divergence']} divergence, {nll['solver']}, NFE {nll['nfe']}, {nll['n']} points)")
+            print(
+                f"test NLL {nll['nll_nats']:.4f} nats  {nll['bits_per_dim']:.4f} bits/dim  "
+                f"({nll['divergence']} divergence, {nll['solver']}, NFE {nll['nfe']}, {nll['n']} points)"
+            )
     return 0
 
 
@@ -148,10 +156,23 @@ def _test_nll(run, args: argparse.Namespace, n: int | None) -> dict:
     x = run.data.target.test[:n].to(run.device)
     solver = args.solver or "dopri5"
     steps = args.steps or run.config.eval_steps
-    res = log_likelihood(run.model, x, divergence=args.divergence, n_probes=args.probes, solver=solver,
-                         steps=steps, atol=args.atol, rtol=args.rtol, chunk_size=4096,
-                         generator=torch.Generator().manual_seed(0))
-    return {"nll_nats": res.mean_nll, "bits_per_dim": res.mean_bits_per_dim, "divergence": args.divergence,
-            "solver": solver, "nfe": res.nfe, "n": int(x.shape[0])}
-
-
+    res = log_likelihood(
+        run.model,
+        x,
+        divergence=args.divergence,
+        n_probes=args.probes,
+        solver=solver,
+        steps=steps,
+        atol=args.atol,
+        rtol=args.rtol,
+        chunk_size=4096,
+        generator=torch.Generator().manual_seed(0),
+    )
+    return {
+        "nll_nats": res.mean_nll,
+        "bits_per_dim": res.mean_bits_per_dim,
+        "divergence": args.divergence,
+        "solver": solver,
+        "nfe": res.nfe,
+        "n": int(x.shape[0]),
+    }

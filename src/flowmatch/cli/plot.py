@@ -11,8 +11,9 @@ HELP = "redraw a run's plots"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP,
-                       description="Write samples.png, trajectories.png and loss.png into the run directory.")
+    p = sub.add_parser(
+        NAME, help=HELP, description="Write samples.png, trajectories.png and loss.png into the run directory."
+    )
     p.add_argument("run", help="run directory")
     p.add_argument("--solver", default=None, help="solver (default: the run's eval_solver)")
     p.add_argument("--steps", type=int, default=None, help="solver steps (default: the run's eval_steps)")
@@ -31,5 +32,3 @@ def run(args: argparse.Namespace) -> int:
         for p in written.values():
             print(f"wrote {p}")
     return 0
-
-

@@ -12,8 +12,11 @@ HELP = "generate samples from a trained run"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP,
-                       description="Integrate the trained flow from fresh source samples; writes an (N, D) .npy array.")
+    p = sub.add_parser(
+        NAME,
+        help=HELP,
+        description="Integrate the trained flow from fresh source samples; writes an (N, D) .npy array.",
+    )
     p.add_argument("run", help="run directory")
     p.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
     p.add_argument("--solver", default="euler", help="euler, midpoint, heun, rk4, dopri5 (default: euler)")
@@ -26,15 +29,25 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--plot", default=None, help="also plot the samples against the test target to this PNG")
     p.add_argument("--no-ema", action="store_true", help="sample with the raw weights, not the EMA")
     p.add_argument("--chunk-size", type=int, default=None, help="integrate at most this many samples at once")
-    p.add_argument("--sde", action="store_true",
-                   help="sample the Schrodinger-bridge SDE dX = [v + (sigma^2/2) s] dt + sigma dW by "
-                        "Euler-Maruyama with --steps steps (runs that learned a score: sb-cfm)")
-    p.add_argument("--cond", default=None,
-                   help="class-conditional runs: the class of every sample (index or name); default: "
-                        "the classes in turn, n/K samples each")
-    p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale w of conditional runs: v = v_null + w (v_cond - v_null); "
-                        "0 unconditional, 1 conditional (default: 1)")
+    p.add_argument(
+        "--sde",
+        action="store_true",
+        help="sample the Schrodinger-bridge SDE dX = [v + (sigma^2/2) s] dt + sigma dW by "
+        "Euler-Maruyama with --steps steps (runs that learned a score: sb-cfm)",
+    )
+    p.add_argument(
+        "--cond",
+        default=None,
+        help="class-conditional runs: the class of every sample (index or name); default: "
+        "the classes in turn, n/K samples each",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale w of conditional runs: v = v_null + w (v_cond - v_null); "
+        "0 unconditional, 1 conditional (default: 1)",
+    )
     p.add_argument("--grid", default=None, help="image runs: also write the samples as a PNG grid to this file")
     add_device(p)
     add_common(p)
@@ -50,8 +63,10 @@ def _conditioning(args: argparse.Namespace, run, n: int):
 
     if run.config.cond != "label":
         if args.cond is not None or args.guidance is not None:
-            raise ValueError(f"--cond and --guidance need a class-conditional run (trained with --cond label), "
-                             f"got cond {run.config.cond!r} in {args.run!r}")
+            raise ValueError(
+                f"--cond and --guidance need a class-conditional run (trained with --cond label), "
+                f"got cond {run.config.cond!r} in {args.run!r}"
+            )
         return run.model, None
     from flowmatch.runs.image import parse_cond
 
@@ -82,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--grid must be a .png file, got {args.grid!r}")
     run = load_run(args.run, device=args.device, use_ema=not args.no_ema)
     if getattr(run.config, "snapshots", None) is not None:
-        raise ValueError(f"sample draws from a run's source at t = 0 to 1; {args.run!r} is a snapshot run: push its "
-                         "populations with flowmatch.trajectory.inference.push (see `flowmatch eval`)")
+        raise ValueError(
+            f"sample draws from a run's source at t = 0 to 1; {args.run!r} is a snapshot run: push its "
+            "populations with flowmatch.trajectory.inference.push (see `flowmatch eval`)"
+        )
     if args.grid is not None and not run.data.is_image:
         raise ValueError(f"--grid needs an image run, got target {run.config.target!r}")
     src = resolve_distribution(run.config.source, dim=run.data.dim if run.config.source == "gaussian" else None)
@@ -95,8 +112,17 @@ def run(args: argparse.Namespace) -> int:
     if args.sde:
         res = _sample_sde(args, run, x0, g, cond)
     else:
-        res = sample(field, x0, solver=args.solver, steps=args.steps, atol=args.atol, rtol=args.rtol,
-                     return_trajectory=args.trajectory is not None, chunk_size=args.chunk_size, cond=cond)
+        res = sample(
+            field,
+            x0,
+            solver=args.solver,
+            steps=args.steps,
+            atol=args.atol,
+            rtol=args.rtol,
+            return_trajectory=args.trajectory is not None,
+            chunk_size=args.chunk_size,
+            cond=cond,
+        )
     label = "euler-maruyama sde" if args.sde else args.solver
     out = Path(args.out) if args.out is not None else None
     if out is not None:
@@ -113,8 +139,13 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         from flowmatch import plots
 
-        plots.plot_samples(res.x.cpu(), run.data.target.test, args.plot, source=x0.cpu(),
-                           title=f"{run.config.method}: {label} {args.steps}")
+        plots.plot_samples(
+            res.x.cpu(),
+            run.data.target.test,
+            args.plot,
+            source=x0.cpu(),
+            title=f"{run.config.method}: {label} {args.steps}",
+        )
     if not args.quiet:
         where = " and ".join(str(f) for f in (out, grid if args.grid is not None else None) if f is not None)
         extra = "" if cond is None else f", guidance {1.0 if args.guidance is None else args.guidance}"
@@ -132,15 +163,25 @@ def _sample_sde(args: argparse.Namespace, run, x0, g, cond=None):
     from flowmatch.sampling.sde import sample_sde
 
     if not has_score(run.model):
-        raise ValueError(f"--sde needs a run that learned a score (method sb-cfm with score = true), "
-                         f"got method {run.config.method!r} without a score in {args.run!r}")
+        raise ValueError(
+            f"--sde needs a run that learned a score (method sb-cfm with score = true), "
+            f"got method {run.config.method!r} without a score in {args.run!r}"
+        )
     if args.solver != "euler":
         raise ValueError(f"--sde integrates by Euler-Maruyama; --solver must be left at euler, got {args.solver!r}")
     if getattr(args, "guidance", None) not in (None, 1.0):
-        raise ValueError(f"--sde samples the conditional fields as trained (guidance 1); got --guidance {args.guidance}")
+        raise ValueError(
+            f"--sde samples the conditional fields as trained (guidance 1); got --guidance {args.guidance}"
+        )
     seed = int(torch.randint(0, 2**62, (1,), generator=g))
     noise_gen = torch.Generator(device=x0.device).manual_seed(seed)
-    return sample_sde(run.model, x0, sigma=run.config.resolved_sigma, steps=args.steps, generator=noise_gen,
-                      cond=cond, return_trajectory=args.trajectory is not None, chunk_size=args.chunk_size)
-
-
+    return sample_sde(
+        run.model,
+        x0,
+        sigma=run.config.resolved_sigma,
+        steps=args.steps,
+        generator=noise_gen,
+        cond=cond,
+        return_trajectory=args.trajectory is not None,
+        chunk_size=args.chunk_size,
+    )

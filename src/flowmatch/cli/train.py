@@ -20,28 +20,28 @@ HELP = "train a model into a run directory"
 _HELP = {
     "source": "source distribution q0: a built-in name (gaussian, moons, 8gaussians, ...) or a .npy/.npz/.csv/.pt file",
     "target": "target distribution q1: a built-in name or a data file of shape (N, D); images: digits, "
-              "mnist, cifar10 (local torchvision data), a folder of PNG/JPG (classes from subfolders) or "
-              "a .npy (N, C, H, W) / .npz with images and labels",
+    "mnist, cifar10 (local torchvision data), a folder of PNG/JPG (classes from subfolders) or "
+    "a .npy (N, C, H, W) / .npz with images and labels",
     "n_train": "training points drawn per built-in distribution (files: all rows but the test part)",
     "n_test": "held-out points per distribution, used by the evaluation",
     "test_split": "built-in data: fresh (independent test draw) or paper (random split of one draw)",
     "snapshots": "time-labelled data for trajectory inference: a .npz (arrays x (N, D) and t (N,)) or a .csv "
-                 "with a header and a time column t or time, or the built-in course bifurcation; trains "
-                 "across consecutive time points (source and target are unused)",
+    "with a header and a time column t or time, or the built-in course bifurcation; trains "
+    "across consecutive time points (source and target are unused)",
     "holdout": "snapshot runs: index (0-based, among the sorted time points) of an intermediate time point "
-               "left out of training; eval reports the W1 of the previous time point pushed to it",
+    "left out of training; eval reports the W1 of the previous time point pushed to it",
     "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf; or cnf (maximum-likelihood CNF baseline)",
     "sigma": "path noise sigma (fm: sigma_min); default: the method's paper value",
     "score": "true/false: also learn the score of the path ([SF]2M), so that `flowmatch sample --sde` "
-             "works; default: the method's (true for sb-cfm; other methods cannot)",
+    "works; default: the method's (true for sb-cfm; other methods cannot)",
     "cond": "condition the model on the target's class labels: none or label",
     "guidance_dropout": "probability of training a pair with the null condition, for classifier-free "
-                        "guidance at sampling (0: off; e.g. 0.1)",
+    "guidance at sampling (0: off; e.g. 0.1)",
     "model": "velocity network: auto (unet for image data, mlp otherwise), mlp or unet",
     "unet_width": "channels of the UNet's first level",
     "unet_mults": "UNet channel multiplier per level, e.g. 1,2,2 (auto: from the image size)",
     "unet_attention": "image resolutions (px) with self-attention in the UNet besides its middle block, "
-                      "e.g. 16,8; none; auto: the 16 px level",
+    "e.g. 16,8; none; auto: the 16 px level",
     "unet_blocks": "residual blocks per UNet level",
     "hidden": "width of each hidden layer of the MLP",
     "depth": "number of hidden layers of the MLP",
@@ -60,16 +60,16 @@ _HELP = {
     "checkpoint_every": "write a checkpoint every this many steps (and at the end)",
     "keep_checkpoints": "how many checkpoints to keep",
     "max_bad_steps": "steps with a non-finite loss or gradient to skip (not apply) before training stops "
-                     "with an error (0: stop at the first; the latest checkpoint is always finite)",
+    "with an error (0: stop at the first; the latest checkpoint is always finite)",
     "eval_solver": "solver for the final evaluation: euler, midpoint, heun, rk4, dopri5",
     "eval_steps": "solver steps for the final evaluation",
     "coupling_workers": "threads that solve the couplings (OT) of the next steps while a step trains: "
-                        "an integer >= 0 (0: inline) or auto (1 when the method pairs its batches and "
-                        "there are 2+ CPUs); the results are the same for every value",
+    "an integer >= 0 (0: inline) or auto (1 when the method pairs its batches and "
+    "there are 2+ CPUs); the results are the same for every value",
     "eval_guidance": "guidance scale w of the final evaluation and sample grid of conditional runs "
-                     "(0: unconditional, 1: conditional)",
+    "(0: unconditional, 1: conditional)",
     "coupling_scope": "data-parallel runs (--nproc, torchrun): local (each process pairs its own batch) or "
-                      "global (one OT problem over the batches of all processes, each keeps its slice)",
+    "global (one OT problem over the batches of all processes, each keeps its slice)",
     "bf16": "CUDA only: bfloat16 autocast of the forward pass (ignored with a note on other devices)",
     "compile": "CUDA only: torch.compile the model for training (ignored with a note on other devices)",
     "tf32": "CUDA only: TF32 tensor cores for float32 matmuls (ignored with a note on other devices)",
@@ -96,33 +96,52 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 
     for f in fields(RunConfig):
         default = f.default
-        kind: Any = {int: int, float: float, str: str, bool: _bool_flag}.get(type(default),
-                                                                        _NONE_DEFAULT_TYPES.get(f.name, str))
+        kind: Any = {int: int, float: float, str: str, bool: _bool_flag}.get(
+            type(default), _NONE_DEFAULT_TYPES.get(f.name, str)
+        )
         shown = default if default is not None else _NONE_DEFAULT_SHOWN.get(f.name, "method default")
-        switch: dict[str, Any] = dict(nargs="?", const=True) if isinstance(default, bool) else {}  # --bf16 = --bf16 true
+        switch: dict[str, Any] = (
+            dict(nargs="?", const=True) if isinstance(default, bool) else {}
+        )  # --bf16 = --bf16 true
         p.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
-            metavar=f.name.upper(), help=f"{_HELP[f.name]} (default: {shown})", **switch,
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=kind,
+            default=None,
+            metavar=f.name.upper(),
+            help=f"{_HELP[f.name]} (default: {shown})",
+            **switch,
         )
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(NAME, help=HELP,
-                       description="Train a flow matching model; writes config.toml, checkpoints/, "
-                       "log.csv, metrics.json and plots into --out.")
+    p = sub.add_parser(
+        NAME,
+        help=HELP,
+        description="Train a flow matching model; writes config.toml, checkpoints/, "
+        "log.csv, metrics.json and plots into --out.",
+    )
     add_run_flags(p)
     p.add_argument("--config", type=str, default=None, help="TOML file of settings; flags override it")
     p.add_argument("--out", type=str, default=None, help="run directory to create (or, with --resume, to continue)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--nproc", type=int, default=None,
-                   help="train data-parallel on this many local processes: launches torchrun "
-                   "(torch.distributed.run) with `-m flowmatch train` and these flags; --batch-size is "
-                   "the global batch, split evenly over the processes")
-    p.add_argument("--max-restarts", type=int, default=None,
-                   help="with --nproc: restart the workers this many times after a failure; each restart "
-                   "resumes from the latest checkpoint (default: 0)")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="train data-parallel on this many local processes: launches torchrun "
+        "(torch.distributed.run) with `-m flowmatch train` and these flags; --batch-size is "
+        "the global batch, split evenly over the processes",
+    )
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=None,
+        help="with --nproc: restart the workers this many times after a failure; each restart "
+        "resumes from the latest checkpoint (default: 0)",
+    )
     add_common(p)
     p.set_defaults(func=run)
     return p
@@ -157,14 +176,18 @@ def run(args: argparse.Namespace) -> int:
     cfg = RunConfig.from_dict(settings)
     if args.nproc is not None or args.max_restarts is not None:
         return _launch(cfg, args)
-    default_threads_for_small_models(args, small_model=cfg.model == "mlp" or (
-        cfg.model == "auto" and not is_image_spec(cfg.target)))
+    default_threads_for_small_models(
+        args, small_model=cfg.model == "mlp" or (cfg.model == "auto" and not is_image_spec(cfg.target))
+    )
     with distributed.process_group(cfg.device) as dist, _speed_note(cfg, quiet=not dist.is_main):
-        _, result, report = train_run(cfg, args.out, resume=args.resume, force=args.force,
-                                      quiet=args.quiet, plots=not args.no_plots)
+        _, result, report = train_run(
+            cfg, args.out, resume=args.resume, force=args.force, quiet=args.quiet, plots=not args.no_plots
+        )
     if not args.quiet and dist.is_main:
-        print(f"trained {cfg.method} for {result.step} steps in {result.elapsed_s:.1f} s "
-              f"({result.steps_per_s:.1f} steps/s); final loss {result.final_loss:.4f}")
+        print(
+            f"trained {cfg.method} for {result.step} steps in {result.elapsed_s:.1f} s "
+            f"({result.steps_per_s:.1f} steps/s); final loss {result.final_loss:.4f}"
+        )
         if report is not None:  # W2 table, image metrics or held-out W1: the run kind's text
             print(kind_for(cfg).report_text(cfg, report, result))
         print(f"run directory: {args.out}")
@@ -214,8 +237,9 @@ def _launch(cfg, args: argparse.Namespace) -> int:
     from flowmatch.training import distributed
 
     if args.nproc is None:
-        raise ValueError(f"--max-restarts needs --nproc (or pass --max-restarts to torchrun), got --max-restarts "
-                         f"{args.max_restarts}")
+        raise ValueError(
+            f"--max-restarts needs --nproc (or pass --max-restarts to torchrun), got --max-restarts {args.max_restarts}"
+        )
     if distributed.launched_by_torchrun():
         raise ValueError(f"--nproc launches torchrun itself; inside torchrun leave it out, got --nproc {args.nproc}")
     nproc = args.nproc
@@ -226,8 +250,10 @@ def _launch(cfg, args: argparse.Namespace) -> int:
         import torch
 
         if nproc > torch.cuda.device_count():
-            raise ValueError(f"nproc must not exceed the {torch.cuda.device_count()} CUDA devices with device "
-                             f"{cfg.device!r}, got {nproc} (use --device cpu for gloo processes)")
+            raise ValueError(
+                f"nproc must not exceed the {torch.cuda.device_count()} CUDA devices with device "
+                f"{cfg.device!r}, got {nproc} (use --device cpu for gloo processes)"
+            )
     check_run_dir(cfg, Path(args.out), resume=args.resume, force=args.force)
     # the launcher holds the run's lock for all its workers and their restarts
     with RunLock(args.out):

@@ -34,13 +34,34 @@ from flowmatch.couplings.exact import BlockOT, ConditionalOT, ExactOT
 from flowmatch.couplings.labels import WithinLabels, condition_groups
 from flowmatch.couplings.sampling import SAMPLINGS, pairs_from_plan
 
-__all__ = ["Pairing", "Coupling", "Independent", "ExactOT", "ConditionalOT", "BlockOT", "Sinkhorn", "UnbalancedOT",
-           "PartialOT", "WithinLabels", "condition_groups", "SAMPLINGS", "pairs_from_plan", "get_coupling",
-           "coupling_names"]
+__all__ = [
+    "Pairing",
+    "Coupling",
+    "Independent",
+    "ExactOT",
+    "ConditionalOT",
+    "BlockOT",
+    "Sinkhorn",
+    "UnbalancedOT",
+    "PartialOT",
+    "WithinLabels",
+    "condition_groups",
+    "SAMPLINGS",
+    "pairs_from_plan",
+    "get_coupling",
+    "coupling_names",
+]
 
 
-_COUPLINGS = {"independent": Independent, "exact": ExactOT, "conditional": ConditionalOT, "block": BlockOT, "sinkhorn": Sinkhorn,
-              "unbalanced": UnbalancedOT, "partial": PartialOT}
+_COUPLINGS = {
+    "independent": Independent,
+    "exact": ExactOT,
+    "conditional": ConditionalOT,
+    "block": BlockOT,
+    "sinkhorn": Sinkhorn,
+    "unbalanced": UnbalancedOT,
+    "partial": PartialOT,
+}
 
 
 def coupling_names() -> list[str]:

@@ -39,13 +39,10 @@ class Pairing:
 
 def check_batches(x0: Tensor, x1: Tensor) -> None:
     if x0.dim() < 2 or x1.dim() < 2:
-        raise ValueError(
-            f"x0 and x1 must be batches of shape (B, *dims), got {tuple(x0.shape)} and {tuple(x1.shape)}"
-        )
+        raise ValueError(f"x0 and x1 must be batches of shape (B, *dims), got {tuple(x0.shape)} and {tuple(x1.shape)}")
     if x0.shape[1:] != x1.shape[1:]:
         raise ValueError(
-            f"source and target samples must have the same shape, got {tuple(x0.shape[1:])} "
-            f"and {tuple(x1.shape[1:])}"
+            f"source and target samples must have the same shape, got {tuple(x0.shape[1:])} and {tuple(x1.shape[1:])}"
         )
     if x0.shape[0] == 0 or x1.shape[0] == 0:
         raise ValueError("x0 and x1 must hold at least one sample each, got an empty batch")
@@ -78,12 +75,7 @@ class Coupling(ABC):
         return self.pair(x0, x1, generator=generator)
 
     def prepare(
-        self,
-        x0: Tensor,
-        x1: Tensor,
-        *,
-        cond: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Callable[[], Pairing]:
         """Draw this pairing's random numbers now; return a thunk that computes the pairing.
 
@@ -111,8 +103,9 @@ class Coupling(ABC):
         return f"{type(self).__name__}({fields})"
 
 
-def call_with_cond(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None,
-                    cond: Tensor | None = None) -> Pairing:
+def call_with_cond(
+    self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None, cond: Tensor | None = None
+) -> Pairing:
     """``__call__`` of couplings that use the condition: ``prepare(x0, x1, cond=...)()``.
 
     The matcher passes ``cond`` to a coupling whose ``__call__`` has it in its signature.
@@ -133,4 +126,3 @@ class Independent(Coupling):
         check_equal_sizes(x0, x1, "independent pairing")
         idx = torch.arange(x0.shape[0], device=x0.device)
         return Pairing(idx, idx.to(x1.device))
-

@@ -32,8 +32,9 @@ class _SampledPlan(Coupling):
 
     sampling: str
 
-    def prepare(self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None,
-                generator: torch.Generator | None = None) -> Callable[[], Pairing]:
+    def prepare(
+        self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Callable[[], Pairing]:
         check_batches(x0, x1)
         noise = draw_sampling_noise(self.sampling, x0.shape[0], x1.shape[0], generator)
         return partial(self._solve, x0, x1, noise)
@@ -114,8 +115,8 @@ class Sinkhorn(_SampledPlan):
             warnings.warn(
                 f"Sinkhorn did not converge: marginal L1 error {res.marginal_error:.3g} > tol "
                 f"{self.tol:.3g} after {res.n_iter} iterations at epsilon={res.epsilon:.3g}; "
-                + ("pairing by exact OT (the epsilon -> 0 limit) instead" if use_exact else
-                   "sampling the last plan") + " (raise max_iter or the regularisation)",
+                + ("pairing by exact OT (the epsilon -> 0 limit) instead" if use_exact else "sampling the last plan")
+                + " (raise max_iter or the regularisation)",
                 SinkhornWarning,
                 stacklevel=3,
             )
@@ -144,8 +145,16 @@ class UnbalancedOT(_SampledPlan):
     the outliers, are rarely used).
     """
 
-    def __init__(self, reg: float = 0.05, reg_m: float = 1.0, *, reg_scale: str = "mean",
-                 sampling: str = "joint", max_iter: int = 1000, tol: float = 1e-6):
+    def __init__(
+        self,
+        reg: float = 0.05,
+        reg_m: float = 1.0,
+        *,
+        reg_scale: str = "mean",
+        sampling: str = "joint",
+        max_iter: int = 1000,
+        tol: float = 1e-6,
+    ):
         self.reg = check_positive_float("reg", reg)
         self.reg_m = check_positive_float("reg_m", reg_m)
         self.reg_scale = check_choice("reg_scale", reg_scale, ("mean", "absolute"))
@@ -158,8 +167,9 @@ class UnbalancedOT(_SampledPlan):
         """The unbalanced plan (n, m), float64 on the CPU."""
         cost = squared_cost(x0.detach().double(), x1.detach().double()).cpu()
         scale = float(cost.mean()) if self.reg_scale == "mean" and float(cost.mean()) > 0 else 1.0
-        return unbalanced_sinkhorn_plan(cost, self.reg * scale, self.reg_m * scale,
-                                        max_iter=self.max_iter, tol=self.tol)
+        return unbalanced_sinkhorn_plan(
+            cost, self.reg * scale, self.reg_m * scale, max_iter=self.max_iter, tol=self.tol
+        )
 
     def _solve(self, x0: Tensor, x1: Tensor, noise) -> Pairing:
         plan = self.plan(x0, x1)

@@ -58,8 +58,9 @@ class ExactOT(Coupling):
         """The (n, n) float64 CPU cost matrix this coupling minimises."""
         return squared_cost_f64(x0, x1)
 
-    def pair(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None,
-             cond: Tensor | None = None) -> Pairing:
+    def pair(
+        self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None, cond: Tensor | None = None
+    ) -> Pairing:
         check_equal_sizes(x0, x1, "exact OT pairing")
         n = x0.shape[0]
         i0 = torch.arange(n, device=x0.device)
@@ -142,15 +143,18 @@ class BlockOT(Coupling):
         self.solver = check_choice("solver", solver, SOLVERS)
         self.deterministic = self.partition == "sorted"
 
-    def prepare(self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None,
-                generator: torch.Generator | None = None) -> Callable[[], Pairing]:
+    def prepare(
+        self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Callable[[], Pairing]:
         check_batches(x0, x1)
         check_equal_sizes(x0, x1, "block OT pairing")
         n = x0.shape[0]
         orders = None
         if self.partition == "random" and n > self.block_size:
-            orders = (torch.randperm(n, generator=generator, device="cpu"),
-                      torch.randperm(n, generator=generator, device="cpu"))
+            orders = (
+                torch.randperm(n, generator=generator, device="cpu"),
+                torch.randperm(n, generator=generator, device="cpu"),
+            )
         return partial(self._solve, x0, x1, orders)
 
     def pair(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None) -> Pairing:
@@ -189,4 +193,3 @@ class BlockOT(Coupling):
             perms = solve_assignments(costs_np, solver=self.solver)
             i1[r0.reshape(-1)] = torch.gather(r1, 1, torch.from_numpy(perms)).reshape(-1)
         return Pairing(torch.arange(n, device=x0.device), i1.to(x1.device))
-

@@ -90,24 +90,23 @@ class GlobalCoupling(Coupling):
         return self.prepare(x0, x1, generator=generator)()
 
     def prepare(
-        self,
-        x0: Tensor,
-        x1: Tensor,
-        *,
-        cond: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Callable[[], Pairing]:
         """Gather the batches now (a collective) and draw the base's random numbers; return a
         thunk that solves the global problem and slices this rank's pairs (safe in a worker thread)."""
         if cond is not None:
-            raise ValueError("the global coupling does not take conditions; use coupling_scope 'local' "
-                             f"for conditional runs, got cond of shape {tuple(cond.shape)}")
+            raise ValueError(
+                "the global coupling does not take conditions; use coupling_scope 'local' "
+                f"for conditional runs, got cond of shape {tuple(cond.shape)}"
+            )
         dist = distributed.info()
         if dist.world_size == 1:
             return self.base.prepare(x0, x1, generator=generator)
         if x0.dim() < 2 or x0.shape != x1.shape:
-            raise ValueError(f"the global coupling needs batches (b, *dims) of equal shape, got "
-                             f"{tuple(x0.shape)} and {tuple(x1.shape)}")
+            raise ValueError(
+                f"the global coupling needs batches (b, *dims) of equal shape, got "
+                f"{tuple(x0.shape)} and {tuple(x1.shape)}"
+            )
         b = x0.shape[0]
         x0g = distributed.all_gather_cat(x0)
         x1g = distributed.all_gather_cat(x1)
@@ -127,8 +126,9 @@ class GlobalCoupling(Coupling):
 
         return thunk
 
-    def __call__(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None,
-                 cond: Tensor | None = None) -> Pairing:
+    def __call__(
+        self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None, cond: Tensor | None = None
+    ) -> Pairing:
         return self.prepare(x0, x1, cond=cond, generator=generator)()
 
     def __repr__(self) -> str:

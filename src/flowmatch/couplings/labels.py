@@ -70,12 +70,7 @@ class WithinLabels(Coupling):
         return self.base.pair(x0, x1, generator=generator)
 
     def prepare(
-        self,
-        x0: Tensor,
-        x1: Tensor,
-        *,
-        cond: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Callable[[], Pairing]:
         """Draw the random numbers of every group's pairing now (groups in the order of their
         condition), return a thunk that solves the groups and assembles the pairing (see
@@ -114,12 +109,7 @@ class WithinLabels(Coupling):
         return assemble
 
     def __call__(
-        self,
-        x0: Tensor,
-        x1: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        cond: Tensor | None = None,
+        self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None, cond: Tensor | None = None
     ) -> Pairing:
         return self.prepare(x0, x1, cond=cond, generator=generator)()
 

@@ -57,9 +57,7 @@ class Distribution:
     def from_toy(cls, name: str, *, dim: int = 2) -> Distribution:
         """The built-in toy ``name`` (see :func:`toy_names`); ``dim != 2`` only for ``gaussian``."""
         if name not in TOY_DATASETS:
-            raise ValueError(
-                f"unknown built-in dataset {name!r}; choose one of: {', '.join(toy_names())}"
-            )
+            raise ValueError(f"unknown built-in dataset {name!r}; choose one of: {', '.join(toy_names())}")
         return cls(name, check_toy_dim(name, dim), None)
 
     @classmethod
@@ -68,9 +66,7 @@ class Distribution:
         if not isinstance(data, Tensor):
             raise TypeError(f"data must be a torch.Tensor, got {type(data).__name__}")
         if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 1:
-            raise ValueError(
-                f"data must have shape (N, D) with N, D >= 1, got {tuple(data.shape)}"
-            )
+            raise ValueError(f"data must have shape (N, D) with N, D >= 1, got {tuple(data.shape)}")
         return cls(name, int(data.shape[1]), data.detach().to("cpu", torch.float32))
 
     @property
@@ -115,8 +111,7 @@ class Distribution:
         n_rows = int(self._data.shape[0])
         if n > n_rows:
             raise ValueError(
-                f"cannot draw n={n} rows without replacement from a file of {n_rows} rows "
-                f"({self._name!r})"
+                f"cannot draw n={n} rows without replacement from a file of {n_rows} rows ({self._name!r})"
             )
         return self._data[_permutation(n_rows, generator)[:n]]
 
@@ -157,10 +152,7 @@ def resolve_distribution(spec: str | os.PathLike[str], *, dim: int | None = None
         )
     dist = Distribution.from_tensor(load_array(text), name=text)
     if dim is not None and dim != dist.dim:
-        raise ValueError(
-            f"dim only applies to 'gaussian'; file {text!r} has D={dist.dim} columns, "
-            f"got dim={dim!r}"
-        )
+        raise ValueError(f"dim only applies to 'gaussian'; file {text!r} has D={dist.dim} columns, got dim={dim!r}")
     return dist
 
 
@@ -168,12 +160,7 @@ SPLIT_PROTOCOLS = ("paper", "fresh")
 
 
 def make_split(
-    dist: Distribution,
-    *,
-    n_train: int,
-    n_test: int,
-    generator: torch.Generator | None = None,
-    protocol: str = "paper",
+    dist: Distribution, *, n_train: int, n_test: int, generator: torch.Generator | None = None, protocol: str = "paper"
 ) -> DataSplit:
     """Train and test samples of ``dist``.
 

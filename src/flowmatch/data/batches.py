@@ -44,9 +44,7 @@ class TensorBatches:
 
     def check_batch_size(self, n: int) -> None:
         if n > len(self):
-            raise ValueError(
-                f"batch size must not exceed the {self.name} set of {len(self)} rows, got {n}"
-            )
+            raise ValueError(f"batch size must not exceed the {self.name} set of {len(self)} rows, got {n}")
 
     def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor | tuple[Tensor, Tensor]:
         n = check_positive_int("batch size", n)

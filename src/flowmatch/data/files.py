@@ -91,8 +91,11 @@ def _read_npy(path: Path, key: str | None) -> np.ndarray:
         arr = np.load(path, allow_pickle=False)
     except ValueError as err:
         if "allow_pickle" in str(err):  # an object array: its elements are pickled Python objects
-            raise _malformed("npy", path, "holds an array of Python objects (dtype object), which is never "
-                             "unpickled; save a numeric array") from None
+            raise _malformed(
+                "npy",
+                path,
+                "holds an array of Python objects (dtype object), which is never unpickled; save a numeric array",
+            ) from None
         raise _malformed("npy", path, err) from None
     except (OSError, EOFError) as err:
         raise _malformed("npy", path, err) from None
@@ -153,9 +156,7 @@ def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
         reason = f"not UTF-8 text ({err.reason} at byte {err.start})"
         raise _malformed("csv", path, reason) from None
     return [
-        (i, [f.strip() for f in line.split(",")])
-        for i, line in enumerate(text.splitlines(), start=1)
-        if line.strip()
+        (i, [f.strip() for f in line.split(",")]) for i, line in enumerate(text.splitlines(), start=1) if line.strip()
     ]
 
 
@@ -170,9 +171,7 @@ def _read_csv(path: Path, key: str | None) -> np.ndarray:
     values: list[list[float]] = []
     for line_no, fields in rows:
         if len(fields) != width:
-            raise _malformed(
-                "csv", path, f"line {line_no} has {len(fields)} fields, expected {width}"
-            )
+            raise _malformed("csv", path, f"line {line_no} has {len(fields)} fields, expected {width}")
         parsed = [_parse_csv_field(f) for f in fields]
         for j, (f, v) in enumerate(zip(fields, parsed), start=1):
             if v is None:
@@ -189,9 +188,7 @@ def _read_pt(path: Path, key: str | None) -> Tensor:
         raise _malformed("pt", path, err) from None
     if isinstance(obj, Tensor):
         if key is not None:
-            raise ValueError(
-                f"key {key!r} given but {str(path)!r} holds a single tensor, not a dict"
-            )
+            raise ValueError(f"key {key!r} given but {str(path)!r} holds a single tensor, not a dict")
         return obj
     if isinstance(obj, dict):
         tensors = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
@@ -250,10 +247,7 @@ def _to_matrix(raw: np.ndarray | Tensor, path: Path) -> Tensor:
     if x.ndim != 2:
         raise ValueError(f"data array in {str(path)!r} must be 2-D (N, D), got shape {shape}")
     if shape[0] < 1 or shape[1] < 1:
-        raise ValueError(
-            f"data array in {str(path)!r} must have N >= 1 rows and D >= 1 columns, "
-            f"got shape {shape}"
-        )
+        raise ValueError(f"data array in {str(path)!r} must have N >= 1 rows and D >= 1 columns, got shape {shape}")
     x = x.detach().to(device="cpu", dtype=torch.float32).contiguous()
     return check_finite(f"data in {str(path)!r}", x)
 

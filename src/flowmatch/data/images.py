@@ -143,8 +143,10 @@ def load_image_array(path: str | os.PathLike[str]) -> ImageData:
         if p.suffix.lower() == ".npz":
             with np.load(p, allow_pickle=False) as z:
                 if "images" not in z.files:
-                    raise ValueError(f"image archive {str(p)!r} must hold an 'images' array, got keys "
-                                     f"{', '.join(repr(k) for k in z.files)}")
+                    raise ValueError(
+                        f"image archive {str(p)!r} must hold an 'images' array, got keys "
+                        f"{', '.join(repr(k) for k in z.files)}"
+                    )
                 x = z["images"]
                 labels = z["labels"] if "labels" in z.files else None
         else:
@@ -157,8 +159,9 @@ def load_image_array(path: str | os.PathLike[str]) -> ImageData:
         raise ValueError(f"image array in {str(p)!r} must have shape (N, C, H, W) or (N, H, W), got {x.shape}")
     if np.issubdtype(x.dtype, np.integer):
         if x.min() < 0 or x.max() > 255:
-            raise ValueError(f"integer images in {str(p)!r} must be 8-bit pixels in [0, 255], "
-                             f"got values in [{x.min()}, {x.max()}]")
+            raise ValueError(
+                f"integer images in {str(p)!r} must be 8-bit pixels in [0, 255], got values in [{x.min()}, {x.max()}]"
+            )
         images = _from_uint8(x)
     elif np.issubdtype(x.dtype, np.floating):
         images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -169,8 +172,10 @@ def load_image_array(path: str | os.PathLike[str]) -> ImageData:
     y = None
     if labels is not None:
         if labels.ndim != 1 or labels.shape[0] != x.shape[0] or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels in {str(p)!r} must be {x.shape[0]} integers (N,), got "
-                             f"shape {labels.shape} dtype {labels.dtype}")
+            raise ValueError(
+                f"labels in {str(p)!r} must be {x.shape[0]} integers (N,), got "
+                f"shape {labels.shape} dtype {labels.dtype}"
+            )
         if labels.min() < 0:
             raise ValueError(f"labels in {str(p)!r} must be >= 0, got {labels.min()}")
         y = torch.from_numpy(labels.astype(np.int64))
@@ -204,8 +209,10 @@ def load_torchvision(name: str, *, train: bool = True, root: str | os.PathLike[s
             x = np.asarray(ds.data).transpose(0, 3, 1, 2)
             y = np.asarray(ds.targets)
     except RuntimeError as e:
-        raise ValueError(f"{name} is not on disk under {str(where)!r} (set FLOWMATCH_DATA; flowmatch "
-                         f"never downloads): {str(e).splitlines()[0]}") from None
+        raise ValueError(
+            f"{name} is not on disk under {str(where)!r} (set FLOWMATCH_DATA; flowmatch "
+            f"never downloads): {str(e).splitlines()[0]}"
+        ) from None
     classes = tuple(getattr(ds, "classes", [str(i) for i in range(10)]))
     return ImageData(_from_uint8(x), torch.from_numpy(np.asarray(y, dtype=np.int64)), classes, name)
 
@@ -243,8 +250,9 @@ def load_images(spec: str, *, train: bool = True) -> ImageData:
         return load_image_folder(p)
     if p.suffix.lower() in (".npy", ".npz"):
         return load_image_array(p)
-    raise ValueError(f"unknown image data {spec!r}; choose {', '.join(IMAGE_DATASETS)}, a folder of "
-                     f"images or a .npy/.npz array")
+    raise ValueError(
+        f"unknown image data {spec!r}; choose {', '.join(IMAGE_DATASETS)}, a folder of images or a .npy/.npz array"
+    )
 
 
 @dataclass(frozen=True)
@@ -280,5 +288,10 @@ def image_split(spec: str, *, n_test: int, generator: torch.Generator | None = N
     perm = torch.randperm(n, generator=generator, device=device).cpu()
     test_rows, train_rows = perm[:k], perm[k:]
     y = data.labels
-    return ImageSplit(data.images[train_rows], data.images[test_rows], None if y is None else y[train_rows],
-                      None if y is None else y[test_rows], data.classes)
+    return ImageSplit(
+        data.images[train_rows],
+        data.images[test_rows],
+        None if y is None else y[train_rows],
+        None if y is None else y[test_rows],
+        data.classes,
+    )

@@ -32,8 +32,16 @@ from torch import Tensor
 
 from flowmatch._utils.validate import check_nonnegative_float, check_positive_int
 
-__all__ = ["Snapshots", "load_snapshots", "save_snapshots", "bifurcation_course", "bifurcation_drift",
-           "simulate", "SNAPSHOT_COURSES", "TIME_COLUMNS"]
+__all__ = [
+    "Snapshots",
+    "load_snapshots",
+    "save_snapshots",
+    "bifurcation_course",
+    "bifurcation_drift",
+    "simulate",
+    "SNAPSHOT_COURSES",
+    "TIME_COLUMNS",
+]
 
 #: Accepted names of the time column (.csv, case-insensitive) or array (.npz).
 TIME_COLUMNS = ("t", "time")
@@ -55,16 +63,20 @@ class Snapshots:
 
     def __post_init__(self) -> None:
         if self.times.dim() != 1 or self.times.shape[0] != len(self.populations):
-            raise ValueError(f"snapshots need one population per time, got {self.times.shape[0]} times "
-                             f"and {len(self.populations)} populations")
+            raise ValueError(
+                f"snapshots need one population per time, got {self.times.shape[0]} times "
+                f"and {len(self.populations)} populations"
+            )
         if len(self.populations) < 2:
             raise ValueError(f"snapshot data needs at least 2 distinct time points, got {len(self.populations)}")
         if not bool(torch.all(self.times[1:] > self.times[:-1])):
             raise ValueError(f"snapshot times must be strictly increasing, got {self.times.tolist()}")
         dims = {tuple(p.shape[1:]) for p in self.populations}
         if len(dims) != 1 or any(p.dim() != 2 or p.shape[0] == 0 for p in self.populations):
-            raise ValueError(f"every population must be a non-empty (N_k, D) tensor of one D, got shapes "
-                             f"{[tuple(p.shape) for p in self.populations]}")
+            raise ValueError(
+                f"every population must be a non-empty (N_k, D) tensor of one D, got shapes "
+                f"{[tuple(p.shape) for p in self.populations]}"
+            )
 
     @classmethod
     def from_labelled(cls, x: Tensor | np.ndarray, t: Tensor | np.ndarray, *, name: str = "snapshots") -> Snapshots:
@@ -83,11 +95,14 @@ class Snapshots:
         t = t.to(torch.float64)
         for what, v in (("x", x), ("t", t)):
             if not bool(torch.isfinite(v).all()):
-                raise ValueError(f"snapshot {what} must be finite, got {int((~torch.isfinite(v)).sum())} NaN/Inf value(s)")
+                raise ValueError(
+                    f"snapshot {what} must be finite, got {int((~torch.isfinite(v)).sum())} NaN/Inf value(s)"
+                )
         times, inverse = torch.unique(t, sorted=True, return_inverse=True)
         if times.shape[0] < 2:
-            raise ValueError(f"snapshot data needs at least 2 distinct time points, got {times.shape[0]} "
-                             f"({times.tolist()})")
+            raise ValueError(
+                f"snapshot data needs at least 2 distinct time points, got {times.shape[0]} ({times.tolist()})"
+            )
         pops = tuple(x[inverse == k].contiguous() for k in range(times.shape[0]))
         return cls(times, pops, name)
 
@@ -107,8 +122,11 @@ class Snapshots:
         k = len(self)
         lo, hi = (1, k - 2) if intermediate else (0, k - 1)
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not lo <= int(index) <= hi:
-            rule = (f"an intermediate time point, 1 <= {what} <= {k - 2} (neither the first nor the last "
-                    f"of {k})" if intermediate else f"0 <= {what} <= {k - 1}")
+            rule = (
+                f"an intermediate time point, 1 <= {what} <= {k - 2} (neither the first nor the last of {k})"
+                if intermediate
+                else f"0 <= {what} <= {k - 1}"
+            )
             raise ValueError(f"{what} must be {rule}, got {index!r}")
         return int(index)
 
@@ -131,8 +149,9 @@ class Snapshots:
 def _time_key(names: Sequence[str], what: str, path: Path) -> int:
     found = [i for i, n in enumerate(names) if n.strip().lower() in TIME_COLUMNS]
     if len(found) != 1:
-        raise ValueError(f"snapshot {what} {str(path)!r} must have exactly one time column named 't' or 'time', "
-                         f"got {list(names)}")
+        raise ValueError(
+            f"snapshot {what} {str(path)!r} must have exactly one time column named 't' or 'time', got {list(names)}"
+        )
     return found[0]
 
 
@@ -161,16 +180,17 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     for no, line in enumerate(lines[1:], start=2):
         fields = line.split(",")
         if len(fields) != len(header):
-            raise ValueError(f"malformed snapshot csv {str(path)!r}: line {no} has {len(fields)} fields, "
-                             f"expected {len(header)}")
+            raise ValueError(
+                f"malformed snapshot csv {str(path)!r}: line {no} has {len(fields)} fields, expected {len(header)}"
+            )
         try:
             rows.append([float(f) for f in fields])
         except ValueError:
-            raise ValueError(f"malformed snapshot csv {str(path)!r}: line {no} holds a field that is not a "
-                             f"number: {line.strip()!r}") from None
+            raise ValueError(
+                f"malformed snapshot csv {str(path)!r}: line {no} holds a field that is not a number: {line.strip()!r}"
+            ) from None
     if len(header) < 2:
-        raise ValueError(f"snapshot csv {str(path)!r} needs a time column and at least 1 feature column, "
-                         f"got {header}")
+        raise ValueError(f"snapshot csv {str(path)!r} needs a time column and at least 1 feature column, got {header}")
     arr = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(header))
     return np.delete(arr, tcol, axis=1), arr[:, tcol]
 
@@ -183,8 +203,10 @@ def load_snapshots(spec: str | os.PathLike[str], *, seed: int = 0) -> Snapshots:
         return SNAPSHOT_COURSES[text](seed=seed)
     path = Path(text)
     if not path.is_file():
-        raise ValueError(f"snapshots must be a built-in course ({', '.join(SNAPSHOT_COURSES)}) or an existing "
-                         f".npz/.csv file, got {text!r}")
+        raise ValueError(
+            f"snapshots must be a built-in course ({', '.join(SNAPSHOT_COURSES)}) or an existing "
+            f".npz/.csv file, got {text!r}"
+        )
     ext = path.suffix.lower()
     if ext == ".npz":
         x, t = _read_npz(path)
@@ -213,8 +235,15 @@ def save_snapshots(snapshots: Snapshots, path: str | os.PathLike[str]) -> Path:
 # ----------------------------------------------------------------------- synthetic course
 
 
-def bifurcation_drift(x: Tensor, t: Tensor | float | None = None, *, radius: float = 2.0, omega: float = math.pi / 4,
-                      rate: float = 1.5, split: float = 1.0) -> Tensor:
+def bifurcation_drift(
+    x: Tensor,
+    t: Tensor | float | None = None,
+    *,
+    radius: float = 2.0,
+    omega: float = math.pi / 4,
+    rate: float = 1.5,
+    split: float = 1.0,
+) -> Tensor:
     """Drift f(x) of the synthetic course in the plane of the first two coordinates (others: 0).
 
     In polar coordinates (r, theta) the cells turn at the constant angular speed ``omega``
@@ -237,8 +266,15 @@ def bifurcation_drift(x: Tensor, t: Tensor | float | None = None, *, radius: flo
     return out
 
 
-def simulate(x0: Tensor, times: Sequence[float], drift: Callable[[Tensor, Tensor], Tensor], *, noise: float = 0.0,
-             steps_per_unit: int = 200, generator: torch.Generator | None = None) -> list[Tensor]:
+def simulate(
+    x0: Tensor,
+    times: Sequence[float],
+    drift: Callable[[Tensor, Tensor], Tensor],
+    *,
+    noise: float = 0.0,
+    steps_per_unit: int = 200,
+    generator: torch.Generator | None = None,
+) -> list[Tensor]:
     """Euler-Maruyama for dX = drift(X, t) dt + noise dW from X(times[0]) = x0; the states at ``times``.
 
     Each interval [t_k, t_{k+1}] is cut into ceil(steps_per_unit (t_{k+1} - t_k)) equal steps,
@@ -261,8 +297,15 @@ def simulate(x0: Tensor, times: Sequence[float], drift: Callable[[Tensor, Tensor
     return out
 
 
-def bifurcation_course(n: int = 1000, *, times: Sequence[float] = (0, 1, 2, 3, 4), dim: int = 2,
-                       noise: float = 0.2, seed: int = 0, steps_per_unit: int = 200) -> Snapshots:
+def bifurcation_course(
+    n: int = 1000,
+    *,
+    times: Sequence[float] = (0, 1, 2, 3, 4),
+    dim: int = 2,
+    noise: float = 0.2,
+    seed: int = 0,
+    steps_per_unit: int = 200,
+) -> Snapshots:
     """The built-in synthetic time course ``bifurcation``: n cells per time point, known dynamics.
 
     Start population (t = 0): angle theta ~ pi/2 + N(0, 0.25^2) on the circle of radius 2, radius

@@ -31,17 +31,13 @@ def n_test_rows(n: int, test_size: int | float) -> int:
     Both parts must be non-empty: ``1 <= n_test <= n - 1``. Raises ``ValueError`` otherwise.
     """
     if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real):
-        raise ValueError(
-            f"test_size must be an int count or a float fraction in (0, 1), got {test_size!r}"
-        )
+        raise ValueError(f"test_size must be an int count or a float fraction in (0, 1), got {test_size!r}")
     if isinstance(test_size, numbers.Integral):
         n_test = int(test_size)
     else:
         frac = float(test_size)
         if not (0.0 < frac < 1.0):
-            raise ValueError(
-                f"test_size as a float must be a fraction in (0, 1), got {test_size!r}"
-            )
+            raise ValueError(f"test_size as a float must be a fraction in (0, 1), got {test_size!r}")
         n_test = math.ceil(frac * n)
     if not (1 <= n_test <= n - 1):
         raise ValueError(
@@ -51,9 +47,7 @@ def n_test_rows(n: int, test_size: int | float) -> int:
     return n_test
 
 
-def train_test_split(
-    x: Tensor, *, test_size: int | float, generator: torch.Generator | None = None
-) -> DataSplit:
+def train_test_split(x: Tensor, *, test_size: int | float, generator: torch.Generator | None = None) -> DataSplit:
     """Split the rows of ``x`` ``(N, *dims)`` at random into train and test parts.
 
     A uniformly random permutation ``pi`` of the rows is drawn with ``generator``; the test part
@@ -63,9 +57,7 @@ def train_test_split(
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim < 1:
-        raise ValueError(
-            f"x must have a leading row dimension (N, *dims), got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"x must have a leading row dimension (N, *dims), got shape {tuple(x.shape)}")
     n_test = n_test_rows(int(x.shape[0]), test_size)
     device = generator.device if generator is not None else torch.device("cpu")
     perm = torch.randperm(x.shape[0], generator=generator, device=device).to(x.device)

@@ -24,12 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from flowmatch._utils.validate import (
-    check_choice,
-    check_nonnegative_float,
-    check_positive_float,
-    check_positive_int,
-)
+from flowmatch._utils.validate import check_choice, check_nonnegative_float, check_positive_float, check_positive_int
 
 __all__ = [
     "TOY_DATASETS",
@@ -88,9 +83,7 @@ def _circle_centres(n_centres: int, radius: float, device: torch.device) -> Tens
     return radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
 
 
-def _gaussian_mixture_on_circle(
-    n: int, radius: float, std: float, generator: torch.Generator | None
-) -> Tensor:
+def _gaussian_mixture_on_circle(n: int, radius: float, std: float, generator: torch.Generator | None) -> Tensor:
     """``c_k + std * z``: ``k`` uniform on 8 centres on a circle of ``radius``, ``z ~ N(0, I)``."""
     centres = _circle_centres(8, radius, _device(generator))
     k = _randint(8, n, generator)
@@ -333,16 +326,11 @@ def check_toy_dim(name: str, dim: object) -> int:
     """Validate ``dim`` for toy ``name``: any positive int for ``gaussian``, else exactly 2."""
     d = check_positive_int("dim", dim)
     if name != "gaussian" and d != 2:
-        raise ValueError(
-            f"dim must be 2 for the 2D dataset {name!r} (only 'gaussian' takes any dim), "
-            f"got {dim!r}"
-        )
+        raise ValueError(f"dim must be 2 for the 2D dataset {name!r} (only 'gaussian' takes any dim), got {dim!r}")
     return d
 
 
-def sample_toy(
-    name: str, n: int, *, dim: int = 2, generator: torch.Generator | None = None
-) -> Tensor:
+def sample_toy(name: str, n: int, *, dim: int = 2, generator: torch.Generator | None = None) -> Tensor:
     """Draw ``n`` points of the built-in toy distribution ``name``.
 
     Returns a float32 tensor of shape ``(n, 2)`` (``gaussian``: ``(n, dim)``). ``dim != 2`` is
@@ -353,9 +341,7 @@ def sample_toy(
     n = check_positive_int("n", n)
     d = check_toy_dim(name, dim)
     if name == "moons-wide" and n < 2:
-        raise ValueError(
-            f"n must be >= 2 for 'moons-wide' (it is standardised by its own std), got {n}"
-        )
+        raise ValueError(f"n must be >= 2 for 'moons-wide' (it is standardised by its own std), got {n}")
     if name == "gaussian":
         return gaussian(n, dim=d, generator=generator)
     return TOY_DATASETS[name](n, generator=generator)

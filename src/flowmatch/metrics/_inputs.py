@@ -24,9 +24,7 @@ def _as_float64(name: str, x: Any) -> Tensor:
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(
-            f"{name} must be a tensor or array of numbers, got {type(x).__name__}"
-        ) from None
+        raise TypeError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}") from None
     return torch.from_numpy(arr.copy())
 
 
@@ -49,8 +47,7 @@ def as_pair(x: Any, y: Any, xname: str = "x", yname: str = "y") -> tuple[Tensor,
     xs, ys = as_samples(xname, x), as_samples(yname, y)
     if xs.shape[1] != ys.shape[1]:
         raise ValueError(
-            f"{xname} and {yname} must have the same feature dimension, "
-            f"got {xs.shape[1]} and {ys.shape[1]}"
+            f"{xname} and {yname} must have the same feature dimension, got {xs.shape[1]} and {ys.shape[1]}"
         )
     return xs, ys
 
@@ -78,27 +75,22 @@ def as_trajectory(trajectory: Any, times: Any) -> tuple[Tensor, Tensor]:
     traj = _as_float64("trajectory", trajectory)
     if traj.ndim < 3:
         raise ValueError(
-            f"trajectory must have shape (T+1, n, *dims) with at least 3 axes, "
-            f"got shape {tuple(traj.shape)}"
+            f"trajectory must have shape (T+1, n, *dims) with at least 3 axes, got shape {tuple(traj.shape)}"
         )
     if traj.shape[0] < 2 or traj.shape[1] < 1:
-        raise ValueError(
-            f"trajectory must hold >= 2 time points and >= 1 sample, got shape {tuple(traj.shape)}"
-        )
+        raise ValueError(f"trajectory must hold >= 2 time points and >= 1 sample, got shape {tuple(traj.shape)}")
     traj = traj.reshape(traj.shape[0], traj.shape[1], -1)
     check_finite("trajectory", traj)
     ts = _as_float64("times", times)
     if ts.ndim != 1 or ts.shape[0] != traj.shape[0]:
         raise ValueError(
-            f"times must have shape (T+1,) = ({traj.shape[0]},) to match the trajectory, "
-            f"got shape {tuple(ts.shape)}"
+            f"times must have shape (T+1,) = ({traj.shape[0]},) to match the trajectory, got shape {tuple(ts.shape)}"
         )
     check_finite("times", ts)
     dt = ts[1:] - ts[:-1]
     if bool((dt <= 0).any()):
         k = int((dt <= 0).nonzero()[0])
         raise ValueError(
-            f"times must be strictly increasing, got times[{k}]={float(ts[k])!r} "
-            f">= times[{k + 1}]={float(ts[k + 1])!r}"
+            f"times must be strictly increasing, got times[{k}]={float(ts[k])!r} >= times[{k + 1}]={float(ts[k + 1])!r}"
         )
     return traj, ts

@@ -1,8 +1,8 @@
 """Distances between two sample sets: exact p-Wasserstein and the unbiased RBF MMD.
 
-    W_p(x, y)   = ( min_{P in U(a, b)} sum_ij P_ij ||x_i - y_j||^p )^(1/p)     (exact OT)
-    MMD^2_u     = 1/(n(n-1)) sum_{i!=j} k(x_i, x_j) + 1/(m(m-1)) sum_{i!=j} k(y_i, y_j)
-                  - 2/(nm) sum_ij k(x_i, y_j),     k(u, v) = sum_s exp(-||u - v||^2 / (2 s^2))
+W_p(x, y)   = ( min_{P in U(a, b)} sum_ij P_ij ||x_i - y_j||^p )^(1/p)     (exact OT)
+MMD^2_u     = 1/(n(n-1)) sum_{i!=j} k(x_i, x_j) + 1/(m(m-1)) sum_{i!=j} k(y_i, y_j)
+              - 2/(nm) sum_ij k(x_i, y_j),     k(u, v) = sum_s exp(-||u - v||^2 / (2 s^2))
 """
 
 from __future__ import annotations
@@ -20,15 +20,7 @@ from torch import Tensor
 from flowmatch._utils.validate import check_positive_float, check_positive_int
 from flowmatch.metrics._inputs import as_pair, as_samples, as_weights
 
-__all__ = [
-    "wasserstein",
-    "w1",
-    "w2",
-    "mmd_rbf",
-    "median_pairwise_distance",
-    "SampleQuality",
-    "sample_quality",
-]
+__all__ = ["wasserstein", "w1", "w2", "mmd_rbf", "median_pairwise_distance", "SampleQuality", "sample_quality"]
 
 DEFAULT_NUM_ITER_MAX = 10_000_000
 #: Certified relative gap of the assignment that computes W_p between equal-size uniform sets.
@@ -43,14 +35,7 @@ _BLOCK_ROWS = 512
 # --------------------------------------------------------------------------------------------
 
 
-def ot_cost(
-    xs: Tensor,
-    ys: Tensor,
-    p: float,
-    a: Any,
-    b: Any,
-    num_iter_max: int,
-) -> float:
+def ot_cost(xs: Tensor, ys: Tensor, p: float, a: Any, b: Any, num_iter_max: int) -> float:
     """Exact OT cost ``min_P <P, C>`` with ``C_ij = ||x_i - y_j||^p``.
 
     Two uniform sets of equal size: the optimum is a permutation (Birkhoff-von Neumann), solved as
@@ -95,13 +80,7 @@ def ot_cost(
 
 
 def wasserstein(
-    x: Any,
-    y: Any,
-    *,
-    p: float = 2,
-    a: Any = None,
-    b: Any = None,
-    num_iter_max: int = DEFAULT_NUM_ITER_MAX,
+    x: Any, y: Any, *, p: float = 2, a: Any = None, b: Any = None, num_iter_max: int = DEFAULT_NUM_ITER_MAX
 ) -> float:
     """Exact p-Wasserstein distance between two empirical distributions.
 
@@ -240,7 +219,6 @@ def mmd_rbf(x: Any, y: Any, *, bandwidths: Sequence[float] | None = None) -> flo
     kyy = (_kernel_sum(ys, ys, inv) - m * k) / (m * (m - 1))
     kxy = _kernel_sum(xs, ys, inv) / (n * m)
     return float(kxx + kyy - 2.0 * kxy)
-
 
 
 # --------------------------------------------------------------------------------------------

@@ -49,9 +49,11 @@ MIN_EVAL_POINTS = 2
 def check_evaluable(n_source: int, n_target: int) -> None:
     """The test-set sizes :func:`evaluate_model` needs, checked before any training is spent."""
     if min(n_source, n_target) < MIN_EVAL_POINTS:
-        raise ValueError(f"the evaluation needs at least {MIN_EVAL_POINTS} held-out points per distribution "
-                         f"(MMD averages over pairs), got {n_source} source and {n_target} target test points; "
-                         "raise --n-test")
+        raise ValueError(
+            f"the evaluation needs at least {MIN_EVAL_POINTS} held-out points per distribution "
+            f"(MMD averages over pairs), got {n_source} source and {n_target} target test points; "
+            "raise --n-test"
+        )
 
 
 def evaluate_model(

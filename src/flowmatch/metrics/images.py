@@ -58,9 +58,14 @@ class ImageClassifier(nn.Module):
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+            nn.Conv2d(in_channels, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
         )
         self.fc = nn.Linear(64 * 16, feature_dim)
         self.drop = nn.Dropout(0.3)
@@ -115,8 +120,9 @@ def train_classifier(
     given machine.
     """
     if images.dim() != 4 or labels.shape != (images.shape[0],):
-        raise ValueError(f"images must be (N, C, H, W) with labels (N,), got {tuple(images.shape)} "
-                         f"and {tuple(labels.shape)}")
+        raise ValueError(
+            f"images must be (N, C, H, W) with labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
+        )
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
     g = torch.Generator(device=images.device).manual_seed(seed)
@@ -134,7 +140,7 @@ def train_classifier(
         for _ in range(epochs):
             perm = torch.randperm(n, generator=g, device=images.device)
             for k in range(per_epoch):
-                idx = perm[k * batch_size:(k + 1) * batch_size]
+                idx = perm[k * batch_size : (k + 1) * batch_size]
                 for group in opt.param_groups:
                     group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
                 loss = F.cross_entropy(net(_random_shift(images[idx], g)), labels[idx])
@@ -150,7 +156,7 @@ def train_classifier(
 
 @torch.no_grad()
 def _batched(fn, x: Tensor, chunk: int = 1024) -> Tensor:
-    return torch.cat([fn(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
+    return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
 
 
 @torch.no_grad()
@@ -196,7 +202,11 @@ def load_or_train_classifier(
         except TypeError:
             info = None
         if info is not None and (info.shape, info.num_classes, info.seed, info.epochs) == (
-                shape, num_classes, seed, epochs):
+            shape,
+            num_classes,
+            seed,
+            epochs,
+        ):
             net = ImageClassifier(shape[0], num_classes)
             net.load_state_dict(load_file(str(path)))
             return net.to(train_images.device).eval(), info
@@ -206,8 +216,11 @@ def load_or_train_classifier(
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp),
-                  metadata={"info": json.dumps(asdict(info))})
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+            str(tmp),
+            metadata={"info": json.dumps(asdict(info))},
+        )
         tmp.replace(path)
     return net, info
 

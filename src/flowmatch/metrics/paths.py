@@ -1,8 +1,8 @@
 """Costs of the paths a flow takes: kinetic energy, normalised path energy and straightness.
 
-    E           = mean_i sum_k ||x^i_{k+1} - x^i_k||^2 / (t_{k+1} - t_k)        (path energy)
-    NPE         = |E - W2^2(q0, q1)| / W2^2(q0, q1)
-    S           = mean_i sum_k (dt_k / (t_T - t_0)) ||v(t_k, x^i_k) - (x^i_T - x^i_0)/(t_T - t_0)||^2
+E           = mean_i sum_k ||x^i_{k+1} - x^i_k||^2 / (t_{k+1} - t_k)        (path energy)
+NPE         = |E - W2^2(q0, q1)| / W2^2(q0, q1)
+S           = mean_i sum_k (dt_k / (t_T - t_0)) ||v(t_k, x^i_k) - (x^i_T - x^i_0)/(t_T - t_0)||^2
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ def path_energy(trajectory: Any, times: Any) -> float:
     return float((dx2 / dt).sum(0).mean())
 
 
-def normalized_path_energy(trajectory: Any, times: Any, x0: Any, x1: Any, *,
-                           w2sq: float | None = None) -> float:
+def normalized_path_energy(trajectory: Any, times: Any, x0: Any, x1: Any, *, w2sq: float | None = None) -> float:
     """Normalised path energy (NPE) of Tong et al. (TMLR 2024, Table 2).
 
     .. math::
@@ -78,8 +77,7 @@ def normalized_path_energy(trajectory: Any, times: Any, x0: Any, x1: Any, *,
     xs0, xs1 = as_pair(x0, x1, "x0", "x1")
     if xs0.shape[1] != traj.shape[2]:
         raise ValueError(
-            f"x0 and the trajectory must have the same feature dimension, "
-            f"got {xs0.shape[1]} and {traj.shape[2]}"
+            f"x0 and the trajectory must have the same feature dimension, got {xs0.shape[1]} and {traj.shape[2]}"
         )
     if w2sq is None:
         w2sq = ot_cost(xs0, xs1, 2.0, None, None, DEFAULT_NUM_ITER_MAX)
@@ -174,9 +172,7 @@ def straightness(
                     vb = model(xb, tb, cond=cb)
                 if not isinstance(vb, Tensor) or tuple(vb.shape) != (stop - start, *dims):
                     got = tuple(vb.shape) if isinstance(vb, Tensor) else type(vb).__name__
-                    raise ValueError(
-                        f"model output must have shape {(stop - start, *dims)}, got {got}"
-                    )
+                    raise ValueError(f"model output must have shape {(stop - start, *dims)}, got {got}")
                 v64 = vb.detach().to(device="cpu", dtype=torch.float64).reshape(stop - start, -1)
                 check_finite("model output", v64)
                 dev2 = (v64 - chord[start:stop]).pow(2).sum(-1).sum()

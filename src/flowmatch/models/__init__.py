@@ -6,5 +6,14 @@ from flowmatch.models.flow_and_score import FlowAndScore, has_score
 from flowmatch.models.mlp import ACTIVATIONS, MLP
 from flowmatch.models.unet import UNet
 
-__all__ = ["MLP", "ACTIVATIONS", "SinusoidalTimeEmbedding", "make_time_embedding", "FlowAndScore", "has_score",
-           "CondEmbedding", "ConditionalMLP", "UNet"]
+__all__ = [
+    "MLP",
+    "ACTIVATIONS",
+    "SinusoidalTimeEmbedding",
+    "make_time_embedding",
+    "FlowAndScore",
+    "has_score",
+    "CondEmbedding",
+    "ConditionalMLP",
+    "UNet",
+]

@@ -95,12 +95,12 @@ class CondEmbedding(nn.Module):
         if cond is None:
             return self.null.expand(batch, -1)
         if is_label(cond):
-            raise TypeError(f"this embedding expects floating conditions of shape (B, *{self.cond_shape}), "
-                            f"got integer labels of dtype {cond.dtype}")
-        if cond.shape[0] != batch or tuple(cond.shape[1:]) != self.cond_shape:
-            raise ValueError(
-                f"cond must have shape ({batch}, *{self.cond_shape}), got {tuple(cond.shape)}"
+            raise TypeError(
+                f"this embedding expects floating conditions of shape (B, *{self.cond_shape}), "
+                f"got integer labels of dtype {cond.dtype}"
             )
+        if cond.shape[0] != batch or tuple(cond.shape[1:]) != self.cond_shape:
+            raise ValueError(f"cond must have shape ({batch}, *{self.cond_shape}), got {tuple(cond.shape)}")
         null = null_mask(cond)
         flat = cond.reshape(batch, -1).to(self.null.dtype)
         flat = torch.where(null[:, None], torch.zeros_like(flat), flat)  # no NaN reaches a gradient

@@ -62,8 +62,13 @@ class MLP(nn.Module):
             raise ValueError(f"cond_dim must be an integer >= 0, got {cond_dim!r}")
         self.cond_dim = cond_dim
         self.config = dict(
-            dim=dim, hidden=hidden, depth=depth, activation=activation,
-            time_embedding=time_embedding, time_dim=time_dim, cond_dim=cond_dim,
+            dim=dim,
+            hidden=hidden,
+            depth=depth,
+            activation=activation,
+            time_embedding=time_embedding,
+            time_dim=time_dim,
+            cond_dim=cond_dim,
         )
         self.time_embedding = make_time_embedding(time_embedding, time_dim)
         layers: list[nn.Module] = []

@@ -133,7 +133,9 @@ class UNet(nn.Module):
             mults = tuple(check_positive_int("channel_mults entry", int(m)) for m in channel_mults)
             attn_res = tuple(check_positive_int("attention_resolutions entry", int(r)) for r in attention_resolutions)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"channel_mults and attention_resolutions must be sequences of positive integers: {e}") from None
+            raise ValueError(
+                f"channel_mults and attention_resolutions must be sequences of positive integers: {e}"
+            ) from None
         if not mults:
             raise ValueError(f"channel_mults must hold at least one level, got {channel_mults!r}")
         if not 0.0 <= float(dropout) < 1.0:
@@ -141,12 +143,20 @@ class UNet(nn.Module):
         self.in_channels = in_channels
         self.levels = len(mults)
         self.num_classes = num_classes
-        self.config = dict(in_channels=in_channels, base_channels=base_channels, channel_mults=list(mults),
-                           num_res_blocks=num_res_blocks, attention_resolutions=list(attn_res),
-                           image_size=image_size, num_classes=num_classes,
-                           cond_shape=None if cond_shape is None else list(
-                               (cond_shape,) if isinstance(cond_shape, int) else cond_shape),
-                           dropout=float(dropout), mid_attention=bool(mid_attention))
+        self.config = dict(
+            in_channels=in_channels,
+            base_channels=base_channels,
+            channel_mults=list(mults),
+            num_res_blocks=num_res_blocks,
+            attention_resolutions=list(attn_res),
+            image_size=image_size,
+            num_classes=num_classes,
+            cond_shape=None
+            if cond_shape is None
+            else list((cond_shape,) if isinstance(cond_shape, int) else cond_shape),
+            dropout=float(dropout),
+            mid_attention=bool(mid_attention),
+        )
 
         emb_dim = 4 * base_channels
         self.time_features = SinusoidalTimeEmbedding(base_channels if base_channels % 2 == 0 else base_channels + 1)

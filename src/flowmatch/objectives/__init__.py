@@ -13,5 +13,13 @@ from flowmatch.objectives.cfm import FlowMatcher, PairingOverride, PathSample, U
 from flowmatch.objectives.cnf import CNFObjective
 from flowmatch.objectives.sf2m import ScoreFlowMatcher, SF2MLoss
 
-__all__ = ["FlowMatcher", "PathSample", "UniformTime", "PairingOverride", "ScoreFlowMatcher", "SF2MLoss",
-           "CNFObjective", "methods"]
+__all__ = [
+    "FlowMatcher",
+    "PathSample",
+    "UniformTime",
+    "PairingOverride",
+    "ScoreFlowMatcher",
+    "SF2MLoss",
+    "CNFObjective",
+    "methods",
+]

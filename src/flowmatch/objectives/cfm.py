@@ -219,12 +219,7 @@ class FlowMatcher(PairingOverride):
         return self.loss_from_sample(model, s)
 
     def prepare_pairing(
-        self,
-        x0: Tensor,
-        x1: Tensor,
-        cond: Tensor | None = None,
-        *,
-        generator: torch.Generator | None = None,
+        self, x0: Tensor, x1: Tensor, cond: Tensor | None = None, *, generator: torch.Generator | None = None
     ) -> Callable[[], Pairing] | None:
         """The coupling's draws now, its work later: :meth:`Coupling.prepare` as :meth:`sample` calls it.
 

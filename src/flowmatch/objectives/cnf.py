@@ -90,9 +90,19 @@ class CNFObjective:
     ) -> LikelihoodResult:
         """:func:`flowmatch.log_likelihood` of ``x1`` with this objective's settings, on the graph."""
         return log_likelihood(
-            model, x1, prior=self.prior, divergence=self.divergence, n_probes=self.n_probes,
-            probe_dist=self.probe_dist, solver=self.solver, steps=self.steps, atol=self.atol,
-            rtol=self.rtol, cond=cond, generator=generator, enable_grad=True,
+            model,
+            x1,
+            prior=self.prior,
+            divergence=self.divergence,
+            n_probes=self.n_probes,
+            probe_dist=self.probe_dist,
+            solver=self.solver,
+            steps=self.steps,
+            atol=self.atol,
+            rtol=self.rtol,
+            cond=cond,
+            generator=generator,
+            enable_grad=True,
         )
 
     def loss(
@@ -112,5 +122,7 @@ class CNFObjective:
         return -self.log_likelihood(model, x1, cond, generator=generator).log_prob.mean()
 
     def __repr__(self) -> str:
-        return (f"CNFObjective(solver={self.solver!r}, steps={self.steps}, divergence={self.divergence!r}, "
-                f"n_probes={self.n_probes}, probe_dist={self.probe_dist!r})")
+        return (
+            f"CNFObjective(solver={self.solver!r}, steps={self.steps}, divergence={self.divergence!r}, "
+            f"n_probes={self.n_probes}, probe_dist={self.probe_dist!r})"
+        )

@@ -173,8 +173,10 @@ def get_flow_matcher(name: str, *, sigma: float | None = None) -> FlowMatcher:
     """:func:`get` for the flow matching methods only (every one but the CNF baseline)."""
     fm = get(name, sigma=sigma)
     if not isinstance(fm, FlowMatcher):
-        raise ValueError(f"method {name!r} is not a flow matching method (it trains by maximum likelihood); "
-                         f"choose one of: {', '.join(n for n in names() if spec(n).simulation_free)}")
+        raise ValueError(
+            f"method {name!r} is not a flow matching method (it trains by maximum likelihood); "
+            f"choose one of: {', '.join(n for n in names() if spec(n).simulation_free)}"
+        )
     return fm
 
 

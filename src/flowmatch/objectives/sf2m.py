@@ -108,9 +108,7 @@ class ScoreFlowMatcher(FlowMatcher):
     ):
         super().__init__(path, coupling, time_sampler, name=name, **kwargs)
         if not path.is_stochastic:
-            raise ValueError(
-                f"score matching needs a stochastic path (sigma_t > 0 inside the interval), got {path!r}"
-            )
+            raise ValueError(f"score matching needs a stochastic path (sigma_t > 0 inside the interval), got {path!r}")
 
     def losses(
         self,

@@ -24,6 +24,18 @@ from flowmatch.ot.transport import (
     unbalanced_sinkhorn_plan,
 )
 
-__all__ = ["Assignment", "AssignmentWarning", "SOLVERS", "native_available", "solve_assignment", "solve_assignments",
-           "SinkhornResult", "SinkhornWarning", "exact_ot_permutation", "partial_ot_plan", "sinkhorn_log",
-           "squared_cost", "unbalanced_sinkhorn_plan"]
+__all__ = [
+    "Assignment",
+    "AssignmentWarning",
+    "SOLVERS",
+    "native_available",
+    "solve_assignment",
+    "solve_assignments",
+    "SinkhornResult",
+    "SinkhornWarning",
+    "exact_ot_permutation",
+    "partial_ot_plan",
+    "sinkhorn_log",
+    "squared_cost",
+    "unbalanced_sinkhorn_plan",
+]

@@ -52,8 +52,15 @@ import numpy as np
 from flowmatch._utils.validate import check_choice
 from flowmatch.ot import native as _native
 
-__all__ = ["Assignment", "solve_assignment", "solve_assignments", "certified_gap", "SOLVERS", "native_available",
-           "AssignmentWarning"]
+__all__ = [
+    "Assignment",
+    "solve_assignment",
+    "solve_assignments",
+    "certified_gap",
+    "SOLVERS",
+    "native_available",
+    "AssignmentWarning",
+]
 
 SOLVERS = ("auto", "auction", "emd", "lsa")
 
@@ -141,8 +148,9 @@ def _auction(cost: np.ndarray, rtol: float) -> Assignment | str | None:
     iwork = np.empty((3 + _native.CANDIDATES) * n, dtype=np.int64)
     fwork = np.empty(2 * n, dtype=np.float64)
     out = np.zeros(7, dtype=np.float64)
-    status = lib.fm_auction(n, c.ctypes.data, 0.1, 10.0, rtol, _max_bids(n),
-                            iwork.ctypes.data, fwork.ctypes.data, out.ctypes.data)
+    status = lib.fm_auction(
+        n, c.ctypes.data, 0.1, 10.0, rtol, _max_bids(n), iwork.ctypes.data, fwork.ctypes.data, out.ctypes.data
+    )
     if status == 1:
         return "the auction reached its bid limit"
     if status == 2:
@@ -191,8 +199,11 @@ def _checked(cost, *, stack: bool, solver: str, rtol: float) -> np.ndarray:
     if hasattr(cost, "detach"):
         cost = cost.detach().cpu().double().numpy()
     c = np.ascontiguousarray(cost, dtype=np.float64)
-    name, what = ("costs", "a stack of non-empty square matrices (b, n, n)") if stack else \
-        ("cost", "a non-empty square (n, n) matrix")
+    name, what = (
+        ("costs", "a stack of non-empty square matrices (b, n, n)")
+        if stack
+        else ("cost", "a non-empty square (n, n) matrix")
+    )
     if c.ndim != (3 if stack else 2) or c.shape[-1] != c.shape[-2] or c.shape[-1] == 0:
         raise ValueError(f"{name} must be {what}, got shape {c.shape}")
     if not np.isfinite(c).all():
@@ -215,8 +226,12 @@ def solve_assignment(cost, *, solver: str = "auto", rtol: float = 1e-12) -> Assi
     c = _checked(cost, stack=False, solver=solver, rtol=rtol)
     n = c.shape[0]
     if n == 1:
-        return Assignment(perm=np.zeros(1, dtype=np.int64), cost=float(c[0, 0]), gap=0.0,
-                          solver="auction" if solver in ("auto", "auction") else solver)
+        return Assignment(
+            perm=np.zeros(1, dtype=np.int64),
+            cost=float(c[0, 0]),
+            gap=0.0,
+            solver="auction" if solver in ("auto", "auction") else solver,
+        )
     if solver in ("auto", "auction"):
         res = _auction(c, rtol)
         if isinstance(res, Assignment):
@@ -250,13 +265,26 @@ def solve_assignments(costs, *, solver: str = "auto", rtol: float = 1e-12) -> np
     out = np.zeros(7 * b, dtype=np.float64)
     status = np.zeros(b, dtype=np.int64)
     perms = np.empty((b, n), dtype=np.int64)
-    failed = lib.fm_auction_many(b, n, c.ctypes.data, 0.1, 10.0, rtol, _max_bids(n), iwork.ctypes.data,
-                                 fwork.ctypes.data, out.ctypes.data, status.ctypes.data, perms.ctypes.data)
+    failed = lib.fm_auction_many(
+        b,
+        n,
+        c.ctypes.data,
+        0.1,
+        10.0,
+        rtol,
+        _max_bids(n),
+        iwork.ctypes.data,
+        fwork.ctypes.data,
+        out.ctypes.data,
+        status.ctypes.data,
+        perms.ctypes.data,
+    )
     for k in np.flatnonzero(status != 0) if failed else ():  # as solve_assignment
         if status[k] == 2:  # not certifiable in float64: the exact finish
             perms[k] = _lsa(c[k]).perm
             continue
-        warnings.warn("the auction reached its bid limit; solving with POT's emd instead", AssignmentWarning,
-                      stacklevel=2)
+        warnings.warn(
+            "the auction reached its bid limit; solving with POT's emd instead", AssignmentWarning, stacklevel=2
+        )
         perms[k] = _emd(c[k], rtol).perm
     return perms

@@ -108,10 +108,13 @@ def _build(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
             src = Path(tmp) / "fm_auction.c"
             src.write_text(source)
             tmp_lib = Path(tmp) / lib_path.name
-            proc = subprocess.run([cc, *flags, "-o", str(tmp_lib), str(src), "-lm"],
-                                  capture_output=True, text=True, timeout=120)
+            proc = subprocess.run(
+                [cc, *flags, "-o", str(tmp_lib), str(src), "-lm"], capture_output=True, text=True, timeout=120
+            )
             if proc.returncode != 0:
-                raise OSError(f"{cc} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+                raise OSError(
+                    f"{cc} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+                )
             os.replace(tmp_lib, lib_path)  # atomic: concurrent builders all end with a whole file
     lib = ctypes.CDLL(str(lib_path))
     f = lib.fm_auction

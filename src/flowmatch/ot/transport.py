@@ -64,8 +64,7 @@ def centered_squared_cost(x0: Tensor, x1: Tensor) -> Tensor:
     the batches' dtype (float32 data: float32, whose squares overflow beyond |x| ~ 1e19 and
     underflow below ~1e-19; the exact couplings use :func:`squared_cost_f64` instead).
     """
-    return batched_centered_squared_cost(x0.detach().reshape(x0.shape[0], -1),
-                                         x1.detach().reshape(x1.shape[0], -1))
+    return batched_centered_squared_cost(x0.detach().reshape(x0.shape[0], -1), x1.detach().reshape(x1.shape[0], -1))
 
 
 def batched_centered_squared_cost(a: Tensor, b: Tensor) -> Tensor:
@@ -137,9 +136,7 @@ def exact_ot_permutation(x0: Tensor, x1: Tensor, *, solver: str = "auto") -> Ten
     """
     n = x0.shape[0]
     if x1.shape[0] != n:
-        raise ValueError(
-            f"exact OT pairing needs batches of equal size, got {n} source and {x1.shape[0]} target rows"
-        )
+        raise ValueError(f"exact OT pairing needs batches of equal size, got {n} source and {x1.shape[0]} target rows")
     if n == 1:
         return torch.zeros(1, dtype=torch.long, device=x1.device)
     perm = solve_assignment(squared_cost_f64(x0, x1).numpy(), solver=solver).perm
@@ -164,8 +161,9 @@ class SinkhornResult:
     converged: bool
 
 
-def _hopeless(history: dict[int, float], it: int, err: float, tol: float, max_iter: int,
-              window: int, min_iter: int) -> bool:
+def _hopeless(
+    history: dict[int, float], it: int, err: float, tol: float, max_iter: int, window: int, min_iter: int
+) -> bool:
     """Whether reaching ``tol`` at the linear rate measured over the last ``window`` iterations
     would take more than twice the ``max_iter - it`` iterations left."""
     before = history.get(it - window)
@@ -213,8 +211,9 @@ class _SinkhornStep:
         """Row sums of the plan exp(f_i + g_j - C_ij / epsilon + log a + log b)."""
         if self.kernel:
             return torch.exp(f.double() + log_a - self.shift) * (self.K @ torch.exp(g.double() + log_b))
-        return torch.logsumexp(f.to(self.dtype)[:, None] + g.to(self.dtype)[None, :] - self.scaled + (log_a + log_b),
-                               dim=1).exp()
+        return torch.logsumexp(
+            f.to(self.dtype)[:, None] + g.to(self.dtype)[None, :] - self.scaled + (log_a + log_b), dim=1
+        ).exp()
 
 
 def sinkhorn_log(
@@ -319,8 +318,9 @@ def sinkhorn_log(
     )
 
 
-def unbalanced_sinkhorn_plan(cost: Tensor, epsilon: float, reg_m: float, *, max_iter: int = 1000,
-                             tol: float = 1e-6) -> Tensor:
+def unbalanced_sinkhorn_plan(
+    cost: Tensor, epsilon: float, reg_m: float, *, max_iter: int = 1000, tol: float = 1e-6
+) -> Tensor:
     """Unbalanced entropic OT plan between uniform weights, by POT (float64, CPU).
 
     Solves min_P <P, C> - epsilon H(P) + reg_m KL(P 1 | a) + reg_m KL(P^T 1 | b) (Chizat et al.
@@ -336,9 +336,16 @@ def unbalanced_sinkhorn_plan(cost: Tensor, epsilon: float, reg_m: float, *, max_
     n, m = c.shape
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # POT warns on non-convergence; the plan is checked below
-        plan = ot.unbalanced.sinkhorn_unbalanced(np.full(n, 1.0 / n), np.full(m, 1.0 / m), c, epsilon,
-                                                 reg_m, method="sinkhorn_stabilized",
-                                                 numItermax=max_iter, stopThr=tol)
+        plan = ot.unbalanced.sinkhorn_unbalanced(
+            np.full(n, 1.0 / n),
+            np.full(m, 1.0 / m),
+            c,
+            epsilon,
+            reg_m,
+            method="sinkhorn_stabilized",
+            numItermax=max_iter,
+            stopThr=tol,
+        )
     plan = np.nan_to_num(np.asarray(plan), nan=0.0, posinf=0.0, neginf=0.0)
     return torch.from_numpy(plan)
 

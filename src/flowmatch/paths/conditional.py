@@ -31,14 +31,7 @@ from torch import Tensor
 
 from flowmatch._utils.validate import check_fits_float32, check_nonnegative_float, check_probability
 
-__all__ = [
-    "ProbabilityPath",
-    "LinearPath",
-    "GaussianToDataPath",
-    "BrownianBridgePath",
-    "VPTrigPath",
-    "pad_t",
-]
+__all__ = ["ProbabilityPath", "LinearPath", "GaussianToDataPath", "BrownianBridgePath", "VPTrigPath", "pad_t"]
 
 
 def pad_t(t: Tensor, x: Tensor) -> Tensor:
@@ -179,9 +172,7 @@ class BrownianBridgePath(_StraightMean):
         if not t_eps < 0.5:
             raise ValueError(f"t_eps must lie in [0, 0.5), got {t_eps!r}")
         if self.sigma > 0 and t_eps == 0:
-            raise ValueError(
-                "t_eps must be > 0 when sigma > 0 (u_t is infinite at t = 0 and 1), got 0.0"
-            )
+            raise ValueError("t_eps must be > 0 when sigma > 0 (u_t is infinite at t = 0 and 1), got 0.0")
         self.t_eps = t_eps
         self.t_range = (t_eps, 1.0 - t_eps)
 

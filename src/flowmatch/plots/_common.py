@@ -36,18 +36,14 @@ def to_numpy(name: str, x: Any) -> np.ndarray:
     try:
         return np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(
-            f"{name} must be a tensor or array of numbers, got {type(x).__name__}"
-        ) from None
+        raise TypeError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}") from None
 
 
 def check_finite_points(name: str, arr: np.ndarray) -> None:
     bad = ~np.isfinite(arr)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"{name} must be finite, got {int(bad.sum())} NaN/Inf value(s) (first at index {first})"
-        )
+        raise ValueError(f"{name} must be finite, got {int(bad.sum())} NaN/Inf value(s) (first at index {first})")
 
 
 def as_points(name: str, x: Any) -> np.ndarray:
@@ -63,8 +59,7 @@ def as_points(name: str, x: Any) -> np.ndarray:
 def check_same_dim(ref_name: str, ref: np.ndarray, name: str, arr: np.ndarray) -> None:
     if arr.shape[1] != ref.shape[1]:
         raise ValueError(
-            f"{name} and {ref_name} must have the same feature dimension, "
-            f"got {arr.shape[1]} and {ref.shape[1]}"
+            f"{name} and {ref_name} must have the same feature dimension, got {arr.shape[1]} and {ref.shape[1]}"
         )
 
 
@@ -120,7 +115,6 @@ def panel_entry(name: str, key: str) -> str:
     return f"{name}[{key!r}]"
 
 
-
 # --------------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------------
@@ -140,8 +134,9 @@ def finish_figure(fig: Figure, ax: Any, title: str | None, labels: Sequence[str]
     fig.tight_layout()
 
 
-def _shared_limits(points: Sequence[np.ndarray], margin: float = 0.05
-                   ) -> tuple[tuple[float, float], tuple[float, float]]:
+def _shared_limits(
+    points: Sequence[np.ndarray], margin: float = 0.05
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """Axis limits covering every drawn point, padded by ``margin`` of the span (1 if zero)."""
     allp = np.concatenate([p.reshape(-1, 2) for p in points], axis=0)
     lims = []
@@ -158,8 +153,7 @@ def _grid(n: int, ncols: int | None) -> tuple[int, int]:
     return -(-n // cols), cols
 
 
-def _new_panel_figure(n: int, ncols: int | None, panel_size: float = 4.0
-                      ) -> tuple[Figure, list[Any]]:
+def _new_panel_figure(n: int, ncols: int | None, panel_size: float = 4.0) -> tuple[Figure, list[Any]]:
     """A figure with exactly ``n`` subplots on a grid, all sharing x and y with the first."""
     nrows, cols = _grid(n, ncols)
     fig = Figure(figsize=(panel_size * cols, panel_size * nrows + 0.3), dpi=_DPI)
@@ -171,9 +165,15 @@ def _new_panel_figure(n: int, ncols: int | None, panel_size: float = 4.0
     return fig, axes
 
 
-def _finish_panels(fig: Figure, axes: Sequence[Any], names: Sequence[str],
-                   points: Sequence[np.ndarray], labels: Sequence[str], title: str | None,
-                   equal: bool) -> None:
+def _finish_panels(
+    fig: Figure,
+    axes: Sequence[Any],
+    names: Sequence[str],
+    points: Sequence[np.ndarray],
+    labels: Sequence[str],
+    title: str | None,
+    equal: bool,
+) -> None:
     """Identical limits on every panel, titles = names.
 
     Axis labels and tick labels are kept on the first column and on every panel with no panel
@@ -249,8 +249,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     supported = fig.canvas.get_supported_filetypes()
     if fmt not in supported:
         raise ValueError(
-            f"unsupported image format {fmt!r} for {str(dest)!r}; use one of: "
-            f"{', '.join(sorted(supported))}"
+            f"unsupported image format {fmt!r} for {str(dest)!r}; use one of: {', '.join(sorted(supported))}"
         )
     return write_atomic(dest, lambda fh: fig.savefig(fh, format=fmt, dpi=_DPI))
 

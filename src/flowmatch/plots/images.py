@@ -35,7 +35,11 @@ def image_grid_array(
     ``pad_value`` (a fraction of white) separate the tiles; ``scale`` enlarges every pixel to a
     ``scale x scale`` block (nearest neighbour, so 8x8 digits stay crisp).
     """
-    x = images.detach().to("cpu", torch.float32).numpy() if isinstance(images, torch.Tensor) else np.asarray(images, dtype=np.float32)
+    x = (
+        images.detach().to("cpu", torch.float32).numpy()
+        if isinstance(images, torch.Tensor)
+        else np.asarray(images, dtype=np.float32)
+    )
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or x.shape[0] < 1 or x.shape[1] not in (1, 3):
@@ -60,7 +64,7 @@ def image_grid_array(
     for k in range(n):
         r, q = divmod(k, ncols)
         y0, x0 = padding + r * (h + padding), padding + q * (w + padding)
-        grid[:, y0:y0 + h, x0:x0 + w] = u8[k]
+        grid[:, y0 : y0 + h, x0 : x0 + w] = u8[k]
     return grid[0] if c == 1 else grid.transpose(1, 2, 0)
 
 

@@ -34,20 +34,14 @@ def _check_smoothing(smoothing: Any) -> float:
     return s
 
 
-def _loss_arrays(steps_name: str, losses_name: str, steps: Any, losses: Any
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _loss_arrays(steps_name: str, losses_name: str, steps: Any, losses: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate a loss curve: two finite 1-D arrays of the same length >= 1."""
     x = to_numpy(steps_name, steps)
     y = to_numpy(losses_name, losses)
     if x.ndim != 1 or y.ndim != 1:
-        raise ValueError(
-            f"{steps_name} and {losses_name} must be 1-D, got shapes {x.shape} and {y.shape}"
-        )
+        raise ValueError(f"{steps_name} and {losses_name} must be 1-D, got shapes {x.shape} and {y.shape}")
     if x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"{steps_name} and {losses_name} must have the same length, "
-            f"got {x.shape[0]} and {y.shape[0]}"
-        )
+        raise ValueError(f"{steps_name} and {losses_name} must have the same length, got {x.shape[0]} and {y.shape[0]}")
     if x.shape[0] == 0:
         raise ValueError(f"{losses_name} must hold at least 1 value, got 0")
     check_finite_points(steps_name, x)
@@ -64,11 +58,19 @@ def _ema(values: np.ndarray, smoothing: float) -> np.ndarray:
     return m / (1.0 - smoothing**k)
 
 
-def _draw_loss(ax: Any, x: np.ndarray, y: np.ndarray, s: float, *, raw_color: str,
-               ema_color: str, raw_label: str | None, ema_label: str) -> None:
+def _draw_loss(
+    ax: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    s: float,
+    *,
+    raw_color: str,
+    ema_color: str,
+    raw_label: str | None,
+    ema_label: str,
+) -> None:
     """Raw loss (thin, transparent) and its bias-corrected EMA on ``ax``."""
-    ax.plot(x, y, lw=0.6, alpha=0.35 if raw_color != ema_color else 0.2, color=raw_color,
-            label=raw_label)
+    ax.plot(x, y, lw=0.6, alpha=0.35 if raw_color != ema_color else 0.2, color=raw_color, label=raw_label)
     ax.plot(x, _ema(y, s), lw=1.6, color=ema_color, label=ema_label)
 
 
@@ -95,12 +97,7 @@ def _loss_figure(
 
 
 def plot_loss(
-    steps: Any,
-    losses: Any,
-    path: str | os.PathLike[str],
-    *,
-    title: str | None = None,
-    smoothing: float = 0.98,
+    steps: Any, losses: Any, path: str | os.PathLike[str], *, title: str | None = None, smoothing: float = 0.98
 ) -> Path:
     """Training loss against step: raw values (thin, transparent) and their moving average.
 
@@ -121,17 +118,12 @@ def plot_loss(
     """
     s = _check_smoothing(smoothing)
     x, y = _loss_arrays("steps", "losses", steps, losses)
-    style = dict(raw_color="#1f77b4", ema_color="#d62728", raw_label="loss",
-                 ema_label=f"EMA ({s:g})")
+    style = dict(raw_color="#1f77b4", ema_color="#d62728", raw_label="loss", ema_label=f"EMA ({s:g})")
     return save_figure(_loss_figure([(x, y, style)], s, title), path)
 
 
 def plot_loss_csv(
-    csv_path: str | os.PathLike[str],
-    path: str | os.PathLike[str],
-    *,
-    title: str | None = None,
-    smoothing: float = 0.98,
+    csv_path: str | os.PathLike[str], path: str | os.PathLike[str], *, title: str | None = None, smoothing: float = 0.98
 ) -> Path:
     """Read a training log (CSV with a header holding ``step`` and ``loss``) and plot the loss.
 
@@ -151,9 +143,7 @@ def plot_loss_csv(
         reader = csv.DictReader(fh)
         fields = [f.strip() for f in (reader.fieldnames or [])]
         if "step" not in fields or "loss" not in fields:
-            raise ValueError(
-                f"{str(src)!r} must have a header with 'step' and 'loss' columns, got {fields}"
-            )
+            raise ValueError(f"{str(src)!r} must have a header with 'step' and 'loss' columns, got {fields}")
         for line, row in enumerate(reader, start=2):
             row = {(k or "").strip(): v for k, v in row.items()}
             cell = (row.get("loss") or "").strip()
@@ -191,10 +181,7 @@ def _curve_colors(n: int) -> list[str]:
 
 
 def _build_loss_curves(
-    curves: Mapping[str, tuple[Any, Any]],
-    *,
-    title: str | None = None,
-    smoothing: float = 0.9,
+    curves: Mapping[str, tuple[Any, Any]], *, title: str | None = None, smoothing: float = 0.9
 ) -> Figure:
     """The figure of :func:`plot_loss_curves` (validated, drawn, not written)."""
     s = _check_smoothing(smoothing)
@@ -207,8 +194,10 @@ def _build_loss_curves(
             raise ValueError(f"{name} must be a (steps, losses) pair, got {got}")
         data.append(_loss_arrays(f"{name} steps", f"{name} losses", value[0], value[1]))
 
-    runs = [(x, y, dict(raw_color=color, ema_color=color, raw_label=None, ema_label=key))
-            for (key, _), (x, y), color in zip(entries, data, _curve_colors(len(entries)))]
+    runs = [
+        (x, y, dict(raw_color=color, ema_color=color, raw_label=None, ema_label=key))
+        for (key, _), (x, y), color in zip(entries, data, _curve_colors(len(entries)))
+    ]
     legend = {"title": f"EMA ({s:g}); faint: raw", "title_fontsize": "small"}
     return _loss_figure(runs, s, title, legend)
 

@@ -28,12 +28,7 @@ __all__ = ["plot_samples", "plot_sample_panels"]
 
 
 def _draw_samples(
-    ax: Any,
-    proj: Projection,
-    generated: np.ndarray,
-    target: np.ndarray,
-    source: np.ndarray | None,
-    max_points: int,
+    ax: Any, proj: Projection, generated: np.ndarray, target: np.ndarray, source: np.ndarray | None, max_points: int
 ) -> list[np.ndarray]:
     """Scatter source (if any), target and generated ``(n, D)`` sets on ``ax``, with a legend.
 
@@ -43,25 +38,23 @@ def _draw_samples(
     drawn = []
     if source is not None:
         s2 = proj(subsample(source, max_points))
-        ax.scatter(s2[:, 0], s2[:, 1], s=size, c=COLORS["source"], alpha=0.5, lw=0,
-                   label=f"source (n={source.shape[0]})")
+        ax.scatter(
+            s2[:, 0], s2[:, 1], s=size, c=COLORS["source"], alpha=0.5, lw=0, label=f"source (n={source.shape[0]})"
+        )
         drawn.append(s2)
     t2 = proj(subsample(target, max_points))
-    ax.scatter(t2[:, 0], t2[:, 1], s=size, c=COLORS["target"], alpha=0.6, lw=0,
-               label=f"target (n={target.shape[0]})")
+    ax.scatter(t2[:, 0], t2[:, 1], s=size, c=COLORS["target"], alpha=0.6, lw=0, label=f"target (n={target.shape[0]})")
     g2 = proj(subsample(generated, max_points))
-    ax.scatter(g2[:, 0], g2[:, 1], s=size, c=COLORS["generated"], alpha=0.6, lw=0,
-               label=f"generated (n={generated.shape[0]})")
+    ax.scatter(
+        g2[:, 0], g2[:, 1], s=size, c=COLORS["generated"], alpha=0.6, lw=0, label=f"generated (n={generated.shape[0]})"
+    )
     drawn += [t2, g2]
     ax.legend(loc="upper right", markerscale=3.0, fontsize="small")
     return drawn
 
 
 def _sample_scene(
-    named: Sequence[tuple[str, Any]],
-    target: Any,
-    source: Any,
-    max_points: int,
+    named: Sequence[tuple[str, Any]], target: Any, source: Any, max_points: int
 ) -> tuple[list[np.ndarray], Callable[[Any, np.ndarray], list[np.ndarray]], Projection]:
     """Validate the target, each named generated set (against the target), then the source.
 
@@ -129,8 +122,7 @@ def _build_sample_panels(
     """The figure of :func:`plot_sample_panels` (validated, drawn, not written)."""
     max_points = check_positive_int("max_points", max_points)
     entries = check_panels("panels", panels)
-    gens, draw, proj = _sample_scene([(panel_entry("panels", k), v) for k, v in entries], target,
-                                     source, max_points)
+    gens, draw, proj = _sample_scene([(panel_entry("panels", k), v) for k, v in entries], target, source, max_points)
     return draw_panels(proj, title, ncols, [k for k, _ in entries], gens, draw)
 
 
@@ -168,6 +160,5 @@ def plot_sample_panels(
             dimensions, or a non-positive ``max_points``/``ncols``.
         TypeError: ``panels`` is not a mapping.
     """
-    fig = _build_sample_panels(panels, target, source=source, title=title,
-                               max_points=max_points, ncols=ncols)
+    fig = _build_sample_panels(panels, target, source=source, title=title, max_points=max_points, ncols=ncols)
     return save_figure(fig, path)

@@ -49,8 +49,9 @@ def plot_snapshot_trajectories(
     pops = [to_numpy("population", p) for p in snapshots.populations]
     snap_t = to_numpy("snapshot times", snapshots.times)
     if pops[0].shape[1] != traj.shape[2]:
-        raise ValueError(f"trajectory and snapshots must have the same dimension, got {traj.shape[2]} and "
-                         f"{pops[0].shape[1]}")
+        raise ValueError(
+            f"trajectory and snapshots must have the same dimension, got {traj.shape[2]} and {pops[0].shape[1]}"
+        )
     proj = Projection(np.concatenate(pops), "observed points")
     norm = Normalize(vmin=float(snap_t[0]), vmax=float(snap_t[-1]))
     cmap = colormaps["viridis"]
@@ -59,8 +60,17 @@ def plot_snapshot_trajectories(
         for k, (t, pop) in enumerate(zip(snap_t, pops)):
             p2 = proj(subsample(pop, 2000))
             if k == held_out:
-                ax.scatter(p2[:, 0], p2[:, 1], s=10.0, facecolors="none", edgecolors="black", lw=0.4, alpha=0.5,
-                           zorder=1, label=f"held out: t={t:g}")
+                ax.scatter(
+                    p2[:, 0],
+                    p2[:, 1],
+                    s=10.0,
+                    facecolors="none",
+                    edgecolors="black",
+                    lw=0.4,
+                    alpha=0.5,
+                    zorder=1,
+                    label=f"held out: t={t:g}",
+                )
             else:
                 ax.scatter(p2[:, 0], p2[:, 1], s=3.0, color=cmap(norm(t)), alpha=0.35, lw=0, zorder=1)
         steps, n, d = traj.shape

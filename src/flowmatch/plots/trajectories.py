@@ -34,21 +34,13 @@ def trajectory_array(name: str, trajectory: Any, n_show: int) -> np.ndarray:
     """Validate ``(T+1, n, *dims)`` and return the first ``n_show`` paths as ``(T+1, n', D)``."""
     traj = to_numpy(name, trajectory)
     if traj.ndim < 3 or traj.shape[0] < 2 or traj.shape[1] < 1 or traj.size == 0:
-        raise ValueError(
-            f"{name} must have shape (T+1, n, *dims) with T+1 >= 2 and n >= 1, "
-            f"got shape {traj.shape}"
-        )
+        raise ValueError(f"{name} must have shape (T+1, n, *dims) with T+1 >= 2 and n >= 1, got shape {traj.shape}")
     traj = traj[:, :n_show].reshape(traj.shape[0], min(traj.shape[1], n_show), -1)
     check_finite_points(name, traj)
     return traj
 
 
-def _draw_trajectories(
-    ax: Any,
-    proj: Projection,
-    traj: np.ndarray,
-    target: np.ndarray | None,
-) -> list[np.ndarray]:
+def _draw_trajectories(ax: Any, proj: Projection, traj: np.ndarray, target: np.ndarray | None) -> list[np.ndarray]:
     """Draw ``(T+1, n, D)`` paths (and the target underneath, if any) on ``ax``, with a legend.
 
     Returns the drawn 2-D points (for computing shared axis limits).
@@ -58,16 +50,21 @@ def _draw_trajectories(
     drawn = [flat.reshape(steps * n, 2)]
     if target is not None:
         t2 = proj(subsample(target, 5000))
-        ax.scatter(t2[:, 0], t2[:, 1], s=3.0, c=COLORS["target"], alpha=0.25, lw=0,
-                   zorder=1, label=f"target (n={target.shape[0]})")
+        ax.scatter(
+            t2[:, 0],
+            t2[:, 1],
+            s=3.0,
+            c=COLORS["target"],
+            alpha=0.25,
+            lw=0,
+            zorder=1,
+            label=f"target (n={target.shape[0]})",
+        )
         drawn.append(t2)
     segments = np.transpose(flat, (1, 0, 2))  # (n, T+1, 2)
-    ax.add_collection(LineCollection(list(segments), colors="#6a3d9a", alpha=0.15,
-                                     linewidths=0.6, zorder=2))
-    ax.scatter(flat[0, :, 0], flat[0, :, 1], s=4.0, c="black", lw=0, zorder=3,
-               label="start (t=0)")
-    ax.scatter(flat[-1, :, 0], flat[-1, :, 1], s=4.0, c=COLORS["generated"], lw=0,
-               zorder=4, label="end (t=1)")
+    ax.add_collection(LineCollection(list(segments), colors="#6a3d9a", alpha=0.15, linewidths=0.6, zorder=2))
+    ax.scatter(flat[0, :, 0], flat[0, :, 1], s=4.0, c="black", lw=0, zorder=3, label="start (t=0)")
+    ax.scatter(flat[-1, :, 0], flat[-1, :, 1], s=4.0, c=COLORS["generated"], lw=0, zorder=4, label="end (t=1)")
     ax.legend(loc="upper right", markerscale=3.0, fontsize="small")
     return drawn
 
@@ -92,12 +89,7 @@ def _trajectory_scene(
 
 
 def plot_trajectories(
-    trajectory: Any,
-    path: str | os.PathLike[str],
-    *,
-    target: Any = None,
-    n_show: int = 500,
-    title: str | None = None,
+    trajectory: Any, path: str | os.PathLike[str], *, target: Any = None, n_show: int = 500, title: str | None = None
 ) -> Path:
     """Draw sample paths of a flow: light lines from start (t = 0) to end (t = 1) points.
 
@@ -182,6 +174,5 @@ def plot_trajectory_panels(
             dimensions; a non-positive ``n_show``/``ncols``.
         TypeError: ``panels`` is not a mapping.
     """
-    fig = _build_trajectory_panels(panels, target=target, n_show=n_show, title=title,
-                                   ncols=ncols)
+    fig = _build_trajectory_panels(panels, target=target, n_show=n_show, title=title, ncols=ncols)
     return save_figure(fig, path)

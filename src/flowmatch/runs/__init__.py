@@ -9,8 +9,19 @@ The names are imported on first use, so that the CLI can read a config without i
 import importlib
 from typing import Any
 
-_LAZY = {name: "flowmatch.runs.run" for name in ("RunData", "LoadedRun", "build_data", "build_model", "train_run",
-                                                "load_run", "evaluate_run", "plot_run")}
+_LAZY = {
+    name: "flowmatch.runs.run"
+    for name in (
+        "RunData",
+        "LoadedRun",
+        "build_data",
+        "build_model",
+        "train_run",
+        "load_run",
+        "evaluate_run",
+        "plot_run",
+    )
+}
 _LAZY["RunConfig"] = "flowmatch.runs.config"
 
 __all__ = sorted(_LAZY)

@@ -17,13 +17,20 @@ from flowmatch.objectives.cfm import FlowMatcher
 from flowmatch.runs.config import TRAINER_FIELDS, RunConfig, parse_int_list
 from flowmatch.training.trainer import TrainerConfig
 
-__all__ = ["build_unet", "unet_settings", "build_model", "build_matcher", "trainer_config", "coupling_workers", "SCORE_SEED_OFFSET"]
+__all__ = [
+    "build_unet",
+    "unet_settings",
+    "build_model",
+    "build_matcher",
+    "trainer_config",
+    "coupling_workers",
+    "SCORE_SEED_OFFSET",
+]
 
 SCORE_SEED_OFFSET = 7_919  # initial weights of the score network of [SF]2M runs
 
 
-def build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = None,
-                num_classes: int = 0) -> nn.Module:
+def build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = None, num_classes: int = 0) -> nn.Module:
     """The velocity network of the config, initialised from ``cfg.seed`` without touching global RNG.
 
     ``cfg.model``: ``mlp`` (vectors of ``dim``), ``unet`` (images of ``shape`` (C, H, W)) or ``auto``
@@ -38,10 +45,17 @@ def build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = Non
     except RuntimeError as e:  # torch.OutOfMemoryError (CUDA) is a RuntimeError too
         text = str(e)
         if not isinstance(e, torch.OutOfMemoryError) and not any(
-                s in text for s in ("can't allocate memory", "out of memory", "not enough memory")):
+            s in text for s in ("can't allocate memory", "out of memory", "not enough memory")
+        ):
             raise
-        reason = next((s for s in ("DefaultCPUAllocator: can't allocate memory", "CUDA out of memory",
-                                   "not enough memory") if s in text), text.splitlines()[0] if text else "")
+        reason = next(
+            (
+                s
+                for s in ("DefaultCPUAllocator: can't allocate memory", "CUDA out of memory", "not enough memory")
+                if s in text
+            ),
+            text.splitlines()[0] if text else "",
+        )
         raise ValueError(_too_large(cfg, dim, shape, num_classes, reason)) from None
 
 
@@ -50,8 +64,11 @@ def _too_large(cfg: RunConfig, dim: int, shape: tuple[int, ...] | None, num_clas
     (counted on the meta device, which allocates nothing)."""
     is_image = shape is not None and len(shape) == 3
     unet = (cfg.model == "auto" and is_image) or cfg.model == "unet"
-    setting = (f"unet_width = {cfg.unet_width} (unet_mults {cfg.unet_mults}, unet_blocks {cfg.unet_blocks})"
-               if unet else f"hidden = {cfg.hidden} (depth {cfg.depth})")
+    setting = (
+        f"unet_width = {cfg.unet_width} (unet_mults {cfg.unet_mults}, unet_blocks {cfg.unet_blocks})"
+        if unet
+        else f"hidden = {cfg.hidden} (depth {cfg.depth})"
+    )
     try:
         with torch.device("meta"):
             meta = _build_model(cfg, dim, shape=shape, num_classes=num_classes)
@@ -61,8 +78,10 @@ def _too_large(cfg: RunConfig, dim: int, shape: tuple[int, ...] | None, num_clas
     except Exception:  # noqa: BLE001 - the count is a courtesy; the message stands without it
         size = "more memory"
     kind = "a UNet" if unet else "an MLP"
-    return (f"the model must fit in memory, but {setting} makes {kind} that needs {size}, which cannot be "
-            f"allocated here ({reason}); choose a smaller {'unet_width' if unet else 'hidden'}")
+    return (
+        f"the model must fit in memory, but {setting} makes {kind} that needs {size}, which cannot be "
+        f"allocated here ({reason}); choose a smaller {'unet_width' if unet else 'hidden'}"
+    )
 
 
 def _bytes_text(n: int) -> str:
@@ -72,8 +91,7 @@ def _bytes_text(n: int) -> str:
     return f"{n} bytes"
 
 
-def _build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = None,
-                 num_classes: int = 0) -> nn.Module:
+def _build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = None, num_classes: int = 0) -> nn.Module:
     if cfg.resolved_score:
         # [SF]2M (sb-cfm): a velocity and a score network of the same architecture in one FlowAndScore;
         # the velocity network is initialised exactly as in a flow-only run, the score network
@@ -82,8 +100,9 @@ def _build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = No
 
         flow_cfg = cfg.replace(score=False)
         flow = _build_model(flow_cfg, dim, shape=shape, num_classes=num_classes)
-        score = _build_model(flow_cfg.replace(seed=cfg.seed + SCORE_SEED_OFFSET), dim, shape=shape,
-                            num_classes=num_classes)
+        score = _build_model(
+            flow_cfg.replace(seed=cfg.seed + SCORE_SEED_OFFSET), dim, shape=shape, num_classes=num_classes
+        )
         return FlowAndScore(flow, score)
     is_image = shape is not None and len(shape) == 3
     kind = ("unet" if is_image else "mlp") if cfg.model == "auto" else cfg.model
@@ -98,7 +117,9 @@ def _build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = No
             return build_unet(cfg, shape, num_classes=k)
         if is_image:
             raise ValueError(f"model 'mlp' needs vector data (N, D), got images of shape {shape}; use --model unet")
-        kw: dict[str, Any] = dict(hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation, time_embedding=cfg.time_embedding)
+        kw: dict[str, Any] = dict(
+            hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation, time_embedding=cfg.time_embedding
+        )
         if k:
             from flowmatch.models.cond import ConditionalMLP
 
@@ -131,8 +152,9 @@ def build_matcher(cfg: RunConfig):
 
 def trainer_config(cfg: RunConfig, quiet: bool) -> TrainerConfig:
     """The Trainer's settings of a run: its TRAINER_FIELDS, ``coupling_workers`` resolved."""
-    return TrainerConfig(**{name: getattr(cfg, name) for name in TRAINER_FIELDS}, quiet=quiet,
-                         coupling_workers=coupling_workers(cfg))
+    return TrainerConfig(
+        **{name: getattr(cfg, name) for name in TRAINER_FIELDS}, quiet=quiet, coupling_workers=coupling_workers(cfg)
+    )
 
 
 def coupling_workers(cfg: RunConfig) -> int:
@@ -161,8 +183,14 @@ def unet_settings(cfg: RunConfig, shape: Sequence[int]) -> dict[str, Any]:
     attn = parse_int_list("unet_attention", cfg.unet_attention, allow_empty=True)
     if attn is None:
         attn = tuple(padded // 2**i for i in range(len(mults)) if padded // 2**i == 16)
-    return dict(in_channels=c, base_channels=cfg.unet_width, channel_mults=mults,
-                num_res_blocks=cfg.unet_blocks, attention_resolutions=attn, image_size=size)
+    return dict(
+        in_channels=c,
+        base_channels=cfg.unet_width,
+        channel_mults=mults,
+        num_res_blocks=cfg.unet_blocks,
+        attention_resolutions=attn,
+        image_size=size,
+    )
 
 
 def build_unet(cfg: RunConfig, shape: Sequence[int], num_classes: int = 0) -> UNet:

@@ -28,8 +28,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["RunConfig", "load_toml", "dump_toml", "parse_int_list", "SOLVER_CHOICES", "COND_CHOICES",
-           "MODEL_CHOICES"]
+__all__ = ["RunConfig", "load_toml", "dump_toml", "parse_int_list", "SOLVER_CHOICES", "COND_CHOICES", "MODEL_CHOICES"]
 
 SOLVER_CHOICES = ("euler", "midpoint", "heun", "rk4", "dopri5")
 COND_CHOICES = ("none", "label")
@@ -56,8 +55,23 @@ def parse_int_list(name: str, text: str, *, allow_empty: bool = False) -> tuple[
 
 
 #: The RunConfig fields that are the Trainer's settings (checked and passed by TrainerConfig).
-TRAINER_FIELDS = ("steps", "batch_size", "lr", "weight_decay", "grad_clip", "ema_decay", "lr_schedule", "seed",
-                  "log_every", "checkpoint_every", "keep_checkpoints", "bf16", "compile", "tf32", "max_bad_steps")
+TRAINER_FIELDS = (
+    "steps",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "grad_clip",
+    "ema_decay",
+    "lr_schedule",
+    "seed",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "bf16",
+    "compile",
+    "tf32",
+    "max_bad_steps",
+)
 
 
 @dataclass
@@ -142,8 +156,9 @@ class RunConfig:
             raise ValueError(f"score must be true or false, got {self.score!r}")
         if self.score and not spec.learns_score:
             learners = ", ".join(n for n in methods.names() if methods.spec(n).learns_score)
-            raise ValueError(f"score = true needs a method that learns a score ({learners}), "
-                             f"got method {self.method!r}")
+            raise ValueError(
+                f"score = true needs a method that learns a score ({learners}), got method {self.method!r}"
+            )
         self._validate_snapshots(spec)
         if spec.requires_gaussian_source and self.source != "gaussian":
             raise ValueError(
@@ -164,12 +179,15 @@ class RunConfig:
             try:
                 w = check_nonnegative_int("coupling_workers", w)
             except ValueError:
-                raise ValueError(f"coupling_workers must be 'auto' or an integer >= 0, got {self.coupling_workers!r}") \
-                    from None
+                raise ValueError(
+                    f"coupling_workers must be 'auto' or an integer >= 0, got {self.coupling_workers!r}"
+                ) from None
         self.coupling_workers = w
         check_choice("coupling_scope", self.coupling_scope, ("local", "global"))
         if self.coupling_scope == "global" and self.cond != "none":
-            raise ValueError(f"coupling_scope 'global' needs an unconditional run (cond 'none'), got cond {self.cond!r}")
+            raise ValueError(
+                f"coupling_scope 'global' needs an unconditional run (cond 'none'), got cond {self.cond!r}"
+            )
         check_choice("test_split", self.test_split, ("fresh", "paper"))
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
         check_choice("time_embedding", self.time_embedding, ("concat", "sinusoidal"))
@@ -180,16 +198,21 @@ class RunConfig:
         if self.guidance_dropout == 1.0:
             raise ValueError("guidance_dropout must be < 1 (1 never trains the condition), got 1.0")
         if self.guidance_dropout > 0 and self.cond == "none":
-            raise ValueError(f"guidance_dropout needs a condition (--cond label), got cond 'none' "
-                             f"with guidance_dropout {self.guidance_dropout}")
+            raise ValueError(
+                f"guidance_dropout needs a condition (--cond label), got cond 'none' "
+                f"with guidance_dropout {self.guidance_dropout}"
+            )
         self.eval_guidance = check_nonnegative_float("eval_guidance", self.eval_guidance)
         parse_int_list("unet_mults", self.unet_mults)
         parse_int_list("unet_attention", self.unet_attention, allow_empty=True)
         if not isinstance(self.device, str) or not (
-                self.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", self.device)):
+            self.device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", self.device)
+        ):
             if isinstance(self.device, int) and not isinstance(self.device, bool):
-                raise ValueError(f"device must be a string: auto, cpu, cuda, cuda:N or mps, got the number "
-                                 f"{self.device!r} (for CUDA device {self.device} write device = \"cuda:{self.device}\")")
+                raise ValueError(
+                    f"device must be a string: auto, cpu, cuda, cuda:N or mps, got the number "
+                    f'{self.device!r} (for CUDA device {self.device} write device = "cuda:{self.device}")'
+                )
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         return self
 
@@ -197,17 +220,23 @@ class RunConfig:
         """Rules of snapshot runs (--snapshots, --holdout)."""
         if self.snapshots is not None:
             if not isinstance(self.snapshots, str) or not self.snapshots:
-                raise ValueError(f"snapshots must be a built-in course name or a .npz/.csv file, got {self.snapshots!r}")
+                raise ValueError(
+                    f"snapshots must be a built-in course name or a .npz/.csv file, got {self.snapshots!r}"
+                )
             if not spec.simulation_free or spec.requires_gaussian_source:
-                raise ValueError(f"snapshot runs need a method that flows between data sets (i-cfm, ot-cfm, sb-cfm, "
-                                 f"vp-cfm, rf), got method {self.method!r}")
+                raise ValueError(
+                    f"snapshot runs need a method that flows between data sets (i-cfm, ot-cfm, sb-cfm, "
+                    f"vp-cfm, rf), got method {self.method!r}"
+                )
             if self.cond != "none":
                 raise ValueError(f"snapshot runs take no condition, got cond {self.cond!r}")
         if self.holdout is not None:
             if self.snapshots is None:
                 raise ValueError(f"holdout needs snapshot data (--snapshots), got holdout {self.holdout!r} without it")
             if isinstance(self.holdout, bool) or not isinstance(self.holdout, int) or self.holdout < 1:
-                raise ValueError(f"holdout must be the index of an intermediate time point (>= 1), got {self.holdout!r}")
+                raise ValueError(
+                    f"holdout must be the index of an intermediate time point (>= 1), got {self.holdout!r}"
+                )
 
     @property
     def resolved_sigma(self) -> float:
@@ -284,4 +313,3 @@ def dump_toml(d: dict[str, Any], header: str = "") -> str:
         else:
             lines.append(f"{k} = {_toml_value(v)}")
     return "\n".join(lines) + "\n"
-

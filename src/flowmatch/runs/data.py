@@ -51,8 +51,10 @@ def build_data(cfg: RunConfig) -> RunData:
     if is_image_spec(cfg.target):
         return _build_image_data(cfg)
     if cfg.cond == "label":
-        raise ValueError(f"cond 'label' needs labelled image data (digits, mnist, cifar10, a folder with "
-                         f"class subfolders or an .npz with labels), got target {cfg.target!r}")
+        raise ValueError(
+            f"cond 'label' needs labelled image data (digits, mnist, cifar10, a folder with "
+            f"class subfolders or an .npz with labels), got target {cfg.target!r}"
+        )
     target = resolve_distribution(cfg.target)
     source = resolve_distribution(cfg.source, dim=target.dim if cfg.source == "gaussian" else None)
     if source.dim != target.dim:
@@ -77,9 +79,14 @@ def _build_image_data(cfg: RunConfig) -> RunData:
     sp = image_split(cfg.target, n_test=cfg.n_test, generator=g)
     shape = tuple(int(s) for s in sp.train.shape[1:])
     if cfg.cond == "label" and sp.train_labels is None:
-        raise ValueError(f"cond 'label' needs labelled images (class subfolders, or an .npz with labels), "
-                         f"got {cfg.target!r} without labels")
+        raise ValueError(
+            f"cond 'label' needs labelled images (class subfolders, or an .npz with labels), "
+            f"got {cfg.target!r} without labels"
+        )
     noise = DataSplit(train=torch.empty((0, *shape)), test=torch.randn((sp.test.shape[0], *shape), generator=g))
-    labels = (DataSplit(sp.train_labels, sp.test_labels)
-              if sp.train_labels is not None and sp.test_labels is not None else None)
+    labels = (
+        DataSplit(sp.train_labels, sp.test_labels)
+        if sp.train_labels is not None and sp.test_labels is not None
+        else None
+    )
     return RunData(noise, DataSplit(sp.train, sp.test), True, math.prod(shape), shape, labels, sp.classes)

@@ -72,8 +72,9 @@ def run_demo(
     data = build_data(configs[0])
     for cfg in configs:
         if not quiet:
-            print(f"[demo] training {cfg.method}: {cfg.source} -> {cfg.target}, {cfg.steps} steps, "
-                  f"batch {cfg.batch_size}")
+            print(
+                f"[demo] training {cfg.method}: {cfg.source} -> {cfg.target}, {cfg.steps} steps, batch {cfg.batch_size}"
+            )
         trainer, res, report = train_run(cfg, out / cfg.method, force=True, quiet=quiet)
         rep = cast(EvalReport, report)  # a vector run's evaluation
         rows.append(eval_row(cfg.method, rep, res.elapsed_s))
@@ -84,9 +85,13 @@ def run_demo(
         panels[cfg.method] = traj.x.cpu()
         trajs[cfg.method] = traj.trajectory.cpu()
         curves[cfg.method] = _losses(out / cfg.method / "log.csv")
-    floor = w2_sampling_floor(resolve_distribution(configs[0].target), data.target.test,
-                              n_train=configs[0].n_train, protocol=configs[0].test_split,
-                              generator=torch.Generator().manual_seed(seed + FLOOR_SEED_OFFSET))
+    floor = w2_sampling_floor(
+        resolve_distribution(configs[0].target),
+        data.target.test,
+        n_train=configs[0].n_train,
+        protocol=configs[0].test_split,
+        generator=torch.Generator().manual_seed(seed + FLOOR_SEED_OFFSET),
+    )
     summary = {
         "task": f"{configs[0].source} -> {configs[0].target}",
         "n_test": int(data.target.test.shape[0]),
@@ -102,8 +107,9 @@ def run_demo(
     if not quiet:
         print()
         print(format_table(rows))
-        print(f"W2 sampling floor (an i.i.d. target sample vs the same {summary['n_test']} test points): "
-              f"{floor:.4f}")
-        print(f"wrote {out}/samples.png, trajectories.png, loss.png, metrics.json; "
-              f"run directories {', '.join(str(out / m) for m in methods)}")
+        print(f"W2 sampling floor (an i.i.d. target sample vs the same {summary['n_test']} test points): {floor:.4f}")
+        print(
+            f"wrote {out}/samples.png, trajectories.png, loss.png, metrics.json; "
+            f"run directories {', '.join(str(out / m) for m in methods)}"
+        )
     return summary

@@ -23,24 +23,62 @@ from flowmatch.runs.lock import LOCK_FILE, RunLock
 from flowmatch.training import distributed
 from flowmatch.training.checkpoint import latest_checkpoint, read_state
 
-__all__ = ["CONFIG_FILE", "MARKER_FILE", "RUN_ENTRIES", "RESUME_MAY_CHANGE", "check_run_dir", "prepare_run_dir", "claim_run_dir",
-           "write_config", "foreign_entries"]
+__all__ = [
+    "CONFIG_FILE",
+    "MARKER_FILE",
+    "RUN_ENTRIES",
+    "RESUME_MAY_CHANGE",
+    "check_run_dir",
+    "prepare_run_dir",
+    "claim_run_dir",
+    "write_config",
+    "foreign_entries",
+]
 
 CONFIG_FILE = "config.toml"
 #: Written into every run directory flowmatch creates: what makes ``--force`` allowed to clear it.
 MARKER_FILE = ".flowmatch-run"
 #: Every entry flowmatch writes into a run directory (training, evaluation, plots, caches).
-RUN_ENTRIES = frozenset({CONFIG_FILE, MARKER_FILE, LOCK_FILE, "checkpoints", "log.csv", "metrics.json", "eval.json",
-                         "samples.png", "trajectories.png", "loss.png", "classifier.safetensors"})
+RUN_ENTRIES = frozenset(
+    {
+        CONFIG_FILE,
+        MARKER_FILE,
+        LOCK_FILE,
+        "checkpoints",
+        "log.csv",
+        "metrics.json",
+        "eval.json",
+        "samples.png",
+        "trajectories.png",
+        "loss.png",
+        "classifier.safetensors",
+    }
+)
 #: Settings that may differ between a run and its resumption (the rest must match).
-RESUME_MAY_CHANGE = frozenset({"steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                               "eval_solver", "eval_steps", "eval_guidance", "device", "coupling_workers",
-                               "bf16", "compile", "tf32", "max_bad_steps"})
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "steps",
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "eval_solver",
+        "eval_steps",
+        "eval_guidance",
+        "device",
+        "coupling_workers",
+        "bf16",
+        "compile",
+        "tf32",
+        "max_bad_steps",
+    }
+)
 
 
 def _is_run_entry(name: str) -> bool:
     # atomic writes leave ``.NAME.tmp-PID`` behind when killed mid-write (flowmatch._utils.io)
-    return name in RUN_ENTRIES or (name.startswith(".") and ".tmp-" in name and name[1:].split(".tmp-")[0] in RUN_ENTRIES)
+    return name in RUN_ENTRIES or (
+        name.startswith(".") and ".tmp-" in name and name[1:].split(".tmp-")[0] in RUN_ENTRIES
+    )
 
 
 def foreign_entries(out: Path) -> list[str]:

@@ -24,8 +24,7 @@ from flowmatch.runs.vector import VectorKind
 from flowmatch.sampling.ode import sample
 from flowmatch.training.trainer import TrainResult
 
-__all__ = ["ImageKind", "sample_images", "evaluate_image_model", "plot_image_samples",
-           "parse_cond", "SAMPLES_GRID"]
+__all__ = ["ImageKind", "sample_images", "evaluate_image_model", "plot_image_samples", "parse_cond", "SAMPLES_GRID"]
 
 SAMPLES_GRID = "samples.png"
 
@@ -92,19 +91,35 @@ def evaluate_image_model(
     labels = data.labels
     device = next(model.parameters()).device
     if labels is None:
-        raise ValueError(f"the image metrics need class labels to train their classifier; "
-                         f"{cfg.target!r} has none")
+        raise ValueError(f"the image metrics need class labels to train their classifier; {cfg.target!r} has none")
     test_labels = labels.test[:n]
-    clf, info = load_or_train_classifier(run_dir, train.to(device), labels.train.to(device), len(data.classes),
-                                         test_images=data.target.test.to(device),
-                                         test_labels=labels.test.to(device), seed=cfg.seed)
-    rep = evaluate_images(model, clf, train, test, test_labels if cfg.cond == "label" else None,
-                          guidance=guidance, solver=solver or cfg.eval_solver, steps=steps or cfg.eval_steps,
-                          seed=cfg.seed)
+    clf, info = load_or_train_classifier(
+        run_dir,
+        train.to(device),
+        labels.train.to(device),
+        len(data.classes),
+        test_images=data.target.test.to(device),
+        test_labels=labels.test.to(device),
+        seed=cfg.seed,
+    )
+    rep = evaluate_images(
+        model,
+        clf,
+        train,
+        test,
+        test_labels if cfg.cond == "label" else None,
+        guidance=guidance,
+        solver=solver or cfg.eval_solver,
+        steps=steps or cfg.eval_steps,
+        seed=cfg.seed,
+    )
     if cfg.cond != "label":  # unconditional model: the classifier's accuracy on real images only
         rep.real_accuracy = info.test_accuracy
-    rep.classifier = {"train_accuracy": info.train_accuracy, "test_accuracy": info.test_accuracy,
-                      "file": None if run_dir is None else str(Path(run_dir) / "classifier.safetensors")}
+    rep.classifier = {
+        "train_accuracy": info.train_accuracy,
+        "test_accuracy": info.test_accuracy,
+        "file": None if run_dir is None else str(Path(run_dir) / "classifier.safetensors"),
+    }
     return rep
 
 
@@ -143,14 +158,32 @@ def image_table(rep: ImageEvalReport) -> str:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}%"
 
-    rows = [{"samples": f"guidance w = {r.guidance:g}", "classifier accuracy": pct(r.accuracy),
-             "FD": f"{r.fd:.3f}", "FD / real": f"{r.fd / rep.real_fd:.2f}" if rep.real_fd > 0 else "-",
-             "NFE": str(r.nfe), "n": str(r.n)} for r in rep.rows]
+    rows = [
+        {
+            "samples": f"guidance w = {r.guidance:g}",
+            "classifier accuracy": pct(r.accuracy),
+            "FD": f"{r.fd:.3f}",
+            "FD / real": f"{r.fd / rep.real_fd:.2f}" if rep.real_fd > 0 else "-",
+            "NFE": str(r.nfe),
+            "n": str(r.n),
+        }
+        for r in rep.rows
+    ]
     n_real = rep.rows[0].n if rep.rows else 0
-    rows.append({"samples": "real test images", "classifier accuracy": pct(rep.real_accuracy),
-                 "FD": f"{rep.real_fd:.3f}", "FD / real": "1.00", "NFE": "-", "n": str(n_real)})
-    return format_table(rows) + f"\n({rep.solver} {rep.steps} steps; FD to the real train images in the "\
+    rows.append(
+        {
+            "samples": "real test images",
+            "classifier accuracy": pct(rep.real_accuracy),
+            "FD": f"{rep.real_fd:.3f}",
+            "FD / real": "1.00",
+            "NFE": "-",
+            "n": str(n_real),
+        }
+    )
+    return (
+        format_table(rows) + f"\n({rep.solver} {rep.steps} steps; FD to the real train images in the "
         f"classifier's feature space)"
+    )
 
 
 class ImageKind(VectorKind):
@@ -159,16 +192,33 @@ class ImageKind(VectorKind):
 
     name = "image"
 
-    def evaluate(self, model: nn.Module, data: RunData, cfg: RunConfig, run_dir: Path | None, *,
-                 solver: str | None = None, steps: int | None = None, n: int | None = None,
-                 guidance: Sequence[float] | None = None) -> ImageEvalReport | None:
+    def evaluate(
+        self,
+        model: nn.Module,
+        data: RunData,
+        cfg: RunConfig,
+        run_dir: Path | None,
+        *,
+        solver: str | None = None,
+        steps: int | None = None,
+        n: int | None = None,
+        guidance: Sequence[float] | None = None,
+    ) -> ImageEvalReport | None:
         if data.labels is None:  # the classifier of the image metrics needs labels
             return None
         w = tuple(guidance) if guidance is not None else (cfg.eval_guidance,)
         return evaluate_image_model(model, data, cfg, run_dir, guidance=w, solver=solver, steps=steps, n=n)
 
-    def plot(self, out: Path, model: nn.Module, data: RunData, cfg: RunConfig, *, solver: str | None = None,
-             steps: int | None = None) -> dict[str, Path]:
+    def plot(
+        self,
+        out: Path,
+        model: nn.Module,
+        data: RunData,
+        cfg: RunConfig,
+        *,
+        solver: str | None = None,
+        steps: int | None = None,
+    ) -> dict[str, Path]:
         return {"samples": plot_image_samples(model, data, cfg, out / SAMPLES_GRID, solver=solver, steps=steps)}
 
     def report_text(self, cfg: RunConfig, report: Report, result: TrainResult | None) -> str:

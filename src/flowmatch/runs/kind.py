@@ -40,9 +40,18 @@ class RunKind:
     def make_trainer(self, cfg: RunConfig, data: Any, out: Path | None, quiet: bool) -> Trainer:
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, data: Any, cfg: RunConfig, run_dir: Path | None, *,
-                 solver: str | None = None, steps: int | None = None, n: int | None = None,
-                 guidance: Sequence[float] | None = None) -> Report | None:
+    def evaluate(
+        self,
+        model: nn.Module,
+        data: Any,
+        cfg: RunConfig,
+        run_dir: Path | None,
+        *,
+        solver: str | None = None,
+        steps: int | None = None,
+        n: int | None = None,
+        guidance: Sequence[float] | None = None,
+    ) -> Report | None:
         """The held-out evaluation (None where the kind has none for this run)."""
         raise NotImplementedError
 
@@ -50,8 +59,16 @@ class RunKind:
         """The kind's fields of metrics.json besides ``train`` and ``eval``."""
         raise NotImplementedError
 
-    def plot(self, out: Path, model: nn.Module, data: Any, cfg: RunConfig, *, solver: str | None = None,
-             steps: int | None = None) -> dict[str, Path]:
+    def plot(
+        self,
+        out: Path,
+        model: nn.Module,
+        data: Any,
+        cfg: RunConfig,
+        *,
+        solver: str | None = None,
+        steps: int | None = None,
+    ) -> dict[str, Path]:
         """The kind's figures in ``out`` (loss.png is drawn for every kind by the caller)."""
         raise NotImplementedError
 

@@ -40,8 +40,18 @@ from flowmatch.training import distributed
 from flowmatch.training.checkpoint import latest_checkpoint, load_checkpoint, load_weights
 from flowmatch.training.trainer import Trainer, TrainResult, resolve_device
 
-__all__ = ["RunData", "LoadedRun", "build_data", "build_model", "kind_for", "train_run", "load_run",
-           "evaluate_run", "plot_run", "DATA_SEED_OFFSET"]
+__all__ = [
+    "RunData",
+    "LoadedRun",
+    "build_data",
+    "build_model",
+    "kind_for",
+    "train_run",
+    "load_run",
+    "evaluate_run",
+    "plot_run",
+    "DATA_SEED_OFFSET",
+]
 
 
 def kind_for(cfg: RunConfig) -> RunKind:
@@ -133,8 +143,14 @@ def load_run(run_dir: str | Path, *, device: str = "auto", use_ema: bool = True)
     return LoadedRun(cfg, model.to(dev).eval(), data, ck.step, path, dev)
 
 
-def evaluate_run(run: LoadedRun, *, solver: str | None = None, steps: int | None = None,
-                 n: int | None = None, guidance: Sequence[float] | None = None) -> Report | None:
+def evaluate_run(
+    run: LoadedRun,
+    *,
+    solver: str | None = None,
+    steps: int | None = None,
+    n: int | None = None,
+    guidance: Sequence[float] | None = None,
+) -> Report | None:
     """Evaluate a loaded run on its held-out test split (the first ``n`` test points).
 
     Image runs return an :class:`flowmatch.metrics.images.ImageEvalReport` (classifier accuracy and
@@ -142,12 +158,14 @@ def evaluate_run(run: LoadedRun, *, solver: str | None = None, steps: int | None
     a :class:`~flowmatch.runs.snapshot.SnapshotReport`, the others an
     :class:`~flowmatch.metrics.evaluate.EvalReport`.
     """
-    return run.kind.evaluate(run.model, run.data, run.config, run.path, solver=solver, steps=steps, n=n,
-                             guidance=guidance)
+    return run.kind.evaluate(
+        run.model, run.data, run.config, run.path, solver=solver, steps=steps, n=n, guidance=guidance
+    )
 
 
-def plot_run(out: Path, model: nn.Module, data: Any, cfg: RunConfig,
-             *, solver: str | None = None, steps: int | None = None) -> dict[str, Path]:
+def plot_run(
+    out: Path, model: nn.Module, data: Any, cfg: RunConfig, *, solver: str | None = None, steps: int | None = None
+) -> dict[str, Path]:
     """The kind's figures (samples.png and trajectories.png; image runs a samples.png grid, one
     row per class for class-conditional runs, at the run's ``eval_guidance``; snapshot runs the
     course's trajectories.png) and, for every kind, loss.png from log.csv."""

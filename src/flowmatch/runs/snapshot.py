@@ -27,8 +27,15 @@ from flowmatch.training.trainer import Trainer, TrainResult, resolve_device
 from flowmatch.trajectory import SnapshotBatches, SnapshotMatcher
 from flowmatch.trajectory.inference import HoldoutResult, holdout_w1, push, step_w1
 
-__all__ = ["SnapshotRunData", "SnapshotReport", "build_snapshot_data", "evaluate_snapshot_model", "SnapshotKind",
-           "plot_snapshot_run", "DATA_SEED"]
+__all__ = [
+    "SnapshotRunData",
+    "SnapshotReport",
+    "build_snapshot_data",
+    "evaluate_snapshot_model",
+    "SnapshotKind",
+    "plot_snapshot_run",
+    "DATA_SEED",
+]
 
 #: Seed of built-in courses (the data stays the same whatever the run's training seed).
 DATA_SEED = 0
@@ -77,8 +84,10 @@ class SnapshotReport:
         lines = []
         for r in (self.holdout, self.holdout_sde):
             if r is not None:
-                lines.append(f"held-out time point {r.index} (t = {r.time:g}): W1 = {r.w1:.4f} "
-                             f"({r.sampler}; {r.n_pushed} pushed vs {r.n_observed} observed)")
+                lines.append(
+                    f"held-out time point {r.index} (t = {r.time:g}): W1 = {r.w1:.4f} "
+                    f"({r.sampler}; {r.n_pushed} pushed vs {r.n_observed} observed)"
+                )
         if self.fit:
             fits = ", ".join(f"t={r.time:g}: {r.w1:.4f}" for r in self.fit)
             lines.append(f"W1 at the training time points, each pushed from the previous one: {fits}")
@@ -103,17 +112,32 @@ def _matcher(cfg: RunConfig, data: SnapshotRunData) -> SnapshotMatcher:
 def make_snapshot_trainer(cfg: RunConfig, data: SnapshotRunData, out: Path | None, quiet: bool) -> Trainer:
     device = resolve_device(cfg.device)
     return Trainer(
-        build_model(cfg, data.dim), _matcher(cfg, data),
-        SnapshotBatches(data.train, "source", device=device), SnapshotBatches(data.train, "target", device=device),
-        trainer_config(cfg, quiet), run_dir=out, device=device,
-        metadata={"method": cfg.method, "dim": data.dim, "snapshots": cfg.snapshots, "holdout": cfg.holdout,
-                  "score": cfg.resolved_score},
+        build_model(cfg, data.dim),
+        _matcher(cfg, data),
+        SnapshotBatches(data.train, "source", device=device),
+        SnapshotBatches(data.train, "target", device=device),
+        trainer_config(cfg, quiet),
+        run_dir=out,
+        device=device,
+        metadata={
+            "method": cfg.method,
+            "dim": data.dim,
+            "snapshots": cfg.snapshots,
+            "holdout": cfg.holdout,
+            "score": cfg.resolved_score,
+        },
     )
 
 
-def evaluate_snapshot_model(model: nn.Module, data: SnapshotRunData, cfg: RunConfig, *,
-                            solver: str | None = None, steps: int | None = None,
-                            n: int | None = None) -> SnapshotReport:
+def evaluate_snapshot_model(
+    model: nn.Module,
+    data: SnapshotRunData,
+    cfg: RunConfig,
+    *,
+    solver: str | None = None,
+    steps: int | None = None,
+    n: int | None = None,
+) -> SnapshotReport:
     """Held-out W1 (ODE; also SDE with the run's sigma when the model has a score) and the fit W1."""
     kw: dict[str, Any] = dict(steps=steps or cfg.eval_steps, max_points=n)
     solver = solver or cfg.eval_solver
@@ -121,8 +145,14 @@ def evaluate_snapshot_model(model: nn.Module, data: SnapshotRunData, cfg: RunCon
     if data.holdout is not None:
         hold = holdout_w1(model, data.full, data.holdout, solver=solver, **kw)
         if cfg.resolved_score:
-            sde = holdout_w1(model, data.full, data.holdout, sigma=cfg.resolved_sigma,
-                             generator=torch.Generator(device=_device(model)).manual_seed(EVAL_SEED), **kw)
+            sde = holdout_w1(
+                model,
+                data.full,
+                data.holdout,
+                sigma=cfg.resolved_sigma,
+                generator=torch.Generator(device=_device(model)).manual_seed(EVAL_SEED),
+                **kw,
+            )
     return SnapshotReport(hold, sde, step_w1(model, data.train, solver=solver, **kw))
 
 
@@ -130,8 +160,15 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def plot_snapshot_run(out: Path, model: nn.Module, data: SnapshotRunData, cfg: RunConfig, *,
-                      solver: str | None = None, steps: int | None = None) -> dict[str, Path]:
+def plot_snapshot_run(
+    out: Path,
+    model: nn.Module,
+    data: SnapshotRunData,
+    cfg: RunConfig,
+    *,
+    solver: str | None = None,
+    steps: int | None = None,
+) -> dict[str, Path]:
     """trajectories.png (the first population pushed through the course, over all snapshots colored by
     time, the held-out one marked)."""
     from flowmatch.plots.snapshots import plot_snapshot_trajectories
@@ -139,12 +176,27 @@ def plot_snapshot_run(out: Path, model: nn.Module, data: SnapshotRunData, cfg: R
     full = data.full
     x0 = full.populations[0][:300].to(_device(model))
     with torch.no_grad():
-        res = push(model, x0, float(full.times[0]), float(full.times[-1]), knots=full.times.tolist(),
-                   steps=steps or cfg.eval_steps, solver=solver or cfg.eval_solver, return_trajectory=True)
+        res = push(
+            model,
+            x0,
+            float(full.times[0]),
+            float(full.times[-1]),
+            knots=full.times.tolist(),
+            steps=steps or cfg.eval_steps,
+            solver=solver or cfg.eval_solver,
+            return_trajectory=True,
+        )
     held = f", time point {data.holdout} held out" if data.holdout is not None else ""
-    written = {"trajectories": plot_snapshot_trajectories(
-        res.require_trajectory().cpu(), res.times.cpu(), full, out / "trajectories.png", held_out=data.holdout,
-        title=f"{cfg.method} on {full.name}{held}")}
+    written = {
+        "trajectories": plot_snapshot_trajectories(
+            res.require_trajectory().cpu(),
+            res.times.cpu(),
+            full,
+            out / "trajectories.png",
+            held_out=data.holdout,
+            title=f"{cfg.method} on {full.name}{held}",
+        )
+    }
     return written
 
 
@@ -160,17 +212,39 @@ class SnapshotKind(RunKind):
     def make_trainer(self, cfg: RunConfig, data: SnapshotRunData, out: Path | None, quiet: bool) -> Trainer:
         return make_snapshot_trainer(cfg, data, out, quiet)
 
-    def evaluate(self, model: nn.Module, data: SnapshotRunData, cfg: RunConfig, run_dir: Path | None, *,
-                 solver: str | None = None, steps: int | None = None, n: int | None = None,
-                 guidance: Sequence[float] | None = None) -> SnapshotReport:
+    def evaluate(
+        self,
+        model: nn.Module,
+        data: SnapshotRunData,
+        cfg: RunConfig,
+        run_dir: Path | None,
+        *,
+        solver: str | None = None,
+        steps: int | None = None,
+        n: int | None = None,
+        guidance: Sequence[float] | None = None,
+    ) -> SnapshotReport:
         return evaluate_snapshot_model(model, data, cfg, solver=solver, steps=steps, n=n)
 
     def summary(self, cfg: RunConfig, data: SnapshotRunData) -> dict[str, Any]:
-        return {"method": cfg.method, "snapshots": cfg.snapshots, "holdout": cfg.holdout,
-                "times": data.full.times.tolist(), "score": cfg.resolved_score}
+        return {
+            "method": cfg.method,
+            "snapshots": cfg.snapshots,
+            "holdout": cfg.holdout,
+            "times": data.full.times.tolist(),
+            "score": cfg.resolved_score,
+        }
 
-    def plot(self, out: Path, model: nn.Module, data: SnapshotRunData, cfg: RunConfig, *, solver: str | None = None,
-             steps: int | None = None) -> dict[str, Path]:
+    def plot(
+        self,
+        out: Path,
+        model: nn.Module,
+        data: SnapshotRunData,
+        cfg: RunConfig,
+        *,
+        solver: str | None = None,
+        steps: int | None = None,
+    ) -> dict[str, Path]:
         return plot_snapshot_run(out, model, data, cfg, solver=solver, steps=steps)
 
     def report_text(self, cfg: RunConfig, report: Report, result: TrainResult | None) -> str:

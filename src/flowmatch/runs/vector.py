@@ -41,48 +41,83 @@ class VectorKind(RunKind):
             dims = data.shape if data.shape is not None else (data.dim,)
             source: StreamBatches | TensorBatches = StreamBatches(
                 lambda n, generator=None: torch.randn((n, *dims), generator=generator, device=device),
-                device=device, name="source",
+                device=device,
+                name="source",
             )
         else:
             source = TensorBatches(data.source.train.to(device), name="source training")
         labels = data.labels.train.to(device) if (cfg.cond == "label" and data.labels is not None) else None
         target = TensorBatches(data.target.train.to(device), name="target training", cond=labels)
         return Trainer(
-            build_model(cfg, data.dim, shape=data.shape, num_classes=data.num_classes), build_matcher(cfg),
-            source, target, trainer_config(cfg, quiet), run_dir=out, device=device,
+            build_model(cfg, data.dim, shape=data.shape, num_classes=data.num_classes),
+            build_matcher(cfg),
+            source,
+            target,
+            trainer_config(cfg, quiet),
+            run_dir=out,
+            device=device,
             metadata={"method": cfg.method, "dim": data.dim, "cond": cfg.cond, "score": cfg.resolved_score},
         )
 
-    def evaluate(self, model: nn.Module, data: RunData, cfg: RunConfig, run_dir: Path | None, *,
-                 solver: str | None = None, steps: int | None = None, n: int | None = None,
-                 guidance: Sequence[float] | None = None) -> Report | None:
+    def evaluate(
+        self,
+        model: nn.Module,
+        data: RunData,
+        cfg: RunConfig,
+        run_dir: Path | None,
+        *,
+        solver: str | None = None,
+        steps: int | None = None,
+        n: int | None = None,
+        guidance: Sequence[float] | None = None,
+    ) -> Report | None:
         device = next(model.parameters()).device
-        return evaluate_model(model, data.source.test[:n].to(device), data.target.test[:n].to(device),
-                              solver=solver or cfg.eval_solver, steps=steps or cfg.eval_steps)
+        return evaluate_model(
+            model,
+            data.source.test[:n].to(device),
+            data.target.test[:n].to(device),
+            solver=solver or cfg.eval_solver,
+            steps=steps or cfg.eval_steps,
+        )
 
     def summary(self, cfg: RunConfig, data: RunData) -> dict[str, Any]:
-        out: dict[str, Any] = {"method": cfg.method, "source": cfg.source, "target": cfg.target,
-                               "score": cfg.resolved_score}
+        out: dict[str, Any] = {
+            "method": cfg.method,
+            "source": cfg.source,
+            "target": cfg.target,
+            "score": cfg.resolved_score,
+        }
         if cfg.cond != "none":
             out["cond"] = cfg.cond
         return out
 
-    def plot(self, out: Path, model: nn.Module, data: RunData, cfg: RunConfig, *, solver: str | None = None,
-             steps: int | None = None) -> dict[str, Path]:
+    def plot(
+        self,
+        out: Path,
+        model: nn.Module,
+        data: RunData,
+        cfg: RunConfig,
+        *,
+        solver: str | None = None,
+        steps: int | None = None,
+    ) -> dict[str, Path]:
         from flowmatch import plots
         from flowmatch.sampling.ode import sample
 
         x0 = data.source.test.to(next(model.parameters()).device)
-        res = sample(model, x0, solver=solver or cfg.eval_solver, steps=steps or cfg.eval_steps,
-                     return_trajectory=True)
+        res = sample(model, x0, solver=solver or cfg.eval_solver, steps=steps or cfg.eval_steps, return_trajectory=True)
         title = f"{cfg.method}: {cfg.source} -> {cfg.target}"
         written = {
-            "samples": plots.plot_samples(res.x.cpu(), data.target.test, out / "samples.png",
-                                          source=data.source.test, title=title),
-            "trajectories": plots.plot_trajectories(res.require_trajectory().cpu(), out / "trajectories.png",
-                                                    target=data.target.test, title=title),
+            "samples": plots.plot_samples(
+                res.x.cpu(), data.target.test, out / "samples.png", source=data.source.test, title=title
+            ),
+            "trajectories": plots.plot_trajectories(
+                res.require_trajectory().cpu(), out / "trajectories.png", target=data.target.test, title=title
+            ),
         }
         return written
 
     def report_text(self, cfg: RunConfig, report: Report, result: TrainResult | None) -> str:
-        return format_table([eval_row(cfg.method, cast(EvalReport, report), None if result is None else result.elapsed_s)])
+        return format_table(
+            [eval_row(cfg.method, cast(EvalReport, report), None if result is None else result.elapsed_s)]
+        )

@@ -43,7 +43,8 @@ from torch import Tensor
 
 from flowmatch._utils.validate import check_choice, check_finite, check_positive_int
 from flowmatch.models.contract import call_velocity
-from flowmatch.sampling.ode import SampleResult, sample
+from flowmatch.sampling.encode import decode, encode  # noqa: F401  (their home before encode.py)
+from flowmatch.sampling.ode import sample
 
 __all__ = [
     "LikelihoodResult",
@@ -107,11 +108,7 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
 
 
 def hutchinson_probes(
-    x: Tensor,
-    n_probes: int = 1,
-    kind: str = "rademacher",
-    *,
-    generator: torch.Generator | None = None,
+    x: Tensor, n_probes: int = 1, kind: str = "rademacher", *, generator: torch.Generator | None = None
 ) -> Tensor:
     """Probe vectors for Hutchinson's trace estimator, shape ``(K, B, *dims)`` for ``x`` (B, *dims).
 
@@ -139,12 +136,7 @@ def _basis(x: Tensor) -> Tensor:
 
 
 def velocity_and_divergence(
-    model: Callable[..., Tensor],
-    x: Tensor,
-    t: Tensor,
-    cond: Any = None,
-    *,
-    probes: Tensor | None = None,
+    model: Callable[..., Tensor], x: Tensor, t: Tensor, cond: Any = None, *, probes: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """Velocity ``v(t, x)`` and its divergence ``div v = tr(dv/dx)`` per sample.
 
@@ -183,8 +175,7 @@ def velocity_and_divergence(
     else:
         if probes.dim() != x.dim() + 1 or probes.shape[1:] != x.shape:
             raise ValueError(
-                f"probes must have shape (K, *x.shape) = (K, {', '.join(map(str, x.shape))}), "
-                f"got {tuple(probes.shape)}"
+                f"probes must have shape (K, *x.shape) = (K, {', '.join(map(str, x.shape))}), got {tuple(probes.shape)}"
             )
         (rows,) = vmap(vjp_fn)(probes)  # eps_k^T J
         div = (rows * probes).reshape(probes.shape[0], b, -1).sum(dim=-1).mean(dim=0)
@@ -325,9 +316,18 @@ def log_likelihood(
         cc = cond[lo:hi] if split_cond else cond
         pc = None if probes is None else probes[:, lo:hi]
         state = torch.cat([xc.reshape(hi - lo, d), xc.new_zeros(hi - lo, 1)], dim=1)
-        res = sample(_AugmentedField(model, dims, pc), state, solver=solver, steps=steps,
-                     t_span=(1.0, 0.0), cond=cc, atol=atol, rtol=rtol, enable_grad=enable_grad,
-                     max_steps=max_steps)
+        res = sample(
+            _AugmentedField(model, dims, pc),
+            state,
+            solver=solver,
+            steps=steps,
+            t_span=(1.0, 0.0),
+            cond=cc,
+            atol=atol,
+            rtol=rtol,
+            enable_grad=enable_grad,
+            max_steps=max_steps,
+        )
         with torch.set_grad_enabled(bool(enable_grad)):
             z = res.x[:, :-1].reshape(hi - lo, *dims)
             log_probs.append(_prior_log_prob(prior, z) + res.x[:, -1])
@@ -336,53 +336,4 @@ def log_likelihood(
     log_prob = log_probs[0] if len(log_probs) == 1 else torch.cat(log_probs)
     z = zs[0] if len(zs) == 1 else torch.cat(zs)
     bpd = -log_prob / (d * math.log(2.0))
-    return LikelihoodResult(log_prob=log_prob, bits_per_dim=bpd, z=z, nfe=nfe, method=divergence,
-                            solver=solver)
-
-
-# --------------------------------------------------------------------------------------------
-# Encoding and decoding
-# --------------------------------------------------------------------------------------------
-
-
-def encode(
-    model: Callable[..., Tensor],
-    x: Tensor,
-    *,
-    solver: str = "dopri5",
-    steps: int = 100,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
-    cond: Any = None,
-    chunk_size: int | None = None,
-    max_steps: int | None = None,
-) -> SampleResult:
-    """Encode data into the source: integrate ``dx/dt = v(t, x)`` from ``t = 1`` to ``t = 0``.
-
-    The inverse of :func:`decode` (the flow map is a diffeomorphism), up to the solver's error.
-    Thin over :func:`flowmatch.sample` with ``t_span=(1, 0)``; ``result.x`` holds the codes
-    ``z`` of shape ``(n, *dims)``.
-    """
-    return sample(model, x, solver=solver, steps=steps, t_span=(1.0, 0.0), cond=cond, atol=atol,
-                  rtol=rtol, chunk_size=chunk_size, max_steps=max_steps)
-
-
-def decode(
-    model: Callable[..., Tensor],
-    z: Tensor,
-    *,
-    solver: str = "dopri5",
-    steps: int = 100,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
-    cond: Any = None,
-    chunk_size: int | None = None,
-    max_steps: int | None = None,
-) -> SampleResult:
-    """Decode source points into data: integrate ``dx/dt = v(t, x)`` from ``t = 0`` to ``t = 1``.
-
-    The same as sampling (Lipman et al. ICLR 2023, Eq. 1) with dopri5 by default; ``result.x``
-    holds the data points of shape ``(n, *dims)``.
-    """
-    return sample(model, z, solver=solver, steps=steps, t_span=(0.0, 1.0), cond=cond, atol=atol,
-                  rtol=rtol, chunk_size=chunk_size, max_steps=max_steps)
+    return LikelihoodResult(log_prob=log_prob, bits_per_dim=bpd, z=z, nfe=nfe, method=divergence, solver=solver)

@@ -246,13 +246,7 @@ def _integrate_fixed(
 
 
 def _integrate_adaptive(
-    field: _CountingField,
-    x0: Tensor,
-    times: Tensor,
-    method: str,
-    rtol: float,
-    atol: float,
-    max_steps: int | None,
+    field: _CountingField, x0: Tensor, times: Tensor, method: str, rtol: float, atol: float, max_steps: int | None
 ) -> Tensor:
     from torchdiffeq import odeint
 
@@ -347,8 +341,12 @@ def sample(
     x0 = check_x0(x0)
     if solver in _TOLERANCE_MISS:
         miss, ref = _TOLERANCE_MISS[solver]
-        warnings.warn(f"torchdiffeq's {solver} misses rtol/atol by up to {miss} on smooth ODEs (SciPy's {ref}: "
-                      "within 4x); use dopri5 when the tolerance matters", SolverToleranceWarning, stacklevel=2)
+        warnings.warn(
+            f"torchdiffeq's {solver} misses rtol/atol by up to {miss} on smooth ODEs (SciPy's {ref}: "
+            "within 4x); use dopri5 when the tolerance matters",
+            SolverToleranceWarning,
+            stacklevel=2,
+        )
 
     n = x0.shape[0]
     fixed = _FIXED_STEP.get(solver)
@@ -363,9 +361,7 @@ def sample(
         times = torch.linspace(t0, t1, n_save, dtype=torch.float64).to(x0.dtype).to(x0.device)
 
     split_cond = isinstance(cond, Tensor) and cond.dim() >= 1 and cond.shape[0] == n
-    bounds = [(0, n)] if chunk_size is None else [
-        (s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)
-    ]
+    bounds = [(0, n)] if chunk_size is None else [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
 
     ends: list[Tensor] = []
     trajs: list[Tensor] = []

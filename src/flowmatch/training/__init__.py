@@ -9,5 +9,16 @@ from flowmatch.training.interrupt import Interrupted
 from flowmatch.training.optim import EMA, learning_rate
 from flowmatch.training.trainer import Trainer, TrainerConfig, TrainResult, resolve_device
 
-__all__ = ["Trainer", "TrainerConfig", "TrainResult", "resolve_device", "EMA", "learning_rate", "Checkpoint",
-           "save_checkpoint", "load_checkpoint", "latest_checkpoint", "Interrupted"]
+__all__ = [
+    "Trainer",
+    "TrainerConfig",
+    "TrainResult",
+    "resolve_device",
+    "EMA",
+    "learning_rate",
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "Interrupted",
+]

@@ -38,8 +38,15 @@ from torch import nn
 
 from flowmatch._utils.io import atomic_write_text, write_error
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "read_state", "load_weights",
-           "CheckpointFallbackWarning"]
+__all__ = [
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "read_state",
+    "load_weights",
+    "CheckpointFallbackWarning",
+]
 
 
 class CheckpointFallbackWarning(UserWarning):
@@ -213,8 +220,11 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
             damage = damage or e
             continue
         if skipped is not None:
-            warnings.warn(f"{skipped}; using the newest whole checkpoint {str(path)!r} instead",
-                          CheckpointFallbackWarning, stacklevel=1)  # one location: shown once per message
+            warnings.warn(
+                f"{skipped}; using the newest whole checkpoint {str(path)!r} instead",
+                CheckpointFallbackWarning,
+                stacklevel=1,
+            )  # one location: shown once per message
         return path
     if damage is not None:
         raise damage
@@ -266,13 +276,19 @@ def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], source: st
     extra = [k for k in tensors if k not in own]
     more = lambda names: f" (and {len(names) - 1} more)" if len(names) > 1 else ""  # noqa: E731
     if missing:
-        raise ValueError(f"{where} must hold every parameter of the model, but {missing[0]!r} is missing{more(missing)}; "
-                         "were they saved with other model settings?")
+        raise ValueError(
+            f"{where} must hold every parameter of the model, but {missing[0]!r} is missing{more(missing)}; "
+            "were they saved with other model settings?"
+        )
     if extra:
-        raise ValueError(f"{where} must hold only the model's parameters, but they hold {extra[0]!r}{more(extra)}, "
-                         "which the model does not have; were they saved with other model settings?")
+        raise ValueError(
+            f"{where} must hold only the model's parameters, but they hold {extra[0]!r}{more(extra)}, "
+            "which the model does not have; were they saved with other model settings?"
+        )
     for k, v in own.items():
         if tuple(tensors[k].shape) != tuple(v.shape):
-            raise ValueError(f"{where} must have the model's shapes, but {k!r} is {tuple(tensors[k].shape)} there "
-                             f"and {tuple(v.shape)} in the model; were they saved with other model settings?")
+            raise ValueError(
+                f"{where} must have the model's shapes, but {k!r} is {tuple(tensors[k].shape)} there "
+                f"and {tuple(v.shape)} in the model; were they saved with other model settings?"
+            )
     module.load_state_dict(tensors)

@@ -1,9 +1,13 @@
-"""What a training is asked to do (:class:`TrainerConfig`, checked once on construction) and what
-it reports (:class:`TrainResult`)."""
+"""What a training is asked to do (:class:`TrainerConfig`, checked once on construction; the
+objective it trains, :class:`TrainingObjective`) and what it reports (:class:`TrainResult`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from torch import Tensor
 
 from flowmatch._utils.validate import (
     check_choice,
@@ -15,7 +19,7 @@ from flowmatch._utils.validate import (
 )
 from flowmatch.training.optim import LR_SCHEDULES
 
-__all__ = ["TrainerConfig", "TrainResult"]
+__all__ = ["TrainerConfig", "TrainResult", "TrainingObjective"]
 
 
 @dataclass
@@ -75,5 +79,18 @@ class TrainResult:
 
     def summary(self) -> dict[str, float]:
         """The figures a run's metrics.json keeps under ``train``."""
-        return {"steps": self.step, "final_loss": self.final_loss, "train_time_s": self.elapsed_s,
-                "steps_per_s": self.steps_per_s}
+        return {
+            "steps": self.step,
+            "final_loss": self.final_loss,
+            "train_time_s": self.elapsed_s,
+            "steps_per_s": self.steps_per_s,
+        }
+
+
+class TrainingObjective(Protocol):
+    """What the Trainer trains with: a ``loss(model, x0, x1, [cond], *, generator)`` (FlowMatcher,
+    ScoreFlowMatcher, CNFObjective, SnapshotMatcher); ``prepare_pairing`` and ``use_pairing``, where
+    present, let the pairings be solved ahead (:mod:`flowmatch.training.prefetch`)."""
+
+    @property
+    def loss(self) -> Callable[..., Tensor]: ...

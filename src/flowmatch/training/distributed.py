@@ -57,10 +57,30 @@ from flowmatch._utils.ranks import (
     states_for_rank,
 )
 
-__all__ = ["DistInfo", "info", "launched_by_torchrun", "process_group", "backend_for", "local_device",
-           "rank_seed", "local_batch_size", "all_gather_cat", "mean_over_ranks", "all_ranks_true", "barrier", "gather_states",
-           "states_for_rank", "LossModule", "wrap_for_training", "restart_count", "restart_resume_mode",
-           "fault_hook", "launch", "free_port", "exit_worker"]
+__all__ = [
+    "DistInfo",
+    "info",
+    "launched_by_torchrun",
+    "process_group",
+    "backend_for",
+    "local_device",
+    "rank_seed",
+    "local_batch_size",
+    "all_gather_cat",
+    "mean_over_ranks",
+    "all_ranks_true",
+    "barrier",
+    "gather_states",
+    "states_for_rank",
+    "LossModule",
+    "wrap_for_training",
+    "restart_count",
+    "restart_resume_mode",
+    "fault_hook",
+    "launch",
+    "free_port",
+    "exit_worker",
+]
 
 #: Added (times the rank) to the run seed to seed rank r's generators (2^63 / golden ratio, odd).
 RANK_SEED_STRIDE = 0x9E3779B97F4A7C15 >> 1
@@ -85,8 +105,10 @@ def process_group(device: str | torch.device = "auto") -> Iterator[DistInfo]:
     if backend == "nccl":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if local >= torch.cuda.device_count():
-            raise ValueError(f"local rank {local} needs CUDA device {local}, but only "
-                             f"{torch.cuda.device_count()} are visible; use at most that many processes per node")
+            raise ValueError(
+                f"local rank {local} needs CUDA device {local}, but only "
+                f"{torch.cuda.device_count()} are visible; use at most that many processes per node"
+            )
         torch.cuda.set_device(local)
     # torchrun's rendezvous TCPStore outlives a restart with the keys of the failed attempt in it
     # (e.g. rank 0's old gloo address, which a fast rank 1 would read and fail to connect to):
@@ -110,8 +132,9 @@ def rank_seed(seed: int, rank: int) -> int:
 def local_batch_size(batch_size: int, world_size: int) -> int:
     """Rows per rank, B / N; a one-line error when the global batch B does not divide."""
     if batch_size % world_size:
-        raise ValueError(f"batch_size (the global batch) must be divisible by the number of processes "
-                         f"{world_size}, got {batch_size}")
+        raise ValueError(
+            f"batch_size (the global batch) must be divisible by the number of processes {world_size}, got {batch_size}"
+        )
     return batch_size // world_size
 
 
@@ -177,8 +200,11 @@ def fault_hook(step: int) -> None:
     if _FAULT is None or step != _FAULT or restart_count() > 0:
         return
     if info().rank == int(os.environ.get("FLOWMATCH_FAULT_RANK", "0")):
-        print(f"flowmatch: FLOWMATCH_FAULT_AT_STEP={step}: rank {info().rank} exits (testing hook)",
-              file=sys.stderr, flush=True)
+        print(
+            f"flowmatch: FLOWMATCH_FAULT_AT_STEP={step}: rank {info().rank} exits (testing hook)",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(1)
 
 
@@ -220,20 +246,34 @@ def launch(nproc: int, argv: Sequence[str], *, module: str = "flowmatch", max_re
     if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
         raise ValueError(f"max_restarts must be an integer >= 0, got {max_restarts!r}")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    args = get_args_parser().parse_args([
-        f"--nproc-per-node={nproc}", "--nnodes=1", "--rdzv-backend=c10d",
-        f"--rdzv-endpoint=localhost:{free_port()}", f"--max-restarts={max_restarts}",
-        "-m", module, *argv])
+    args = get_args_parser().parse_args(
+        [
+            f"--nproc-per-node={nproc}",
+            "--nnodes=1",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=localhost:{free_port()}",
+            f"--max-restarts={max_restarts}",
+            "-m",
+            module,
+            *argv,
+        ]
+    )
     try:
         run(args)
     except SignalException as e:  # Ctrl-C or SIGTERM: the workers got it too and checkpointed
         sig = int(e.sigval)
-        print(f"flowmatch: {signal.Signals(sig).name} received; the workers stopped at a common step with a "
-              "checkpoint; continue with --resume", file=sys.stderr)
+        print(
+            f"flowmatch: {signal.Signals(sig).name} received; the workers stopped at a common step with a "
+            "checkpoint; continue with --resume",
+            file=sys.stderr,
+        )
         return 128 + sig
     except ChildFailedError as e:
         codes = sorted({f.exitcode for f in e.failures.values()})
-        print(f"flowmatch: error: {len(e.failures)} worker(s) failed with exit code(s) "
-              f"{', '.join(map(str, codes))} (their output is above)", file=sys.stderr)
+        print(
+            f"flowmatch: error: {len(e.failures)} worker(s) failed with exit code(s) "
+            f"{', '.join(map(str, codes))} (their output is above)",
+            file=sys.stderr,
+        )
         return 2 if codes == [2] else 1
     return 0

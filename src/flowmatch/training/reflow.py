@@ -136,9 +136,7 @@ class PairedBatches:
 
     def __init__(self, x0: Tensor, x1: Tensor, *, name: str = "pairs"):
         if not isinstance(x0, Tensor) or not isinstance(x1, Tensor):
-            raise TypeError(
-                f"x0 and x1 must be tensors, got {type(x0).__name__} and {type(x1).__name__}"
-            )
+            raise TypeError(f"x0 and x1 must be tensors, got {type(x0).__name__} and {type(x1).__name__}")
         if x0.dim() < 2 or x0.shape[0] == 0 or x0.shape != x1.shape:
             raise ValueError(
                 f"x0 and x1 must be non-empty (N, *dims) tensors of the same shape, got "
@@ -259,8 +257,14 @@ def train_on_pairs(
     dev = torch.device(device) if not isinstance(device, torch.device) else device
     batches = PairedBatches(pairs.x0.to(dev), pairs.x1.to(dev))
     trainer = Trainer(
-        copy.deepcopy(model), matcher, batches.source, batches.target, config,
-        run_dir=run_dir, device=device, metadata={"reflow": True, **(metadata or {})},
+        copy.deepcopy(model),
+        matcher,
+        batches.source,
+        batches.target,
+        config,
+        run_dir=run_dir,
+        device=device,
+        metadata={"reflow": True, **(metadata or {})},
     )
     result = trainer.fit(resume=resume)
     return ReflowResult(model=trainer.sampling_model.eval(), pairs=pairs, train=result)

@@ -149,8 +149,13 @@ class GaussianBridge:
     def cov_flow(self, t: float | Tensor) -> Tensor:
         """M_t = Cov(u_t, x_t) (see module doc); M_t + M_t^T = d Sigma_t / dt."""
         tt = torch.as_tensor(t, dtype=torch.float64)[..., None, None]
-        return (tt * self.S1 - (1 - tt) * self.S0 + (1 - tt) * self.C.T - tt * self.C
-                + self.sigma**2 * (1 - 2 * tt) / 2 * self._eye)
+        return (
+            tt * self.S1
+            - (1 - tt) * self.S0
+            + (1 - tt) * self.C.T
+            - tt * self.C
+            + self.sigma**2 * (1 - 2 * tt) / 2 * self._eye
+        )
 
     # ------------------------------------------------------------------ fields
     def _centered(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:

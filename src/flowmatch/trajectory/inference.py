@@ -51,9 +51,19 @@ def _pieces(t_from: float, t_to: float, knots: Sequence[float] | None, steps: in
     return out
 
 
-def push(model: Any, x: Tensor, t_from: float, t_to: float, *, knots: Sequence[float] | None = None,
-         steps: int = 100, solver: str = "euler", sigma: float | None = None,
-         generator: torch.Generator | None = None, return_trajectory: bool = False) -> SampleResult:
+def push(
+    model: Any,
+    x: Tensor,
+    t_from: float,
+    t_to: float,
+    *,
+    knots: Sequence[float] | None = None,
+    steps: int = 100,
+    solver: str = "euler",
+    sigma: float | None = None,
+    generator: torch.Generator | None = None,
+    return_trajectory: bool = False,
+) -> SampleResult:
     """Carry the population ``x`` (n, D) from time ``t_from`` to ``t_to`` (either order) through ``model``.
 
     ``sigma=None`` integrates the ODE dx/dt = v(t, x) with ``solver``; a number integrates the SDE
@@ -72,11 +82,12 @@ def push(model: Any, x: Tensor, t_from: float, t_to: float, *, knots: Sequence[f
         if sigma is None:
             res = sample(model, x, solver=solver, steps=n, t_span=(a, b), return_trajectory=return_trajectory)
         else:
-            res = sample_sde(model, x, sigma=sigma, steps=n, t_span=(a, b), generator=generator,
-                             return_trajectory=return_trajectory)
+            res = sample_sde(
+                model, x, sigma=sigma, steps=n, t_span=(a, b), generator=generator, return_trajectory=return_trajectory
+            )
         x, nfe = res.x, nfe + res.nfe
         if return_trajectory:
-            states.append(res.require_trajectory()[0 if i == 0 else 1:])
+            states.append(res.require_trajectory()[0 if i == 0 else 1 :])
             times.append(res.times if i == 0 else res.times[1:])
     if return_trajectory:
         return SampleResult(x=x, trajectory=torch.cat(states), times=torch.cat(times), nfe=nfe)
@@ -98,9 +109,17 @@ class HoldoutResult:
         return asdict(self)
 
 
-def holdout_w1(model: Any, snapshots: Snapshots, index: int, *, steps: int = 100, solver: str = "euler",
-               sigma: float | None = None, generator: torch.Generator | None = None,
-               max_points: int | None = None) -> HoldoutResult:
+def holdout_w1(
+    model: Any,
+    snapshots: Snapshots,
+    index: int,
+    *,
+    steps: int = 100,
+    solver: str = "euler",
+    sigma: float | None = None,
+    generator: torch.Generator | None = None,
+    max_points: int | None = None,
+) -> HoldoutResult:
     """Leave-one-time-point-out W1 (Tong et al. TMLR 2024, Table 4).
 
     ``snapshots`` is the full course (with time point ``index``); the model was trained without it.
@@ -109,17 +128,27 @@ def holdout_w1(model: Any, snapshots: Snapshots, index: int, *, steps: int = 100
     ``max_points`` uses only the first that many points of each (W1 costs O(n^3)).
     """
     k = snapshots.check_index(index, intermediate=True, what="holdout")
-    return _step(model, snapshots, k, steps=steps, solver=solver, sigma=sigma, generator=generator,
-                 max_points=max_points)
+    return _step(
+        model, snapshots, k, steps=steps, solver=solver, sigma=sigma, generator=generator, max_points=max_points
+    )
 
 
-def step_w1(model: Any, snapshots: Snapshots, *, steps: int = 100, solver: str = "euler",
-            sigma: float | None = None, generator: torch.Generator | None = None,
-            max_points: int | None = None) -> list[HoldoutResult]:
+def step_w1(
+    model: Any,
+    snapshots: Snapshots,
+    *,
+    steps: int = 100,
+    solver: str = "euler",
+    sigma: float | None = None,
+    generator: torch.Generator | None = None,
+    max_points: int | None = None,
+) -> list[HoldoutResult]:
     """The W1 of :func:`holdout_w1` at every time point k >= 1, each pushed from k - 1 (the fit of
     a model trained on all time points)."""
-    return [_step(model, snapshots, k, steps=steps, solver=solver, sigma=sigma, generator=generator,
-                  max_points=max_points) for k in range(1, len(snapshots))]
+    return [
+        _step(model, snapshots, k, steps=steps, solver=solver, sigma=sigma, generator=generator, max_points=max_points)
+        for k in range(1, len(snapshots))
+    ]
 
 
 def _step(model, snapshots: Snapshots, k: int, *, steps, solver, sigma, generator, max_points) -> HoldoutResult:
@@ -127,11 +156,26 @@ def _step(model, snapshots: Snapshots, k: int, *, steps, solver, sigma, generato
     x = snapshots.populations[k - 1][:max_points].to(dev)
     y = snapshots.populations[k][:max_points]
     with torch.no_grad():
-        out = push(model, x, float(snapshots.times[k - 1]), float(snapshots.times[k]),
-                   knots=snapshots.times.tolist(), steps=steps, solver=solver, sigma=sigma, generator=generator)
+        out = push(
+            model,
+            x,
+            float(snapshots.times[k - 1]),
+            float(snapshots.times[k]),
+            knots=snapshots.times.tolist(),
+            steps=steps,
+            solver=solver,
+            sigma=sigma,
+            generator=generator,
+        )
     sampler = f"{solver} ODE" if sigma is None else f"Euler-Maruyama SDE (sigma {sigma:g})"
-    return HoldoutResult(index=k, time=float(snapshots.times[k]), w1=w1(out.x.cpu(), y),
-                         n_pushed=int(x.shape[0]), n_observed=int(y.shape[0]), sampler=f"{sampler}, {steps} steps")
+    return HoldoutResult(
+        index=k,
+        time=float(snapshots.times[k]),
+        w1=w1(out.x.cpu(), y),
+        n_pushed=int(x.shape[0]),
+        n_observed=int(y.shape[0]),
+        sampler=f"{sampler}, {steps} steps",
+    )
 
 
 def mccann_interpolation(xa: Tensor, xb: Tensor, s: float, *, generator: torch.Generator | None = None) -> Tensor:
@@ -146,15 +190,22 @@ def mccann_interpolation(xa: Tensor, xb: Tensor, s: float, *, generator: torch.G
     a = xa.detach().double().cpu()
     b = xb.detach().double().cpu()
     cost = torch.cdist(a, b) ** 2
-    plan = torch.from_numpy(ot.emd(np.full(a.shape[0], 1.0 / a.shape[0]), np.full(b.shape[0], 1.0 / b.shape[0]),
-                                   cost.numpy(), numItermax=10_000_000))
+    plan = torch.from_numpy(
+        ot.emd(
+            np.full(a.shape[0], 1.0 / a.shape[0]),
+            np.full(b.shape[0], 1.0 / b.shape[0]),
+            cost.numpy(),
+            numItermax=10_000_000,
+        )
+    )
     rows = plan / plan.sum(dim=1, keepdim=True)
     j = torch.multinomial(rows, 1, generator=generator).squeeze(1)
     return ((1 - s) * a + s * b[j]).to(xa.dtype)
 
 
-def baseline_holdout_w1(snapshots: Snapshots, index: int, *, generator: torch.Generator | None = None,
-                        max_points: int | None = None) -> HoldoutResult:
+def baseline_holdout_w1(
+    snapshots: Snapshots, index: int, *, generator: torch.Generator | None = None, max_points: int | None = None
+) -> HoldoutResult:
     """W1 of :func:`mccann_interpolation` between time points ``index - 1`` and ``index + 1``, evaluated
     at ``times[index]``, to the held-out population of ``index``."""
     k = snapshots.check_index(index, intermediate=True, what="holdout")
@@ -163,5 +214,11 @@ def baseline_holdout_w1(snapshots: Snapshots, index: int, *, generator: torch.Ge
     xa, xb = snapshots.populations[k - 1][:max_points], snapshots.populations[k + 1][:max_points]
     y = snapshots.populations[k][:max_points]
     pred = mccann_interpolation(xa, xb, s, generator=generator)
-    return HoldoutResult(index=k, time=float(t[k]), w1=w1(pred, y), n_pushed=int(xa.shape[0]),
-                         n_observed=int(y.shape[0]), sampler="straight-line OT interpolation")
+    return HoldoutResult(
+        index=k,
+        time=float(t[k]),
+        w1=w1(pred, y),
+        n_pushed=int(xa.shape[0]),
+        n_observed=int(y.shape[0]),
+        sampler="straight-line OT interpolation",
+    )

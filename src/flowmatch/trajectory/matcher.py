@@ -73,8 +73,10 @@ class SnapshotBatches:
     def check_batch_size(self, n: int) -> None:
         for (lo, hi), pop in zip(interval_blocks(n, len(self.pops)), self.pops):
             if hi - lo > pop.shape[0]:
-                raise ValueError(f"batch size must give each of the {len(self.pops)} intervals at most as many "
-                                 f"pairs as its smallest snapshot ({pop.shape[0]} points), got {n}")
+                raise ValueError(
+                    f"batch size must give each of the {len(self.pops)} intervals at most as many "
+                    f"pairs as its smallest snapshot ({pop.shape[0]} points), got {n}"
+                )
 
     def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         self.check_batch_size(n)
@@ -117,8 +119,14 @@ class SnapshotMatcher(PairingOverride):
     source and target (the rows of both come in the blocks of :func:`interval_blocks`).
     """
 
-    def __init__(self, matchers: FlowMatcher | Sequence[FlowMatcher], times: Sequence[float] | Tensor, *,
-                 learns_score: bool = False, name: str | None = None):
+    def __init__(
+        self,
+        matchers: FlowMatcher | Sequence[FlowMatcher],
+        times: Sequence[float] | Tensor,
+        *,
+        learns_score: bool = False,
+        name: str | None = None,
+    ):
         times = torch.as_tensor(times, dtype=torch.float64).flatten()
         if times.shape[0] < 2 or not bool(torch.all(times[1:] > times[:-1])) or not bool(torch.isfinite(times).all()):
             raise ValueError(f"times must be at least 2 finite, strictly increasing values, got {times.tolist()}")
@@ -135,15 +143,18 @@ class SnapshotMatcher(PairingOverride):
         self.coupling = matchers[0].coupling
 
     @classmethod
-    def from_method(cls, method: str, times: Sequence[float] | Tensor, *, sigma: float | None = None,
-                    score: bool | None = None) -> SnapshotMatcher:
+    def from_method(
+        cls, method: str, times: Sequence[float] | Tensor, *, sigma: float | None = None, score: bool | None = None
+    ) -> SnapshotMatcher:
         """The named method (:mod:`flowmatch.objectives.methods`) on every interval; for a method that learns a
         score (sb-cfm), ``sigma`` is the diffusion per unit of data time, so interval k gets the
         bridge sigma sqrt(t_{k+1} - t_k) (module docstring). ``score``: default the method's."""
         spec = methods.spec(method)
         if not spec.simulation_free or spec.requires_gaussian_source:
-            raise ValueError(f"snapshot training needs a method that flows between data sets, got {method!r}; "
-                             "choose one of: " + ", ".join(n for n in methods.names() if n not in ("cnf", "fm")))
+            raise ValueError(
+                f"snapshot training needs a method that flows between data sets, got {method!r}; "
+                "choose one of: " + ", ".join(n for n in methods.names() if n not in ("cnf", "fm"))
+            )
         sigma = spec.default_sigma if sigma is None else sigma
         times = torch.as_tensor(times, dtype=torch.float64).flatten()
         dts = (times[1:] - times[:-1]).tolist()
@@ -160,14 +171,16 @@ class SnapshotMatcher(PairingOverride):
         return len(self.matchers)
 
     # ------------------------------------------------------------------ pairing
-    def prepare_pairing(self, x0: Tensor, x1: Tensor, cond: Tensor | None = None, *,
-                        generator: torch.Generator | None = None) -> Callable[[], Pairing] | None:
+    def prepare_pairing(
+        self, x0: Tensor, x1: Tensor, cond: Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> Callable[[], Pairing] | None:
         """Draw every interval's coupling randomness now (intervals in order); a thunk that solves the
         intervals and returns one Pairing of the whole batch (None when every coupling is the identity)."""
         self._check(x0, x1, cond)
         blocks = interval_blocks(x0.shape[0], self.num_intervals)
-        thunks = [f.prepare_pairing(x0[lo:hi], x1[lo:hi], generator=generator)
-                  for f, (lo, hi) in zip(self.matchers, blocks)]
+        thunks = [
+            f.prepare_pairing(x0[lo:hi], x1[lo:hi], generator=generator) for f, (lo, hi) in zip(self.matchers, blocks)
+        ]
         if all(th is None for th in thunks):
             return None
 
@@ -177,8 +190,10 @@ class SnapshotMatcher(PairingOverride):
                 idx = torch.arange(hi - lo, device=x0.device)
                 sub = Pairing(idx, idx) if th is None else th()
                 if len(sub) != hi - lo:
-                    raise ValueError(f"snapshot training needs a coupling with one pair per row of an interval, "
-                                     f"got {len(sub)} pairs for {hi - lo} rows")
+                    raise ValueError(
+                        f"snapshot training needs a coupling with one pair per row of an interval, "
+                        f"got {len(sub)} pairs for {hi - lo} rows"
+                    )
                 i0.append(sub.i0.to(x0.device) + lo)
                 i1.append(sub.i1.to(x1.device) + lo)
             return Pairing(torch.cat(i0), torch.cat(i1))
@@ -189,12 +204,20 @@ class SnapshotMatcher(PairingOverride):
         if cond is not None:
             raise ValueError("snapshot training takes no condition, got a cond tensor")
         if x0.shape != x1.shape or x0.dim() < 2:
-            raise ValueError(f"x0 and x1 must be batches of the same shape (B, *dims), got {tuple(x0.shape)} "
-                             f"and {tuple(x1.shape)}")
+            raise ValueError(
+                f"x0 and x1 must be batches of the same shape (B, *dims), got {tuple(x0.shape)} and {tuple(x1.shape)}"
+            )
 
     # ------------------------------------------------------------------ path samples and loss
-    def sample(self, x0: Tensor, x1: Tensor, cond: Tensor | None = None, *,
-               generator: torch.Generator | None = None, pairing: Pairing | None = None) -> SnapshotPathSample:
+    def sample(
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        cond: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        pairing: Pairing | None = None,
+    ) -> SnapshotPathSample:
         """Pair within intervals, draw s and eps, return x_t at global time t with u_t = u_s / dt_k.
 
         Row b of block k (:func:`interval_blocks`) is a pair of interval k. Draw order: the
@@ -222,11 +245,28 @@ class SnapshotMatcher(PairingOverride):
             t.append(t_k + sk * dt)
             sig.append(f.path.sigma_t(sk))
             interval.append(torch.full((hi - lo,), k, dtype=torch.long, device=x0.device))
-        return SnapshotPathSample(t=torch.cat(t), x_t=torch.cat(x_t), u_t=torch.cat(u_t), x0=x0, x1=x1, eps=eps,
-                                  s=s, interval=torch.cat(interval), sigma_s=torch.cat(sig))
+        return SnapshotPathSample(
+            t=torch.cat(t),
+            x_t=torch.cat(x_t),
+            u_t=torch.cat(u_t),
+            x0=x0,
+            x1=x1,
+            eps=eps,
+            s=s,
+            interval=torch.cat(interval),
+            sigma_s=torch.cat(sig),
+        )
 
-    def losses(self, model: nn.Module, x0: Tensor, x1: Tensor, cond: Tensor | None = None, *,
-               generator: torch.Generator | None = None, pairing: Pairing | None = None) -> SnapshotLoss:
+    def losses(
+        self,
+        model: nn.Module,
+        x0: Tensor,
+        x1: Tensor,
+        cond: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        pairing: Pairing | None = None,
+    ) -> SnapshotLoss:
         """E ||v(t, x_t) - u_t||^2, plus E ||sigma_s s_theta(t, x_t) + eps||^2 for a model with a score
         when the matcher learns one (the [SF]2M term of :mod:`flowmatch.objectives.sf2m`)."""
         smp = self.sample(x0, x1, cond, generator=generator, pairing=pairing)
@@ -238,8 +278,16 @@ class SnapshotMatcher(PairingOverride):
         score = torch.mean((pad_t(smp.sigma_s, smp.x_t) * sc + smp.eps) ** 2)
         return SnapshotLoss(flow=flow, score=score, total=flow + score)
 
-    def loss(self, model: nn.Module, x0: Tensor, x1: Tensor, cond: Tensor | None = None, *,
-             generator: torch.Generator | None = None, pairing: Pairing | None = None) -> Tensor:
+    def loss(
+        self,
+        model: nn.Module,
+        x0: Tensor,
+        x1: Tensor,
+        cond: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        pairing: Pairing | None = None,
+    ) -> Tensor:
         """The total of :meth:`losses` (what :class:`flowmatch.training.trainer.Trainer` minimises)."""
         return self.losses(model, x0, x1, cond, generator=generator, pairing=pairing).total
 
