@@ -81,3 +81,23 @@ def test_a_training_builds_its_method_once(tmp_path, monkeypatch):
     cfg = RunConfig(**COMMON, **CASES["vector"][1], method="ot-cfm", sigma=0.05, coupling_workers="auto")
     train_run(cfg, tmp_path / "run", quiet=True, evaluate=False, plots=False)
     assert built == {"ExactOT": 1, "LinearPath": 1, "check_sigma": 2}  # RunConfig once, the build once
+
+
+def test_a_training_resolves_its_config_once_into_a_plan(tmp_path, monkeypatch):
+    """One RunPlan per training (kind, device, the Trainer's settings), and the Trainer gets exactly
+    its device and settings: no second resolution of the device or of the coupling workers."""
+    import flowmatch.runs.run as run_module
+    from flowmatch.runs.plan import plan_run
+
+    plans = []
+
+    def recording(cfg, **kw):
+        plans.append(plan_run(cfg, **kw))
+        return plans[-1]
+
+    monkeypatch.setattr(run_module, "plan_run", recording)
+    cfg = RunConfig(**COMMON, **CASES["vector"][1], coupling_workers="auto")
+    trainer, _, _ = train_run(cfg, tmp_path / "run", quiet=True, evaluate=False, plots=False)
+    assert len(plans) == 1
+    assert trainer.config is plans[0].trainer and trainer.device == plans[0].device
+    assert isinstance(plans[0].kind, VectorKind) and plans[0].trainer.quiet

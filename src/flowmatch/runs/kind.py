@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 from torch import nn
 
 from flowmatch.runs.config import RunConfig
+from flowmatch.training.config import TrainerConfig
 from flowmatch.training.trainer import Trainer, TrainResult
 
 __all__ = ["Report", "RunKind"]
@@ -37,7 +39,11 @@ class RunKind:
     def check(self, cfg: RunConfig, data: Any, *, evaluate: bool) -> None:
         """What can be checked before any training is spent (beyond the config's own rules)."""
 
-    def make_trainer(self, cfg: RunConfig, data: Any, out: Path | None, quiet: bool) -> Trainer:
+    def make_trainer(
+        self, cfg: RunConfig, data: Any, out: Path | None, *, device: torch.device, settings: TrainerConfig
+    ) -> Trainer:
+        """The run's Trainer on ``device`` with ``settings``, both resolved once by
+        :func:`flowmatch.runs.plan.plan_run`."""
         raise NotImplementedError
 
     def evaluate(

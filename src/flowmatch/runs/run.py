@@ -27,15 +27,12 @@ import torch
 from torch import nn
 
 from flowmatch._utils.io import write_json
-from flowmatch.data.images import is_image_spec
 from flowmatch.runs.build import build_model
 from flowmatch.runs.config import RunConfig
 from flowmatch.runs.data import DATA_SEED_OFFSET, RunData, build_data
 from flowmatch.runs.directory import CONFIG_FILE, check_run_dir, claim_run_dir
-from flowmatch.runs.image import ImageKind
 from flowmatch.runs.kind import Report, RunKind
-from flowmatch.runs.snapshot import SnapshotKind
-from flowmatch.runs.vector import VectorKind
+from flowmatch.runs.plan import kind_for, plan_run
 from flowmatch.training import distributed
 from flowmatch.training.checkpoint import latest_checkpoint, load_checkpoint, load_weights
 from flowmatch.training.trainer import Trainer, TrainResult, resolve_device
@@ -52,16 +49,6 @@ __all__ = [
     "plot_run",
     "DATA_SEED_OFFSET",
 ]
-
-
-def kind_for(cfg: RunConfig) -> RunKind:
-    """The kind of run a config describes: snapshots (``--snapshots``), image (an image target)
-    or vector."""
-    if cfg.snapshots is not None:
-        return SnapshotKind()
-    if is_image_spec(cfg.target):
-        return ImageKind()
-    return VectorKind()
 
 
 def train_run(
@@ -86,10 +73,12 @@ def train_run(
     """
     out_path = Path(out) if out is not None else None
     check_run_dir(cfg, out_path, resume=resume, force=force)
-    kind = kind_for(cfg)
+    plan = plan_run(cfg, quiet=quiet)  # the kind, the device and the Trainer's settings, once
+    kind = plan.kind
     data = kind.build_data(cfg)
     kind.check(cfg, data, evaluate=evaluate)
-    trainer = kind.make_trainer(cfg, data, out_path, quiet)  # checks batch size against the data
+    # checks the batch size against the data
+    trainer = kind.make_trainer(cfg, data, out_path, device=plan.device, settings=plan.trainer)
     with claim_run_dir(cfg, out_path, resume=resume, force=force):
         result = trainer.fit(resume=resume)
         if not distributed.info().is_main:  # only rank 0 evaluates and writes

@@ -20,10 +20,11 @@ import torch
 from torch import nn
 
 from flowmatch.data.snapshots import Snapshots, load_snapshots
-from flowmatch.runs.build import build_model, trainer_config
+from flowmatch.runs.build import build_model
 from flowmatch.runs.config import RunConfig
 from flowmatch.runs.kind import Report, RunKind
-from flowmatch.training.trainer import Trainer, TrainResult, resolve_device
+from flowmatch.training.config import TrainerConfig
+from flowmatch.training.trainer import Trainer, TrainResult
 from flowmatch.trajectory import SnapshotBatches, SnapshotMatcher
 from flowmatch.trajectory.inference import HoldoutResult, holdout_w1, push, step_w1
 
@@ -109,14 +110,15 @@ def _matcher(cfg: RunConfig, data: SnapshotRunData) -> SnapshotMatcher:
     return SnapshotMatcher.from_method(cfg.method, data.train.times, sigma=cfg.sigma, score=cfg.resolved_score)
 
 
-def make_snapshot_trainer(cfg: RunConfig, data: SnapshotRunData, out: Path | None, quiet: bool) -> Trainer:
-    device = resolve_device(cfg.device)
+def make_snapshot_trainer(
+    cfg: RunConfig, data: SnapshotRunData, out: Path | None, *, device: torch.device, settings: TrainerConfig
+) -> Trainer:
     return Trainer(
         build_model(cfg, data.dim),
         _matcher(cfg, data),
         SnapshotBatches(data.train, "source", device=device),
         SnapshotBatches(data.train, "target", device=device),
-        trainer_config(cfg, quiet),
+        settings,
         run_dir=out,
         device=device,
         metadata={
@@ -209,8 +211,10 @@ class SnapshotKind(RunKind):
     def build_data(self, cfg: RunConfig) -> SnapshotRunData:
         return build_snapshot_data(cfg)
 
-    def make_trainer(self, cfg: RunConfig, data: SnapshotRunData, out: Path | None, quiet: bool) -> Trainer:
-        return make_snapshot_trainer(cfg, data, out, quiet)
+    def make_trainer(
+        self, cfg: RunConfig, data: SnapshotRunData, out: Path | None, *, device: torch.device, settings: TrainerConfig
+    ) -> Trainer:
+        return make_snapshot_trainer(cfg, data, out, device=device, settings=settings)
 
     def evaluate(
         self,

@@ -12,12 +12,12 @@ from torch import nn
 from flowmatch.data.batches import StreamBatches, TensorBatches
 from flowmatch.metrics.evaluate import EvalReport, check_evaluable, evaluate_model
 from flowmatch.metrics.report import eval_row, format_table
-from flowmatch.runs.build import build_matcher, build_model, trainer_config
+from flowmatch.runs.build import build_matcher, build_model
 from flowmatch.runs.config import RunConfig
 from flowmatch.runs.data import RunData, build_data
 from flowmatch.runs.kind import Report, RunKind
-from flowmatch.training import distributed
-from flowmatch.training.trainer import Trainer, TrainResult, resolve_device
+from flowmatch.training.config import TrainerConfig
+from flowmatch.training.trainer import Trainer, TrainResult
 
 __all__ = ["VectorKind"]
 
@@ -35,8 +35,9 @@ class VectorKind(RunKind):
         if evaluate:  # what the final evaluation needs, before any training is spent
             check_evaluable(len(data.source.test), len(data.target.test))
 
-    def make_trainer(self, cfg: RunConfig, data: RunData, out: Path | None, quiet: bool) -> Trainer:
-        device = distributed.local_device(resolve_device(cfg.device))  # cuda:LOCAL_RANK under torchrun
+    def make_trainer(
+        self, cfg: RunConfig, data: RunData, out: Path | None, *, device: torch.device, settings: TrainerConfig
+    ) -> Trainer:
         if data.source_is_stream:
             dims = data.shape if data.shape is not None else (data.dim,)
             source: StreamBatches | TensorBatches = StreamBatches(
@@ -53,7 +54,7 @@ class VectorKind(RunKind):
             build_matcher(cfg),
             source,
             target,
-            trainer_config(cfg, quiet),
+            settings,
             run_dir=out,
             device=device,
             metadata={"method": cfg.method, "dim": data.dim, "cond": cfg.cond, "score": cfg.resolved_score},
