@@ -227,3 +227,16 @@ def test_max_bad_steps_is_a_run_setting_that_may_change_on_resume(tmp_path):
         == 0
     )
     assert json.loads((run / "metrics.json").read_text())["train"]["steps"] == 30
+
+
+def test_a_type_error_inside_a_model_that_follows_the_contract_is_its_own():
+    """Only a call that the model's signature refuses is a contract error; a TypeError raised by
+    the model's own code passes through unchanged."""
+
+    class _Buggy(nn.Module):
+        def forward(self, x, t, cond=None):
+            return torch.cat(x, t)  # a bug: cat takes a sequence
+
+    with pytest.raises(TypeError) as info:
+        flowmatch.sample(_Buggy(), torch.randn(4, 2), steps=1)
+    assert not isinstance(info.value, ModelContractError)

@@ -8,10 +8,11 @@ trained to a finite loss by broadcasting.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = ["call_velocity", "check_output", "ModelContractError"]
 
@@ -22,6 +23,18 @@ class ModelContractError(ValueError):
 
 def _name(model: Any) -> str:
     return type(model).__name__
+
+
+def _accepts_contract(model: Any, x: Tensor, t: Tensor, cond: Any) -> bool:
+    """Whether ``model``'s signature binds ``(x, t, cond=cond)`` (True where it cannot be read)."""
+    fn = model.forward if isinstance(model, nn.Module) else model
+    try:
+        inspect.signature(fn).bind(x, t, cond=cond)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (some builtins)
+        return True
+    return True
 
 
 def check_output(model: Any, out: Any, x: Tensor, what: str = "model output") -> Tensor:
@@ -41,11 +54,10 @@ def call_velocity(model: Callable[..., Any], x: Tensor, t: Tensor, cond: Any = N
     try:
         out = model(x, t, cond=cond)
     except TypeError as e:
-        text = str(e)
-        if "cond" in text or "positional argument" in text:
-            raise ModelContractError(
-                f"model {_name(model)} must be callable as model(x, t, cond=None) (the model contract of every "
-                f"loss and sampler), but the call failed: {text}; add a cond=None parameter to its forward"
-            ) from None
-        raise
+        if _accepts_contract(model, x, t, cond):
+            raise  # a TypeError from inside the model: its own bug, not the contract
+        raise ModelContractError(
+            f"model {_name(model)} must be callable as model(x, t, cond=None) (the model contract of every "
+            f"loss and sampler), but the call failed: {e}; add a cond=None parameter to its forward"
+        ) from None
     return check_output(model, out, x)
