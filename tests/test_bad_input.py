@@ -9,6 +9,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from flowmatch.cli import main
@@ -292,3 +293,36 @@ def test_a_read_only_run_directory_for_the_plots_exits_2_naming_the_file(capsys,
     monkeypatch.setattr(plots_common.tempfile, "mkstemp", read_only)
     msg = error_of(capsys, ["plot", str(run), "--steps", "2", "--device", "cpu"])
     assert f"cannot write {str(run / 'samples.png')!r}: Read-only file system" in msg
+
+
+def test_eval_of_an_image_run_without_labels_exits_2(capsys, tmp_path):
+    """Image metrics train their classifier on the labels: an unlabelled image run is one line, not
+    a crash in the report."""
+    rng = np.random.default_rng(0)
+    images = tmp_path / "imgs.npy"
+    np.save(images, rng.uniform(-1, 1, size=(60, 1, 8, 8)).astype(np.float32))
+    run = tmp_path / "run"
+    argv = [
+        "train",
+        "--target",
+        str(images),
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--unet-width",
+        "8",
+        "--unet-attention",
+        "none",
+        "--eval-steps",
+        "2",
+        "--threads",
+        "1",
+        "--quiet",
+        "--no-plots",
+        "--out",
+        str(run),
+    ]
+    assert main(argv) == 0
+    msg = error_of(capsys, ["eval", str(run), "--steps", "2", "--quiet"])
+    assert "image evaluation needs labelled images" in msg

@@ -108,7 +108,13 @@ def _image_eval(args: argparse.Namespace, run, n: int | None) -> int:
             scales = []
         if not scales or not all(math.isfinite(w) for w in scales):
             raise ValueError(f"--guidance must be comma-separated numbers, e.g. 0,1,2,4, got {args.guidance!r}")
-    rep = cast("ImageEvalReport", evaluate_run(run, solver=args.solver, steps=args.steps, n=n, guidance=scales))
+    found = evaluate_run(run, solver=args.solver, steps=args.steps, n=n, guidance=scales)
+    if found is None:  # the classifier of the image metrics is trained on the labels
+        raise ValueError(
+            f"image evaluation needs labelled images (class subfolders, or an .npz with labels), "
+            f"got target {run.config.target!r} without labels"
+        )
+    rep = cast("ImageEvalReport", found)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))
     elif not args.quiet:
