@@ -58,6 +58,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flowmatch._utils.cache import cache_dir
+
 __all__ = ["load", "build_error", "variant", "squared_distances", "cache_dir", "SOURCE_PATH", "CANDIDATES"]
 
 #: columns each row keeps between full scans (the caller allocates n * CANDIDATES for them)
@@ -70,15 +72,6 @@ SOURCE_PATH = Path(__file__).with_name("_auction.c")
 _FLAGS = ["-O3", "-std=c99", "-fPIC", "-shared", "-ffp-contract=off", f"-DFM_K={CANDIDATES}"]
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}
-
-
-def cache_dir() -> Path:
-    """Where compiled kernels are kept: $FLOWMATCH_CACHE_DIR, else $XDG_CACHE_HOME/flowmatch."""
-    env = os.environ.get("FLOWMATCH_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "flowmatch"
 
 
 def _compiler() -> str | None:
