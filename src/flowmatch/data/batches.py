@@ -1,5 +1,8 @@
 """Minibatch sources for training: a callable ``(n, generator) -> (n, *dims)`` tensor.
 
+A source may also return a :class:`SequenceBatch` (padded sequences with their mask and
+condition, :mod:`flowmatch.data.sequences`) or, for labelled data, the pair ``(x1, cond)``.
+
 Two kinds: :class:`TensorBatches` draws rows of a fixed training set (distinct rows within a
 batch, fresh random subset each step, so no epoch position has to be checkpointed), and
 :class:`StreamBatches` draws fresh samples from a distribution (e.g. Gaussian noise) each step.
@@ -8,13 +11,25 @@ batch, fresh random subset each step, so no epoch position has to be checkpointe
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from flowmatch._utils.validate import check_positive_int
 
-__all__ = ["TensorBatches", "StreamBatches"]
+__all__ = ["TensorBatches", "StreamBatches", "SequenceBatch"]
+
+
+@dataclass
+class SequenceBatch:
+    """A batch of variable-length sequences: ``x`` ``(B, C, T)`` padded with zeros, ``mask``
+    ``(B, 1, T)`` (1 = valid frame, :mod:`flowmatch.data.masks`) and the condition of each row
+    (a :class:`~flowmatch.data.seqcond.SequenceCondition`, a tensor, or None)."""
+
+    x: Tensor
+    mask: Tensor
+    cond: object = None
 
 
 class TensorBatches:
