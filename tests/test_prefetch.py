@@ -12,7 +12,7 @@ from flowmatch.data.batches import StreamBatches, TensorBatches
 from flowmatch.models import MLP
 from flowmatch.objectives import methods
 from flowmatch.training.checkpoint import load_checkpoint
-from flowmatch.training.prefetch import BatchPrefetcher
+from flowmatch.training.prefetch import BatchPrefetcher, StepBatch
 from flowmatch.training.trainer import Trainer, TrainerConfig
 
 TARGET = sample_toy("moons", 400, generator=torch.Generator().manual_seed(1))
@@ -25,7 +25,7 @@ def _draw_fn(coupling, generator, n=48):
     def draw():
         x0 = src(n, generator=generator)
         x1 = tgt(n, generator=generator)
-        return x0, x1, None, coupling.prepare(x0, x1, generator=generator)
+        return StepBatch(x0, x1, None, None), coupling.prepare(x0, x1, generator=generator)
 
     return draw
 

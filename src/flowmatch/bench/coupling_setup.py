@@ -77,7 +77,8 @@ class WithReplacementOT(Coupling):
     of the n optimal pairs: about 63% distinct. Here only as the baseline of the quality table.
     """
 
-    def prepare(self, x0, x1, *, cond=None, generator=None):
+    def prepare(self, x0, x1, *, cond=None, generator=None, mask=None):
+        self.check_mask_support(mask)
         u = torch.rand(x0.shape[0], generator=generator, dtype=torch.float64)
         return lambda: self._solve(x0, x1, u)
 

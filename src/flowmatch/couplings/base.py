@@ -63,19 +63,39 @@ class Coupling(ABC):
     deterministic: bool = False
     #: True when :meth:`pair` accepts ``cond`` (the condition attached to x1's rows).
     uses_cond: bool = False
+    #: True when :meth:`pair` accepts ``mask`` (padded sequences: the valid elements of x1's rows,
+    #: :mod:`flowmatch.data.masks`); other couplings refuse a mask rather than pair padding.
+    uses_mask: bool = False
 
     @abstractmethod
     def pair(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None) -> Pairing:
         """Return the pairing of x0 (n, *dims) and x1 (m, *dims)."""
 
-    def _pair(self, x0: Tensor, x1: Tensor, cond: Tensor | None, generator) -> Pairing:
+    def _pair(self, x0: Tensor, x1: Tensor, cond: Tensor | None, generator, mask: Tensor | None = None) -> Pairing:
+        pair: Callable[..., Pairing] = self.pair
+        extra: dict[str, Tensor | None] = {}
         if self.uses_cond:  # such a subclass's pair takes cond too
-            pair: Callable[..., Pairing] = self.pair
-            return pair(x0, x1, generator=generator, cond=cond)
-        return self.pair(x0, x1, generator=generator)
+            extra["cond"] = cond
+        if mask is not None:  # only for a coupling that uses_mask (checked in prepare)
+            extra["mask"] = mask
+        return pair(x0, x1, generator=generator, **extra)
+
+    def check_mask_support(self, mask: Tensor | None) -> None:
+        """A ValueError for a mask given to a coupling that cannot pair padded sequences."""
+        if mask is not None and not self.uses_mask:
+            raise ValueError(
+                f"coupling {type(self).__name__} cannot pair padded sequences (a mask was given); "
+                "use Independent or ExactOT (which compares sources with each target's valid frames only)"
+            )
 
     def prepare(
-        self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        *,
+        cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
     ) -> Callable[[], Pairing]:
         """Draw this pairing's random numbers now; return a thunk that computes the pairing.
 
@@ -84,14 +104,15 @@ class Coupling(ABC):
         not override this method computes its pairing here and returns it.
         """
         check_batches(x0, x1)
+        self.check_mask_support(mask)
         if type(self).__call__ not in _DELEGATING_CALLS:  # a subclass with its own entry point
             takes_cond = "cond" in inspect.signature(self.__call__).parameters
             call: Callable[..., Pairing] = self.__call__
             done = call(x0, x1, generator=generator, cond=cond) if takes_cond else call(x0, x1, generator=generator)
             return lambda: done
         if self.deterministic:
-            return partial(self._pair, x0, x1, cond, None)
-        done = self._pair(x0, x1, cond, generator)
+            return partial(self._pair, x0, x1, cond, None, mask)
+        done = self._pair(x0, x1, cond, generator, mask)
         return lambda: done
 
     def __call__(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None) -> Pairing:
@@ -121,8 +142,11 @@ class Independent(Coupling):
 
     is_identity = True
     deterministic = True
+    uses_mask = True
 
-    def pair(self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None) -> Pairing:
+    def pair(
+        self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None, mask: Tensor | None = None
+    ) -> Pairing:
         check_equal_sizes(x0, x1, "independent pairing")
         idx = torch.arange(x0.shape[0], device=x0.device)
         return Pairing(idx, idx.to(x1.device))

@@ -33,8 +33,15 @@ class _SampledPlan(Coupling):
     sampling: str
 
     def prepare(
-        self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        *,
+        cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
     ) -> Callable[[], Pairing]:
+        self.check_mask_support(mask)
         check_batches(x0, x1)
         noise = draw_sampling_noise(self.sampling, x0.shape[0], x1.shape[0], generator)
         return partial(self._solve, x0, x1, noise)

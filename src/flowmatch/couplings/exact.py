@@ -14,7 +14,12 @@ from torch import Tensor
 from flowmatch._utils.validate import check_choice, check_nonnegative_float, check_positive_int
 from flowmatch.couplings.base import Coupling, Pairing, call_with_cond, check_batches, check_equal_sizes
 from flowmatch.ot.assignment import SOLVERS, solve_assignment, solve_assignments
-from flowmatch.ot.transport import batched_centered_squared_cost, squared_cost, squared_cost_f64
+from flowmatch.ot.transport import (
+    batched_centered_squared_cost,
+    masked_squared_cost_f64,
+    squared_cost,
+    squared_cost_f64,
+)
 
 __all__ = ["ExactOT", "ConditionalOT", "BlockOT"]
 
@@ -47,26 +52,39 @@ class ExactOT(Coupling):
     (see :mod:`flowmatch.ot.assignment`). The cost is :func:`~flowmatch.ot.transport.squared_cost_f64`
     (float64 for every dtype and dimension: from the differences for low-dimensional CPU batches,
     else the centred matrix product in float64), solved in float64.
+
+    Padded sequences: with ``mask`` (the valid elements of x1's rows) the cost compares each
+    source with each target over the target's valid elements only,
+    C_ij = sum_k m_jk (x0_ik - x1_jk)^2 (:func:`~flowmatch.ot.transport.masked_squared_cost_f64`).
     """
 
     deterministic = True
+    uses_mask = True
 
     def __init__(self, solver: str = "auto"):
         self.solver = check_choice("solver", solver, SOLVERS)
 
-    def cost(self, x0: Tensor, x1: Tensor, cond: Tensor | None = None) -> Tensor:
+    def cost(self, x0: Tensor, x1: Tensor, cond: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """The (n, n) float64 CPU cost matrix this coupling minimises."""
+        if mask is not None:
+            return masked_squared_cost_f64(x0, x1, mask)
         return squared_cost_f64(x0, x1)
 
     def pair(
-        self, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None, cond: Tensor | None = None
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        cond: Tensor | None = None,
+        mask: Tensor | None = None,
     ) -> Pairing:
         check_equal_sizes(x0, x1, "exact OT pairing")
         n = x0.shape[0]
         i0 = torch.arange(n, device=x0.device)
         if n == 1:
             return Pairing(i0, torch.zeros(1, dtype=torch.long, device=x1.device))
-        i1 = torch.from_numpy(solve_assignment(self.cost(x0, x1, cond).numpy(), solver=self.solver).perm)
+        i1 = torch.from_numpy(solve_assignment(self.cost(x0, x1, cond, mask).numpy(), solver=self.solver).perm)
         return Pairing(i0, i1 if x1.device.type == "cpu" else i1.to(x1.device))
 
 
@@ -91,8 +109,8 @@ class ConditionalOT(ExactOT):
         super().__init__(solver)
         self.cond_weight = check_nonnegative_float("cond_weight", cond_weight)
 
-    def cost(self, x0: Tensor, x1: Tensor, cond: Tensor | None = None) -> Tensor:
-        cost = super().cost(x0, x1)
+    def cost(self, x0: Tensor, x1: Tensor, cond: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        cost = super().cost(x0, x1, mask=mask)
         if cond is not None and self.cond_weight > 0:
             if cond.shape[0] != x0.shape[0]:
                 raise ValueError(f"cond must have one row per sample, got {cond.shape[0]} rows for {x0.shape[0]}")
@@ -144,8 +162,15 @@ class BlockOT(Coupling):
         self.deterministic = self.partition == "sorted"
 
     def prepare(
-        self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        *,
+        cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
     ) -> Callable[[], Pairing]:
+        self.check_mask_support(mask)
         check_batches(x0, x1)
         check_equal_sizes(x0, x1, "block OT pairing")
         n = x0.shape[0]

@@ -90,10 +90,17 @@ class GlobalCoupling(Coupling):
         return self.prepare(x0, x1, generator=generator)()
 
     def prepare(
-        self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        *,
+        cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
     ) -> Callable[[], Pairing]:
         """Gather the batches now (a collective) and draw the base's random numbers; return a
         thunk that solves the global problem and slices this rank's pairs (safe in a worker thread)."""
+        self.check_mask_support(mask)
         if cond is not None:
             raise ValueError(
                 "the global coupling does not take conditions; use coupling_scope 'local' "

@@ -70,11 +70,18 @@ class WithinLabels(Coupling):
         return self.base.pair(x0, x1, generator=generator)
 
     def prepare(
-        self, x0: Tensor, x1: Tensor, *, cond: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        *,
+        cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
     ) -> Callable[[], Pairing]:
         """Draw the random numbers of every group's pairing now (groups in the order of their
         condition), return a thunk that solves the groups and assembles the pairing (see
         :meth:`flowmatch.couplings.Coupling.prepare`)."""
+        self.check_mask_support(mask)
         if cond is None:
             return _prepare(self.base, x0, x1, generator)
         if x0.dim() < 2 or x0.shape[1:] != x1.shape[1:]:

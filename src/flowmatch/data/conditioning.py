@@ -30,7 +30,16 @@ from torch import Tensor
 from flowmatch._utils.validate import check_probability
 from flowmatch.data.seqcond import SequenceCondition
 
-__all__ = ["NULL_LABEL", "Condition", "is_label", "null_like", "null_mask", "drop_condition", "check_cond", "cat_conditions"]
+__all__ = [
+    "NULL_LABEL",
+    "Condition",
+    "is_label",
+    "null_like",
+    "null_mask",
+    "drop_condition",
+    "check_cond",
+    "cat_conditions",
+]
 
 #: What ``cond`` may be (besides None).
 Condition = Tensor | SequenceCondition
@@ -111,7 +120,8 @@ def drop_condition(cond: Condition, p: float, *, generator: torch.Generator | No
     if isinstance(cond, SequenceCondition):
         return cond.where_null(drop)
     shape = (cond.shape[0],) + (1,) * (cond.dim() - 1)
-    return torch.where(drop.reshape(shape), null_like(cond), cond)
+    null = torch.full_like(cond, NULL_LABEL) if is_label(cond) else torch.full_like(cond, float("nan"))
+    return torch.where(drop.reshape(shape), null, cond)
 
 
 def cat_conditions(conds: list[Condition]) -> Condition:

@@ -1,5 +1,7 @@
 """The one model contract: a velocity model is called as ``model(x, t, cond=None)`` and returns a
-tensor of the shape of ``x``. Every caller (the objectives' losses, the ODE and SDE samplers, the
+tensor of the shape of ``x``; a model of variable-length sequences also takes ``mask=None``
+(``(B, 1, T)``, 1 = valid frame, :mod:`flowmatch.data.masks`), passed only when there is a mask,
+so models without padding need no such parameter. Every caller (the objectives' losses, the ODE and SDE samplers, the
 likelihood) goes through :func:`call_velocity`, so that a model breaking the contract fails the
 same way, with one line, whether it is trained or sampled: a ``forward(x, t)`` without ``cond``
 used to train and then fail to sample with a raw TypeError, and a model returning ``x[:, :1]``
@@ -25,11 +27,11 @@ def _name(model: Any) -> str:
     return type(model).__name__
 
 
-def _accepts_contract(model: Any, x: Tensor, t: Tensor, cond: Any) -> bool:
-    """Whether ``model``'s signature binds ``(x, t, cond=cond)`` (True where it cannot be read)."""
+def _accepts_contract(model: Any, x: Tensor, t: Tensor, cond: Any, extra: dict[str, Any]) -> bool:
+    """Whether ``model``'s signature binds ``(x, t, cond=cond, **extra)`` (True where it cannot be read)."""
     fn = model.forward if isinstance(model, nn.Module) else model
     try:
-        inspect.signature(fn).bind(x, t, cond=cond)
+        inspect.signature(fn).bind(x, t, cond=cond, **extra)
     except TypeError:
         return False
     except ValueError:  # no signature to read (some builtins)
@@ -45,17 +47,26 @@ def check_output(model: Any, out: Any, x: Tensor, what: str = "model output") ->
     return out
 
 
-def call_velocity(model: Callable[..., Any], x: Tensor, t: Tensor, cond: Any = None) -> Tensor:
-    """``model(x, t, cond=cond)``, its output checked to have the shape of ``x``.
+def call_velocity(
+    model: Callable[..., Any], x: Tensor, t: Tensor, cond: Any = None, mask: Tensor | None = None
+) -> Tensor:
+    """``model(x, t, cond=cond)`` (with ``mask=mask`` when a mask is given), its output checked to
+    have the shape of ``x``.
 
-    A model whose signature refuses the call (no ``cond`` keyword, a missing ``t``) raises
-    :class:`ModelContractError` naming the contract instead of a raw TypeError.
+    A model whose signature refuses the call (no ``cond`` or ``mask`` keyword, a missing ``t``)
+    raises :class:`ModelContractError` naming the contract instead of a raw TypeError.
     """
+    extra = {} if mask is None else {"mask": mask}
     try:
-        out = model(x, t, cond=cond)
+        out = model(x, t, cond=cond, **extra)
     except TypeError as e:
-        if _accepts_contract(model, x, t, cond):
+        if _accepts_contract(model, x, t, cond, extra):
             raise  # a TypeError from inside the model: its own bug, not the contract
+        if mask is not None and _accepts_contract(model, x, t, cond, {}):
+            raise ModelContractError(
+                f"model {_name(model)} must be callable as model(x, t, cond=None, mask=None) to train or sample "
+                f"padded sequences, but the call failed: {e}; add a mask=None parameter to its forward"
+            ) from None
         raise ModelContractError(
             f"model {_name(model)} must be callable as model(x, t, cond=None) (the model contract of every "
             f"loss and sampler), but the call failed: {e}; add a cond=None parameter to its forward"

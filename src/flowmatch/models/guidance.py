@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from flowmatch.data.conditioning import check_cond, null_like
+from flowmatch.data.conditioning import Condition, cat_conditions, check_cond, null_like
 
 __all__ = ["GuidedModel", "guided"]
 
@@ -63,17 +63,21 @@ class GuidedModel(nn.Module):
         self.model = model
         self.scale = w
 
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, cond: Condition | None = None, mask: Tensor | None = None) -> Tensor:
+        extra = {} if mask is None else {"mask": mask}
         if cond is None:
-            return self.model(x, t, cond=None)
+            return self.model(x, t, cond=None, **extra)
         cond = check_cond(cond, x.shape[0])
         if self.scale == 1.0:
-            return self.model(x, t, cond=cond)
+            return self.model(x, t, cond=cond, **extra)
         if self.scale == 0.0:
-            return self.model(x, t, cond=null_like(cond))
+            return self.model(x, t, cond=null_like(cond), **extra)
         b = x.shape[0]
         t = t.expand(b) if t.dim() == 0 else t
-        v = self.model(torch.cat([x, x]), torch.cat([t, t]), cond=torch.cat([cond, null_like(cond)]))
+        if mask is not None:
+            extra = {"mask": torch.cat([mask, mask])}
+        both = cat_conditions([cond, null_like(cond)])
+        v = self.model(torch.cat([x, x]), torch.cat([t, t]), cond=both, **extra)
         v_cond, v_null = v[:b], v[b:]
         return v_null + self.scale * (v_cond - v_null)
 

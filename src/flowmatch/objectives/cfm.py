@@ -8,6 +8,13 @@ Conditional flow matching (Lipman et al. ICLR 2023; Tong et al. TMLR 2024, Algor
 
 The minimiser of L is the marginal velocity field that transports q0 to q1 along the marginal
 path (Tong et al., Theorem 3.2), so integrating v_theta from t = 0 to 1 generates q1.
+
+Padded sequences ``(B, C, T)`` take a ``mask`` (``(B, 1, T)``, 1 = valid frame,
+:mod:`flowmatch.data.masks`) attached to x1's rows: it is reordered with x1 by the coupling
+(which compares sources with the targets' valid frames only), zeroes x0, eps, x_t and u_t in the
+padding, is passed to the model (``model(x, t, cond, mask=mask)``), and the loss is the mean of
+the squared error over the valid elements only, sum(m (v - u)^2) / sum(m): a frame of a short
+utterance weighs as much as a frame of a long one (Matcha-TTS), and padded frames get no gradient.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from torch import Tensor, nn
 
 from flowmatch._utils.validate import check_probability
 from flowmatch.couplings import Coupling, Independent, Pairing
-from flowmatch.data.conditioning import drop_condition
+from flowmatch.data.conditioning import Condition, drop_condition
+from flowmatch.data.masks import check_mask, masked_mean
 from flowmatch.models.contract import call_velocity
 from flowmatch.paths import ProbabilityPath
 
@@ -34,7 +42,9 @@ class PathSample:
     """One draw of the conditional path for a batch. Shapes: t (B,), the rest (B, *dims).
 
     x0, x1 are the paired endpoints (after the coupling); eps the Gaussian noise in x_t;
-    cond the conditioning of each pair (or None), reordered along with x1.
+    cond the conditioning of each pair (or None), reordered along with x1; mask the valid
+    elements of each pair (None: all valid), reordered along with x1. ``loss_mask`` is where the
+    loss is taken (the mask, or for infilling the span within it; None: everywhere).
     """
 
     t: Tensor
@@ -43,7 +53,9 @@ class PathSample:
     x0: Tensor
     x1: Tensor
     eps: Tensor
-    cond: Tensor | None = None
+    cond: Condition | None = None
+    mask: Tensor | None = None
+    loss_mask: Tensor | None = None
 
 
 class UniformTime:
@@ -158,10 +170,11 @@ class FlowMatcher(PairingOverride):
         self,
         x0: Tensor,
         x1: Tensor,
-        cond: Tensor | None = None,
+        cond: Condition | None = None,
         *,
         generator: torch.Generator | None = None,
         pairing: Pairing | None = None,
+        mask: Tensor | None = None,
     ) -> PathSample:
         """Pair the batches, draw t and eps, and return x_t with its target velocity u_t.
 
@@ -171,7 +184,7 @@ class FlowMatcher(PairingOverride):
         coupling whose ``__call__`` takes ``cond`` (e.g. :class:`flowmatch.couplings.WithinLabels`)
         receives it, to pair only samples of equal condition. A precomputed ``pairing`` (e.g. from
         :meth:`prepare_pairing` run ahead in a worker, or set by :meth:`use_pairing`) replaces the
-        coupling call.
+        coupling call. ``mask`` (padded sequences, module docstring) is attached to x1's rows.
         """
         if x0.shape != x1.shape:
             raise ValueError(
@@ -181,10 +194,15 @@ class FlowMatcher(PairingOverride):
             raise ValueError(
                 f"cond must have one row per sample, got {cond.shape[0]} rows for a batch of {x1.shape[0]}"
             )
+        if mask is not None:
+            mask = check_mask(mask, x1)
         if pairing is None:
             pairing = self._pairing_override
         if pairing is None and not self.coupling.is_identity:
-            if cond is not None and takes_condition(self.coupling):
+            thunk = self.prepare_pairing(x0, x1, cond, generator=generator, mask=mask) if mask is not None else None
+            if thunk is not None:
+                pairing = thunk()
+            elif cond is not None and takes_condition(self.coupling):
                 coupling: Callable[..., Pairing] = self.coupling  # its __call__ takes cond
                 pairing = coupling(x0, x1, generator=generator, cond=cond)
             else:
@@ -193,33 +211,47 @@ class FlowMatcher(PairingOverride):
             x0, x1 = pairing.apply(x0, x1)
             if cond is not None:
                 cond = cond[pairing.i1]
+            if mask is not None:
+                mask = mask[pairing.i1]
         t = self.time_sampler(x0.shape[0], self.path, device=x0.device, dtype=x0.dtype, generator=generator)
         if self.path.is_stochastic:
             eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         else:
             eps = torch.zeros_like(x0)
+        if mask is not None:  # the padding is zero in every tensor of the path
+            x0, x1, eps = x0 * mask, x1 * mask, eps * mask
         x_t = self.path.x_t(x0, x1, t, eps)
         u_t = self.path.u_t(x0, x1, t, eps)
+        if mask is not None:
+            x_t, u_t = x_t * mask, u_t * mask
         if cond is not None and self.cond_dropout > 0:
             cond = drop_condition(cond, self.cond_dropout, generator=generator)
-        return PathSample(t=t, x_t=x_t, u_t=u_t, x0=x0, x1=x1, eps=eps, cond=cond)
+        return PathSample(t=t, x_t=x_t, u_t=u_t, x0=x0, x1=x1, eps=eps, cond=cond, mask=mask, loss_mask=mask)
 
     def loss(
         self,
         model: nn.Module,
         x0: Tensor,
         x1: Tensor,
-        cond: Tensor | None = None,
+        cond: Condition | None = None,
         *,
         generator: torch.Generator | None = None,
         pairing: Pairing | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor:
-        """CFM loss E ||v_theta(t, x_t) - u_t||^2, averaged over the batch and the dimensions."""
-        s = self.sample(x0, x1, cond, generator=generator, pairing=pairing)
+        """CFM loss E ||v_theta(t, x_t) - u_t||^2, averaged over the batch and the dimensions (over
+        the valid elements only, given a ``mask``)."""
+        s = self.sample(x0, x1, cond, generator=generator, pairing=pairing, mask=mask)
         return self.loss_from_sample(model, s)
 
     def prepare_pairing(
-        self, x0: Tensor, x1: Tensor, cond: Tensor | None = None, *, generator: torch.Generator | None = None
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        cond: Condition | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
     ) -> Callable[[], Pairing] | None:
         """The coupling's draws now, its work later: :meth:`Coupling.prepare` as :meth:`sample` calls it.
 
@@ -229,15 +261,21 @@ class FlowMatcher(PairingOverride):
         """
         if self.coupling.is_identity:
             return None
+        if mask is not None:
+            self.coupling.check_mask_support(mask)
+            mask = check_mask(mask, x1)
+            if cond is not None and takes_condition(self.coupling):
+                return self.coupling.prepare(x0, x1, cond=cond, generator=generator, mask=mask)  # type: ignore[arg-type]
+            return self.coupling.prepare(x0, x1, generator=generator, mask=mask)
         if cond is not None and takes_condition(self.coupling):
-            return self.coupling.prepare(x0, x1, cond=cond, generator=generator)
+            return self.coupling.prepare(x0, x1, cond=cond, generator=generator)  # type: ignore[arg-type]
         return self.coupling.prepare(x0, x1, generator=generator)
 
     @staticmethod
     def loss_from_sample(model: nn.Module, s: PathSample) -> Tensor:
-        """The regression loss on an already drawn :class:`PathSample`."""
-        v = call_velocity(model, s.x_t, s.t, s.cond)
-        return torch.mean((v - s.u_t) ** 2)
+        """The regression loss on an already drawn :class:`PathSample` (over ``s.loss_mask``)."""
+        v = call_velocity(model, s.x_t, s.t, s.cond, s.mask)
+        return masked_mean((v - s.u_t) ** 2, s.loss_mask)
 
     def __repr__(self) -> str:
         return f"FlowMatcher(name={self.name!r}, path={self.path!r}, coupling={self.coupling!r}, time_sampler={self.time_sampler!r})"

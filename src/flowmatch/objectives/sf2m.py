@@ -43,6 +43,8 @@ import torch
 from torch import Tensor, nn
 
 from flowmatch.couplings import Coupling, Pairing
+from flowmatch.data.conditioning import Condition
+from flowmatch.data.masks import masked_mean
 from flowmatch.objectives.cfm import FlowMatcher, PathSample
 from flowmatch.paths import ProbabilityPath, pad_t
 
@@ -66,15 +68,17 @@ class SF2MLoss:
 def score_loss_from_sample(model: nn.Module, path: ProbabilityPath, s: PathSample) -> Tensor:
     """E || sigma_t s_theta(t, x_t) + eps ||^2 on a drawn :class:`PathSample` (mean over batch and dims).
 
-    ``model.score(x, t, cond=None)`` must return the score of the marginal, shape (B, *dims).
+    ``model.score(x, t, cond=None)`` must return the score of the marginal, shape (B, *dims) (with
+    ``mask=`` for padded sequences, whose loss is the mean over ``s.loss_mask``).
     """
     score = cast(Any, model).score  # a method the model adds (nn.Module's attribute type says Tensor | Module)
-    sc = score(s.x_t, s.t, s.cond) if s.cond is not None else score(s.x_t, s.t)
+    extra = {} if s.mask is None else {"mask": s.mask}
+    sc = score(s.x_t, s.t, s.cond, **extra) if s.cond is not None else score(s.x_t, s.t, **extra)
     if not isinstance(sc, Tensor) or sc.shape != s.x_t.shape:
         got = tuple(sc.shape) if isinstance(sc, Tensor) else type(sc).__name__
         raise ValueError(f"model.score must return the shape of x {tuple(s.x_t.shape)}, got {got}")
     lam = pad_t(path.sigma_t(s.t), s.x_t)
-    return torch.mean((lam * sc + s.eps) ** 2)
+    return masked_mean((lam * sc + s.eps) ** 2, s.loss_mask)
 
 
 class ScoreFlowMatcher(FlowMatcher):
@@ -115,13 +119,14 @@ class ScoreFlowMatcher(FlowMatcher):
         model: nn.Module,
         x0: Tensor,
         x1: Tensor,
-        cond: Tensor | None = None,
+        cond: Condition | None = None,
         *,
         generator: torch.Generator | None = None,
         pairing: Pairing | None = None,
+        mask: Tensor | None = None,
     ) -> SF2MLoss:
         """Flow and score terms of the loss on one draw of pairs, times and noise."""
-        s = self.sample(x0, x1, cond, generator=generator, pairing=pairing)
+        s = self.sample(x0, x1, cond, generator=generator, pairing=pairing, mask=mask)
         flow = self.loss_from_sample(model, s)
         if not _has_score(model):
             return SF2MLoss(flow=flow, score=None, total=flow)
@@ -133,13 +138,14 @@ class ScoreFlowMatcher(FlowMatcher):
         model: nn.Module,
         x0: Tensor,
         x1: Tensor,
-        cond: Tensor | None = None,
+        cond: Condition | None = None,
         *,
         generator: torch.Generator | None = None,
         pairing: Pairing | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor:
         """E ||v_theta - u_t||^2 (+ E ||sigma_t s_theta + eps||^2 when the model has a score)."""
-        return self.losses(model, x0, x1, cond, generator=generator, pairing=pairing).total
+        return self.losses(model, x0, x1, cond, generator=generator, pairing=pairing, mask=mask).total
 
     def __repr__(self) -> str:
         return "Score" + super().__repr__()

@@ -32,6 +32,7 @@ __all__ = [
     "SinkhornWarning",
     "unbalanced_sinkhorn_plan",
     "partial_ot_plan",
+    "masked_squared_cost_f64",
 ]
 
 
@@ -109,6 +110,25 @@ def squared_cost_f64(x0: Tensor, x1: Tensor) -> Tensor:
     # temporary of n^2 float64 cost measurably at n = 1024)
     cost = torch.addmm((b * b).sum(1).unsqueeze(0), a, b.T, alpha=-2.0)
     return cost.add_((a * a).sum(1, keepdim=True)).clamp_min_(0.0).cpu()
+
+
+def masked_squared_cost_f64(x0: Tensor, x1: Tensor, mask1: Tensor) -> Tensor:
+    """The squared cost (n, m) over the valid elements of the targets, in float64 on the CPU:
+
+        C_ij = sum_k m_jk (x0_ik - x1_jk)^2,
+
+    with ``mask1`` (m, *dims) or broadcastable to x1 (1 = valid element of x1_j; padded sequences,
+    :mod:`flowmatch.data.masks`). A source row is compared with a target only where the target
+    has frames, so padding never enters the pairing. Expanded as
+    sum_k x0_ik^2 m_jk - 2 sum_k x0_ik m_jk x1_jk + sum_k m_jk x1_jk^2: two matrix products.
+    """
+    n, m = x0.shape[0], x1.shape[0]
+    a = x0.detach().reshape(n, -1).double()
+    w = mask1.detach().expand_as(x1).reshape(m, -1).to(device=a.device, dtype=torch.float64)
+    b = x1.detach().reshape(m, -1).to(device=a.device, dtype=torch.float64) * w
+    cost = torch.addmm((b * b).sum(1).unsqueeze(0), a, b.T, alpha=-2.0)  # w * w = w for a 0/1 mask
+    cost.addmm_(a * a, w.T)
+    return cost.clamp_min_(0.0).cpu()
 
 
 def _numpy_rows(x: Tensor) -> np.ndarray | None:

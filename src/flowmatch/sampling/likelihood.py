@@ -44,6 +44,7 @@ from torch import Tensor
 from flowmatch._utils.validate import check_choice, check_finite, check_positive_int
 from flowmatch.models.contract import call_velocity
 from flowmatch.sampling.encode import decode, encode  # noqa: F401  (their home before encode.py)
+from flowmatch.sampling.inputs import splits_with_rows
 from flowmatch.sampling.ode import sample
 
 __all__ = [
@@ -305,7 +306,7 @@ def log_likelihood(
     probes = None
     if divergence == "hutchinson":
         probes = hutchinson_probes(x, n_probes, probe_dist, generator=generator)
-    split_cond = isinstance(cond, Tensor) and cond.dim() >= 1 and cond.shape[0] == n
+    split_cond = splits_with_rows(cond, n)
     bounds = [(0, n)] if chunk_size is None else [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
 
     log_probs: list[Tensor] = []

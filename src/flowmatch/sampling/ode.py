@@ -59,7 +59,6 @@ they are chosen (:class:`SolverToleranceWarning`); use ``dopri5`` when the toler
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -68,8 +67,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flowmatch._utils.validate import check_choice, check_finite, check_positive_float, check_positive_int
+from flowmatch._utils.validate import check_choice, check_positive_float, check_positive_int
 from flowmatch.models.contract import call_velocity
+from flowmatch.sampling.inputs import check_sample_mask, check_t_span, check_x0, splits_with_rows
 
 __all__ = ["SampleResult", "sample", "ode_solvers", "SolverToleranceWarning"]
 
@@ -184,53 +184,25 @@ def ode_solvers() -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------------
-
-
-def check_t_span(t_span: Any) -> tuple[float, float]:
-    try:
-        if isinstance(t_span, (str, bytes)) or len(t_span) != 2:
-            raise TypeError
-        t0, t1 = (float(v) for v in t_span)
-    except (TypeError, ValueError):
-        raise ValueError(f"t_span must be a pair of two finite numbers, got {t_span!r}") from None
-    if not (math.isfinite(t0) and math.isfinite(t1)):
-        raise ValueError(f"t_span must be a pair of two finite numbers, got {t_span!r}")
-    if t0 == t1:
-        raise ValueError(f"t_span must hold two distinct times, got {t_span!r}")
-    return t0, t1
-
-
-def check_x0(x0: Any) -> Tensor:
-    if not isinstance(x0, Tensor):
-        raise ValueError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
-    if not torch.is_floating_point(x0):
-        raise ValueError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
-    if x0.dim() < 1 or x0.shape[0] < 1:
-        raise ValueError(f"x0 must have shape (n, *dims) with n >= 1, got {tuple(x0.shape)}")
-    check_finite("x0", x0)
-    return x0
-
-
-# --------------------------------------------------------------------------------------------
 # Integration
 # --------------------------------------------------------------------------------------------
 
 
 class _CountingField:
     """Wraps ``model(x, t, cond)`` as ``f(t, x)`` with ``t`` expanded to a ``(B,)`` tensor and
-    counts the calls."""
+    counts the calls; with a mask the velocity is zero in the padding (so padding stays zero)."""
 
-    def __init__(self, model: Callable[..., Tensor], cond: Any) -> None:
+    def __init__(self, model: Callable[..., Tensor], cond: Any, mask: Tensor | None = None) -> None:
         self.model = model
         self.cond = cond
+        self.mask = mask
         self.calls = 0
 
     def __call__(self, t: float | Tensor, x: Tensor) -> Tensor:
         self.calls += 1
         tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(()).expand(x.shape[0])
-        return call_velocity(self.model, x, tt, self.cond)
+        v = call_velocity(self.model, x, tt, self.cond, self.mask)
+        return v if self.mask is None else v * self.mask
 
 
 def _integrate_fixed(
@@ -276,6 +248,7 @@ def sample(
     chunk_size: int | None = None,
     enable_grad: bool = False,
     max_steps: int | None = None,
+    mask: Tensor | None = None,
 ) -> SampleResult:
     """Integrate ``dx/dt = model(x, t, cond)`` from ``t_span[0]`` to ``t_span[1]`` starting at ``x0``.
 
@@ -310,6 +283,9 @@ def sample(
             autograd graph (backpropagation through the solver, e.g. for CNF likelihoods).
         max_steps: adaptive solvers only: cap on accepted+rejected steps (RuntimeError when
             exceeded); ``None`` means torchdiffeq's default.
+        mask: padded sequences: ``(n, 1, T)`` or x0's shape, 1 = valid element
+            (:mod:`flowmatch.data.masks`); passed to the model as ``mask=``, the padding of x0 and
+            of the velocity is zeroed, so padded frames stay exactly zero.
 
     Returns:
         :class:`SampleResult` with ``x`` of shape ``(n, *dims)``, ``trajectory`` of shape
@@ -339,6 +315,9 @@ def sample(
             )
         max_steps = check_positive_int("max_steps", max_steps)
     x0 = check_x0(x0)
+    if mask is not None:
+        mask = check_sample_mask(mask, x0)
+        x0 = x0 * mask
     if solver in _TOLERANCE_MISS:
         miss, ref = _TOLERANCE_MISS[solver]
         warnings.warn(
@@ -360,7 +339,7 @@ def sample(
         n_save = steps + 1 if return_trajectory else 2
         times = torch.linspace(t0, t1, n_save, dtype=torch.float64).to(x0.dtype).to(x0.device)
 
-    split_cond = isinstance(cond, Tensor) and cond.dim() >= 1 and cond.shape[0] == n
+    split_cond = splits_with_rows(cond, n)
     bounds = [(0, n)] if chunk_size is None else [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
 
     ends: list[Tensor] = []
@@ -370,7 +349,8 @@ def sample(
         for lo, hi in bounds:
             xc = x0[lo:hi] if len(bounds) > 1 else x0
             cc = cond[lo:hi] if (split_cond and len(bounds) > 1) else cond
-            field = _CountingField(model, cc)
+            mc = mask[lo:hi] if (mask is not None and len(bounds) > 1) else mask
+            field = _CountingField(model, cc, mc)
             if fixed is not None:
                 end, states = _integrate_fixed(field, xc, grid, fixed, return_trajectory)
                 if states is not None:

@@ -44,7 +44,8 @@ from torch import Tensor
 
 from flowmatch._utils.validate import check_choice, check_nonnegative_float, check_positive_int
 from flowmatch.models.contract import check_output
-from flowmatch.sampling.ode import SampleResult, check_t_span, check_x0
+from flowmatch.sampling.inputs import check_sample_mask, check_t_span, check_x0, splits_with_rows
+from flowmatch.sampling.ode import SampleResult
 
 __all__ = ["sample_sde", "LAST_STEPS"]
 
@@ -52,9 +53,11 @@ __all__ = ["sample_sde", "LAST_STEPS"]
 LAST_STEPS = ("ode", "sde")
 
 
-def _call(fn: Callable[..., Tensor], x: Tensor, t: float, cond: Any, what: str) -> Tensor:
+def _call(fn: Callable[..., Tensor], x: Tensor, t: float, cond: Any, mask: Tensor | None, what: str) -> Tensor:
     tt = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
-    return check_output(fn, fn(x, tt, cond=cond), x, what=f"{what} output")
+    if mask is None:
+        return check_output(fn, fn(x, tt, cond=cond), x, what=f"{what} output")
+    return check_output(fn, fn(x, tt, cond=cond, mask=mask), x, what=f"{what} output") * mask
 
 
 def sample_sde(
@@ -70,6 +73,7 @@ def sample_sde(
     chunk_size: int | None = None,
     last_step: str = "ode",
     noise: Tensor | None = None,
+    mask: Tensor | None = None,
 ) -> SampleResult:
     """Integrate dX = [v(t, X) + (sigma^2/2) s(t, X)] dt + sigma dW by Euler-Maruyama (module doc).
 
@@ -93,6 +97,8 @@ def sample_sde(
         noise: optional pre-drawn standard normal Z of shape (steps, n, *dims), used instead of
             ``generator`` (Z[k] drives step k; the last is unused with ``last_step="ode"``); for
             common random numbers across step sizes and convergence studies.
+        mask: padded sequences (``(n, 1, T)`` or x0's shape, 1 = valid): passed to the networks
+            as ``mask=``; the padding of x0, of the drift and of the noise is zeroed, so it stays 0.
 
     Returns:
         :class:`flowmatch.sampling.ode.SampleResult`: x (n, *dims), trajectory (steps + 1, n, *dims) or
@@ -125,6 +131,9 @@ def sample_sde(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     x0 = check_x0(x0)
+    if mask is not None:
+        mask = check_sample_mask(mask, x0)
+        x0 = x0 * mask
     score_fn: Any = getattr(model, "score", None)  # callable whenever sigma > 0, checked here
     if sigma > 0 and not callable(score_fn):
         raise TypeError(
@@ -141,7 +150,7 @@ def sample_sde(
     grid = grid64.tolist()
     grid[0], grid[-1] = t0, t1
     times = grid64.to(dtype=x0.dtype, device=x0.device)
-    split_cond = isinstance(cond, Tensor) and cond.dim() >= 1 and cond.shape[0] == n
+    split_cond = splits_with_rows(cond, n)
     bounds = [(0, n)] if chunk_size is None else [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
     half_g2 = 0.5 * sigma**2
     nfe = 0
@@ -157,14 +166,17 @@ def sample_sde(
                     z = noise[k].to(dtype=x.dtype, device=x.device)
                 else:
                     z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+                if mask is not None:
+                    z = z * mask
             nfe += 2 if stochastic else 1
             pieces = []
             for lo, hi in bounds:
                 xc = x if len(bounds) == 1 else x[lo:hi]
                 cc = cond[lo:hi] if (split_cond and len(bounds) > 1) else cond
-                drift = _call(model, xc, t, cc, "model")
+                mc = mask if (mask is None or len(bounds) == 1) else mask[lo:hi]
+                drift = _call(model, xc, t, cc, mc, "model")
                 if stochastic:
-                    drift = drift + math.copysign(half_g2, h) * _call(score_fn, xc, t, cc, "model.score")
+                    drift = drift + math.copysign(half_g2, h) * _call(score_fn, xc, t, cc, mc, "model.score")
                     zc = z if len(bounds) == 1 else z[lo:hi]
                     pieces.append(xc + h * drift + (sigma * math.sqrt(abs(h))) * zc)
                 else:

@@ -31,37 +31,77 @@ import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from flowmatch.couplings import Pairing
+from flowmatch.data.batches import SequenceBatch
 
-__all__ = ["StepBatch", "BatchPrefetcher", "auto_workers"]
+__all__ = ["StepBatch", "BatchPrefetcher", "auto_workers", "draw_step"]
 
 
 @dataclass
 class StepBatch:
-    """One step's data: x0 (B, *dims), x1 (B, *dims), cond attached to x1 (or None), and the
-    pairing of x0 and x1 (None for the identity coupling)."""
+    """One step's data: x0 (B, *dims), x1 (B, *dims), cond attached to x1 (or None), the
+    pairing of x0 and x1 (None for the identity coupling) and, for padded sequences, the mask of
+    x1's valid elements (None: all valid)."""
 
     x0: Tensor
     x1: Tensor
-    cond: Tensor | None
+    cond: Any
     pairing: Pairing | None
+    mask: Tensor | None = None
+
+    def loss_kwargs(self) -> dict[str, Any]:
+        """The keywords an objective's ``loss`` takes besides (model, x0, x1): the condition and
+        the mask, each only when present (objectives without padding take no ``mask``)."""
+        out: dict[str, Any] = {}
+        if self.cond is not None:
+            out["cond"] = self.cond
+        if self.mask is not None:
+            out["mask"] = self.mask
+        return out
 
 
-#: What a draw function returns: x0, x1, cond and the coupling's thunk (None: identity).
-Drawn = tuple[Tensor, Tensor, "Tensor | None", "Callable[[], Pairing] | None"]
+#: What a draw function returns: the step's batch (its pairing still None) and the coupling's
+#: thunk (None: identity).
+Drawn = tuple[StepBatch, "Callable[[], Pairing] | None"]
+
+
+def draw_step(source: Callable[..., Any], target: Callable[..., Any], objective: Any, n: int, generator) -> Drawn:
+    """One step's draws from ``generator``, in order: x1 with its condition (and mask) from
+    ``target``, x0 from ``source`` (before x1, unless the source draws noise shaped like x1: a
+    ``sample_like(x1, generator=)`` method, as padded sequences of a batch-dependent length need),
+    then the coupling's random numbers (``objective.prepare_pairing``, where it has one).
+
+    ``target`` returns a tensor, a pair ``(x1, cond)`` or a :class:`SequenceBatch`.
+    """
+    like = getattr(source, "sample_like", None)
+    early: Any = source(n, generator=generator) if like is None else None
+    drawn = target(n, generator=generator)
+    cond, mask = None, None
+    if isinstance(drawn, SequenceBatch):
+        x1, cond, mask = drawn.x, drawn.cond, drawn.mask
+    elif isinstance(drawn, tuple):  # a labelled target: (x1, cond), cond attached to x1
+        x1, cond = drawn
+    else:
+        x1 = drawn
+    x0 = like(x1, generator=generator) if like is not None else early
+    prepare = getattr(objective, "prepare_pairing", None)
+    thunk = None
+    if prepare is not None:
+        extra = {} if mask is None else {"mask": mask}
+        thunk = prepare(x0, x1, cond, generator=generator, **extra)
+    return StepBatch(x0, x1, cond, None, mask), thunk
 
 
 @dataclass
 class _Item:
     state_before: Tensor
-    x0: Tensor
-    x1: Tensor
-    cond: Tensor | None
+    batch: StepBatch
     thunk: Callable[[], Pairing] | None
     future: Future | None
 
@@ -84,7 +124,8 @@ class BatchPrefetcher:
     Args:
         draw: called in the main thread, once per step, in step order; draws the step's batches
             and the coupling's random numbers from ``generator`` and returns
-            ``(x0, x1, cond, thunk)`` with ``thunk()`` -> :class:`Pairing` (or None).
+            ``(batch, thunk)`` (a :class:`StepBatch` without its pairing, and ``thunk()`` ->
+            :class:`Pairing`, or None), e.g. :func:`draw_step`.
         generator: the generator ``draw`` uses; its state is recorded before every draw.
         workers: threads that run the thunks; 0 runs each thunk inline when its step comes.
         depth: steps drawn ahead (default ``workers + 1``, so a worker is never idle).
@@ -125,10 +166,10 @@ class BatchPrefetcher:
 
     def _draw_one(self) -> _Item:
         state = self.generator.get_state()
-        x0, x1, cond, thunk = self.draw()
+        batch, thunk = self.draw()
         future = self._pool.submit(thunk) if (self._pool is not None and thunk is not None) else None
         self._drawn += 1
-        return _Item(state, x0, x1, cond, thunk, future)
+        return _Item(state, batch, thunk, future)
 
     def _fill(self) -> None:
         while self._pending is None and len(self._queue) < self.depth and self._can_draw():
@@ -161,7 +202,7 @@ class BatchPrefetcher:
             pairing = item.future.result()
         else:
             pairing = item.thunk() if item.thunk is not None else None
-        return StepBatch(item.x0, item.x1, item.cond, pairing)
+        return replace(item.batch, pairing=pairing)
 
     # ------------------------------------------------------------------ state
     def state(self) -> Tensor:

@@ -38,7 +38,7 @@ from flowmatch.training.guard import TrainingDiverged, diverged_message, step_is
 from flowmatch.training.interrupt import DeferredInterrupt, Interrupted
 from flowmatch.training.log import open_log, write_row
 from flowmatch.training.optim import EMA, adamw, learning_rate
-from flowmatch.training.prefetch import BatchPrefetcher, StepBatch
+from flowmatch.training.prefetch import BatchPrefetcher, StepBatch, draw_step
 from flowmatch.training.speed import SpeedOptions
 
 __all__ = ["Trainer", "TrainingObjective", "TrainingDiverged", "TrainerConfig", "TrainResult", "resolve_device"]
@@ -48,7 +48,7 @@ __all__ = ["Trainer", "TrainingObjective", "TrainingDiverged", "TrainerConfig", 
 PATH_SEED_OFFSET = 3_000_017
 
 
-BatchFn = Callable[..., Tensor | tuple[Tensor, Tensor]]
+BatchFn = Callable[..., Any]  # (n, generator=) -> x, (x, cond) or a SequenceBatch
 
 
 class Trainer:
@@ -60,7 +60,8 @@ class Trainer:
         source: callable ``(n, generator=None) -> (n, *dims)`` tensor on ``device``
             (see :mod:`flowmatch.data.batches`).
         target: the same for the target; it may return a pair ``(x1, cond)``, whose condition
-            (labels ``(n,)`` or features ``(n, ...)``) goes to the matcher.
+            (labels ``(n,)`` or features ``(n, ...)``) goes to the matcher, or a
+            :class:`~flowmatch.data.batches.SequenceBatch` (padded sequences with their mask).
         config: :class:`TrainerConfig`.
         run_dir: where ``log.csv`` and ``checkpoints/`` go; None trains in memory only.
         device: torch device for the model and the generator.
@@ -215,10 +216,10 @@ class Trainer:
             group["lr"] = lr
         batch = self._prefetcher.next() if self._prefetcher is not None else self._inline_batch()
         use_pairing = getattr(self.matcher, "use_pairing", None)  # objectives without a coupling lack it
-        extra = (batch.cond,) if batch.cond is not None else ()
+        extra = batch.loss_kwargs()
 
         def loss_of(model: nn.Module) -> Tensor:  # run as the (DDP) module's forward
-            return self.matcher.loss(model, batch.x0, batch.x1, *extra, generator=self.path_generator)
+            return self.matcher.loss(model, batch.x0, batch.x1, generator=self.path_generator, **extra)
 
         with use_pairing(batch.pairing) if use_pairing is not None else contextlib.nullcontext():
             with self.speed.autocast():
@@ -253,21 +254,13 @@ class Trainer:
         self.step += 1
 
     def _draw_step(self):
-        """One step's draws from ``generator``, in order: x0, x1 (and its condition), then the
-        coupling's random numbers; returns them with the thunk that computes the pairing."""
-        n = self.local_batch_size
-        x0 = self.source(n, generator=self.generator)
-        x1 = self.target(n, generator=self.generator)
-        cond = None
-        if isinstance(x1, tuple):  # a labelled target: (x1, cond), cond attached to x1
-            x1, cond = x1
-        prepare = getattr(self.matcher, "prepare_pairing", None)
-        thunk = prepare(x0, x1, cond, generator=self.generator) if prepare is not None else None
-        return x0, x1, cond, thunk
+        """One step's draws from ``generator`` (:func:`~flowmatch.training.prefetch.draw_step`)."""
+        return draw_step(self.source, self.target, self.matcher, self.local_batch_size, self.generator)
 
     def _inline_batch(self) -> StepBatch:
-        x0, x1, cond, thunk = self._draw_step()
-        return StepBatch(x0, x1, cond, thunk() if thunk is not None else None)
+        batch, thunk = self._draw_step()
+        batch.pairing = thunk() if thunk is not None else None
+        return batch
 
     def _grad_norm(self) -> float:
         norms = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
