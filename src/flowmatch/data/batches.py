@@ -18,7 +18,7 @@ from torch import Tensor
 
 from flowmatch._utils.validate import check_positive_int
 
-__all__ = ["TensorBatches", "StreamBatches", "SequenceBatch"]
+__all__ = ["TensorBatches", "StreamBatches", "SequenceBatch", "NoiseLike"]
 
 
 @dataclass
@@ -83,3 +83,21 @@ class StreamBatches:
 
     def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.sample(n, generator=generator).to(self.device)
+
+
+class NoiseLike:
+    """Standard normal noise shaped like each target batch: the source of padded sequences, whose
+    length T changes from batch to batch. The Trainer draws it after the target batch
+    (:func:`flowmatch.training.prefetch.draw_step` calls :meth:`sample_like`)."""
+
+    name = "gaussian noise"
+
+    def check_batch_size(self, n: int) -> None:
+        return None
+
+    def sample_like(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """N(0, I) of ``x``'s shape, dtype and device."""
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+    def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        raise TypeError("NoiseLike draws noise shaped like a target batch: call sample_like(x1), not (n)")

@@ -72,10 +72,14 @@ def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     """``sum(mask * values) / sum(mask broadcast to values)``; the plain mean when mask is None.
 
     The count is of valid *elements* (a per-frame mask counts each valid frame once per channel),
-    so the result is the mean over the valid elements exactly.
+    so the result is the mean over the valid elements exactly, and the same to the last bit for
+    the same valid values padded to any length.
     """
     if mask is None:
         return values.mean()
     valid = (mask > 0).expand_as(values)
-    # where, not a product: a non-finite value in the padding neither leaks into the loss nor its gradient
-    return torch.where(valid, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum() / valid.sum()
+    # the valid elements gathered in row-major order (the same sequence however long the padding,
+    # so the sum is bit-identical for any padding), never multiplied: a non-finite value in the
+    # padding neither leaks into the loss nor into its gradient
+    picked = values.masked_select(valid)
+    return picked.sum() / picked.numel()

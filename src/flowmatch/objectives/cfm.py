@@ -224,9 +224,17 @@ class FlowMatcher(PairingOverride):
         u_t = self.path.u_t(x0, x1, t, eps)
         if mask is not None:
             x_t, u_t = x_t * mask, u_t * mask
+        cond, loss_mask = self.extend_condition(x1, cond, mask, generator)
         if cond is not None and self.cond_dropout > 0:
             cond = drop_condition(cond, self.cond_dropout, generator=generator)
-        return PathSample(t=t, x_t=x_t, u_t=u_t, x0=x0, x1=x1, eps=eps, cond=cond, mask=mask, loss_mask=mask)
+        return PathSample(t=t, x_t=x_t, u_t=u_t, x0=x0, x1=x1, eps=eps, cond=cond, mask=mask, loss_mask=loss_mask)
+
+    def extend_condition(
+        self, x1: Tensor, cond: Condition | None, mask: Tensor | None, generator: torch.Generator | None
+    ) -> tuple[Condition | None, Tensor | None]:
+        """The condition the model sees and where the loss is taken, before condition dropout:
+        here ``(cond, mask)``; the infilling objective adds the context and takes the span."""
+        return cond, mask
 
     def loss(
         self,
