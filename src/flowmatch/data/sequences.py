@@ -136,9 +136,9 @@ class SequenceSet:
     def _check_finite(self, field: str, packed: Tensor) -> Tensor:
         bad = ~torch.isfinite(packed)
         if bool(bad.any()):
-            where = bad.nonzero()[0].tolist()
-            i = self._utterance_of_column(where[-1])
-            frame = where[-1] - int(self._offsets[i])
+            column = int(bad.any(dim=0).nonzero()[0])
+            i = self._utterance_of_column(column)
+            frame = column - int(self._offsets[i])
             raise ValueError(
                 f"{self._label(i)}: {field} must be finite (after conversion to float32), got {int(bad.sum())} "
                 f"NaN/Inf value(s) in the set, the first at frame {frame}"
