@@ -227,6 +227,14 @@ def test_the_speaker_classifier_separates_synthetic_speakers(trained):
     assert info.train_accuracy > 0.95
 
 
+def test_training_on_random_crops_still_scores_whole_utterances():
+    mels, mask, labels = _speakers(16, seed=6, min_len=40, max_len=90)
+    clf, info = train_speaker_classifier(mels, mask, labels, 5, steps=100, crop_frames=24, seed=1)
+    test_mels, test_mask, test_labels = _speakers(10, seed=7, min_len=40, max_len=90)
+    assert info.crop_frames == 24
+    assert accuracy(clf, test_mels, test_mask, test_labels) > 0.95
+
+
 def test_speaker_features_are_padding_invariant(trained):
     clf, _, _ = trained
     mels, mask, _ = _speakers(3, seed=2)

@@ -127,7 +127,7 @@ class SpeakerClassifier(nn.Module):
         h = torch.where(valid, (mels - self.mean) / self.std, zero)
         for conv in self.convs:
             h = torch.where(valid, F.relu(conv(h)), zero)
-        count = valid.sum(dim=-1).to(h.dtype)  # (B, 1)
+        count = valid.sum(dim=-1).clamp_min(1).to(h.dtype)  # (B, 1); a crop of padding only pools zeros
         mu = h.sum(dim=-1) / count
         var = torch.where(valid, (h - mu[..., None]) ** 2, zero).sum(dim=-1) / count
         return F.relu(self.fc(torch.cat([mu, (var + 1e-5).sqrt()], dim=1)))
@@ -146,6 +146,7 @@ class SpeakerClassifierInfo:
     num_speakers: int
     seed: int
     steps: int
+    crop_frames: int | None
     fingerprint: str
     train_accuracy: float
     test_accuracy: float | None = None
@@ -162,6 +163,18 @@ def data_fingerprint(mels: Tensor, valid: Tensor, labels: Tensor) -> str:
     return h.hexdigest()[:16]
 
 
+def _random_crop(mels: Tensor, valid: Tensor, crop: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A window of ``crop`` frames of each utterance, uniformly placed within its valid span."""
+    b, c, t = mels.shape
+    if t <= crop:
+        return mels, valid
+    frames = torch.arange(1, t + 1, device=mels.device)
+    ends = (valid[:, 0] * frames).amax(dim=-1).cpu()  # one past the last valid frame
+    start = (torch.rand(b, generator=g) * ((ends - crop).clamp_min(0) + 1)).long().to(mels.device)
+    idx = (start[:, None] + torch.arange(crop, device=mels.device))[:, None, :]
+    return mels.gather(2, idx.expand(b, c, crop)), valid.gather(2, idx)
+
+
 def train_speaker_classifier(
     mels: Tensor,
     mask: Tensor | None,
@@ -171,11 +184,15 @@ def train_speaker_classifier(
     steps: int = 300,
     batch_size: int = 32,
     lr: float = 2e-3,
+    crop_frames: int | None = 128,
     seed: int = 0,
 ) -> tuple[SpeakerClassifier, SpeakerClassifierInfo]:
     """Train :class:`SpeakerClassifier` on real ``mels (N, n_mels, T)`` with ``mask (N, 1, T)`` and
     speaker ``labels (N,)``: ``steps`` Adam steps of cross-entropy on minibatches of ``batch_size``
-    utterances drawn without replacement (reshuffled each epoch).
+    utterances drawn without replacement (reshuffled each epoch), each cut to a random window of
+    ``crop_frames`` frames within its valid span (``None``: whole utterances). Speaker identity is
+    a property of the whole utterance, so the crops are augmentation and make a step cheap; the
+    statistics pooling then scores whole utterances of any length.
 
     The bins are standardised with the mean and standard deviation over the valid training frames.
     All randomness comes from ``seed`` (initialisation, batches, dropout; the global RNG is left as
@@ -185,6 +202,7 @@ def train_speaker_classifier(
     labels = check_labels(labels, mels.shape[0], num_classes=check_positive_int("num_speakers", num_speakers))
     steps = check_positive_int("steps", steps)
     batch_size = check_positive_int("batch_size", batch_size)
+    crop = mels.shape[-1] if crop_frames is None else check_positive_int("crop_frames", crop_frames)
     n, n_mels, _ = mels.shape
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -207,13 +225,14 @@ def train_speaker_classifier(
                 perm, pos = torch.randperm(n, generator=g), 0
             idx = perm[pos : pos + batch_size].to(mels.device)
             pos += batch_size
-            loss = F.cross_entropy(net(mels[idx], valid[idx]), labels[idx])
+            loss = F.cross_entropy(net(*_random_crop(mels[idx], valid[idx], crop, g)), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
     net.eval()
+    fingerprint = data_fingerprint(mels, valid, labels)
     info = SpeakerClassifierInfo(
-        n_mels, num_speakers, seed, steps, data_fingerprint(mels, valid, labels), accuracy(net, mels, valid, labels)
+        n_mels, num_speakers, seed, steps, crop_frames, fingerprint, accuracy(net, mels, valid, labels)
     )
     return net, info
 
@@ -255,16 +274,17 @@ def load_or_train_speaker_classifier(
     test_labels: Tensor | None = None,
     seed: int = 0,
     steps: int = 300,
+    crop_frames: int | None = 128,
 ) -> tuple[SpeakerClassifier, SpeakerClassifierInfo]:
     """The run's speaker classifier: loaded from ``run_dir/speaker_classifier.safetensors`` when it
-    exists and was made from the same data (:func:`data_fingerprint`), speakers, seed and steps;
+    exists and was made from the same data (:func:`data_fingerprint`), speakers, seed, steps and crop;
     otherwise trained on the real train mels and saved there (atomically). ``run_dir=None`` trains
     without caching. With test data, ``info.test_accuracy`` is the accuracy on it."""
     from safetensors.torch import load_file, save_file
 
     mels, valid = check_mel_batch(train_mels, train_mask, name="train_mels")
     labels = check_labels(train_labels, mels.shape[0], name="train_labels")
-    key = (mels.shape[1], num_speakers, seed, steps, data_fingerprint(mels, valid, labels))
+    key = (mels.shape[1], num_speakers, seed, steps, crop_frames, data_fingerprint(mels, valid, labels))
     path = Path(run_dir) / SPEAKER_CLASSIFIER_FILE if run_dir is not None else None
     if path is not None and path.is_file():
         from safetensors import safe_open
@@ -275,11 +295,15 @@ def load_or_train_speaker_classifier(
             info: SpeakerClassifierInfo | None = SpeakerClassifierInfo(**json.loads(meta.get("info", "{}")))
         except TypeError:
             info = None
-        if info is not None and (info.n_mels, info.num_speakers, info.seed, info.steps, info.fingerprint) == key:
+        if info is not None and (
+            (info.n_mels, info.num_speakers, info.seed, info.steps, info.crop_frames, info.fingerprint) == key
+        ):
             net = SpeakerClassifier(info.n_mels, num_speakers)
             net.load_state_dict(load_file(str(path)))
             return net.to(mels.device).eval(), info
-    net, info = train_speaker_classifier(mels, valid, labels, num_speakers, seed=seed, steps=steps)
+    net, info = train_speaker_classifier(
+        mels, valid, labels, num_speakers, seed=seed, steps=steps, crop_frames=crop_frames
+    )
     if test_mels is not None and test_labels is not None:
         info.test_accuracy = accuracy(net, test_mels, test_mask, test_labels)
     if path is not None:
