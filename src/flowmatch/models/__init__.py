@@ -4,6 +4,7 @@ from flowmatch.models.cond import CondEmbedding, ConditionalMLP
 from flowmatch.models.embeddings import SinusoidalTimeEmbedding, make_time_embedding
 from flowmatch.models.flow_and_score import FlowAndScore, has_score
 from flowmatch.models.mlp import ACTIVATIONS, MLP
+from flowmatch.models.sequence import SequenceConditionEncoder, SequenceTransformer, UNet1D
 from flowmatch.models.unet import UNet
 
 __all__ = [
@@ -16,4 +17,7 @@ __all__ = [
     "CondEmbedding",
     "ConditionalMLP",
     "UNet",
+    "UNet1D",
+    "SequenceTransformer",
+    "SequenceConditionEncoder",
 ]
