@@ -222,8 +222,8 @@ def is_image_spec(spec: str) -> bool:
     if spec in IMAGE_DATASETS:
         return True
     p = Path(spec)
-    if p.is_dir():
-        return True
+    if p.is_dir():  # a folder of .npz utterances is sequence data (flowmatch.data.sequence_files)
+        return not any(p.glob("*.npz"))
     if p.is_file() and p.suffix.lower() == ".npy":
         try:
             arr = np.load(p, mmap_mode="r", allow_pickle=False)

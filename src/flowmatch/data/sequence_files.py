@@ -26,7 +26,19 @@ import numpy as np
 
 from flowmatch.data.sequences import SequenceSet
 
-__all__ = ["load_sequence_folder", "save_sequence_folder", "SEQUENCE_FIELDS", "LAYOUTS"]
+__all__ = ["load_sequence_folder", "save_sequence_folder", "is_sequence_spec", "SEQUENCE_FIELDS", "LAYOUTS", "SPEECH"]
+
+#: The name of the built-in speech corpus as a run's target (:mod:`flowmatch.data.speech`).
+SPEECH = "speech"
+
+
+def is_sequence_spec(spec: str) -> bool:
+    """Whether a target names sequence data: the built-in ``speech`` corpus, or a folder holding
+    ``.npz`` utterances (a folder of images is image data)."""
+    if spec == SPEECH:
+        return True
+    p = Path(spec)
+    return p.is_dir() and any(p.glob("*.npz"))
 
 #: The arrays a sequence file may hold; ``x`` is required.
 SEQUENCE_FIELDS: tuple[str, ...] = ("x", "tokens", "features", "speaker")

@@ -34,11 +34,12 @@ from flowmatch.paths import BrownianBridgePath, GaussianToDataPath, LinearPath, 
 
 if TYPE_CHECKING:
     from flowmatch.objectives.cnf import CNFObjective
+    from flowmatch.objectives.regression import RegressionObjective
 
 __all__ = ["MethodSpec", "get", "get_flow_matcher", "check_sigma", "names", "spec"]
 
 #: What a method's build returns: a FlowMatcher, or the CNF baseline's maximum-likelihood objective.
-Objective = Union[FlowMatcher, "CNFObjective"]
+Objective = Union[FlowMatcher, "CNFObjective", "RegressionObjective"]
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,20 @@ class MethodSpec:
     learns_score: bool = False
     #: Its coupling pairs the batches (an OT problem per step, worth solving ahead in a worker).
     pairs: bool = False
+    #: False for the regression baseline: no flow, the network predicts x1 from the condition.
+    is_flow: bool = True
 
 
 def _cnf(sigma: float) -> CNFObjective:
     from flowmatch.objectives.cnf import CNFObjective  # lazy: the CNF loss needs the solvers
 
     return CNFObjective(name="cnf")
+
+
+def _regression(sigma: float) -> RegressionObjective:
+    from flowmatch.objectives.regression import RegressionObjective
+
+    return RegressionObjective()
 
 
 def _sb(sigma: float) -> FlowMatcher:
@@ -134,6 +143,15 @@ _SPECS: dict[str, MethodSpec] = {
             fixed_sigma=True,
             simulation_free=False,
         ),
+        MethodSpec(
+            "regression",
+            "baseline for conditional sequences: the same network trained by L2 to predict x1 from the "
+            "condition (the conditional mean: over-smoothed)",
+            0.0,
+            _regression,
+            fixed_sigma=True,
+            is_flow=False,
+        ),
     ]
 }
 
@@ -173,8 +191,9 @@ def get_flow_matcher(name: str, *, sigma: float | None = None) -> FlowMatcher:
     """:func:`get` for the flow matching methods only (every one but the CNF baseline)."""
     fm = get(name, sigma=sigma)
     if not isinstance(fm, FlowMatcher):
+        how = "by maximum likelihood" if name == "cnf" else "by regression"
         raise ValueError(
-            f"method {name!r} is not a flow matching method (it trains by maximum likelihood); "
+            f"method {name!r} is not a flow matching method (it trains {how}); "
             f"choose one of: {', '.join(n for n in names() if spec(n).simulation_free)}"
         )
     return fm

@@ -31,8 +31,8 @@ else:  # pragma: no cover
 __all__ = ["RunConfig", "load_toml", "dump_toml", "parse_int_list", "SOLVER_CHOICES", "COND_CHOICES", "MODEL_CHOICES"]
 
 SOLVER_CHOICES = ("euler", "midpoint", "heun", "rk4", "dopri5")
-COND_CHOICES = ("none", "label")
-MODEL_CHOICES = ("auto", "mlp", "unet")
+COND_CHOICES = ("none", "label", "text")
+MODEL_CHOICES = ("auto", "mlp", "unet", "unet1d", "transformer")
 
 
 def parse_int_list(name: str, text: str, *, allow_empty: bool = False) -> tuple[int, ...] | None:
@@ -92,11 +92,19 @@ class RunConfig:
     method: str = "ot-cfm"
     sigma: float | None = None  # None: the method's paper default
     score: bool | None = None  # learn the score too ([SF]2M); None: the method's default (sb-cfm: true)
+    # sequences (flowmatch.runs.sequence): the built-in eSpeak NG corpus ("speech") or a folder of
+    # .npz utterances; its size (speech_sentences sentences, each spoken by speech_speakers voices)
+    speech_sentences: int = 200
+    speech_speakers: int = 4
+    # Voicebox infilling: train on spans of span_min..span_max of each utterance, the rest as context
+    infill: bool = False
+    span_min: float = 0.3
+    span_max: float = 1.0
     # conditioning and classifier-free guidance
-    cond: str = "none"  # "none", or "label": condition on the class labels of the target data
+    cond: str = "none"  # "none"; "label": the class labels of the target data; "text": a sequence's tokens and speaker
     guidance_dropout: float = 0.0  # probability of training a pair with the null condition
     # model
-    model: str = "auto"  # "auto": unet for image data, mlp otherwise; or "mlp" / "unet"
+    model: str = "auto"  # "auto": unet for images, unet1d for sequences, mlp otherwise; or mlp, unet, unet1d, transformer
     hidden: int = 64
     depth: int = 3
     activation: str = "selu"
@@ -164,7 +172,17 @@ class RunConfig:
             raise ValueError(
                 f"method {self.method!r} flows from N(0, I) and needs --source gaussian, got {self.source!r}"
             )
-        for name in ("n_train", "n_test", "hidden", "depth", "eval_steps", "unet_width", "unet_blocks"):
+        for name in (
+            "n_train",
+            "n_test",
+            "hidden",
+            "depth",
+            "eval_steps",
+            "unet_width",
+            "unet_blocks",
+            "speech_sentences",
+            "speech_speakers",
+        ):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
         # the optimisation settings: the Trainer's own rules, in one place (TrainerConfig)
         from flowmatch.training.config import TrainerConfig
@@ -203,6 +221,7 @@ class RunConfig:
                 f"with guidance_dropout {self.guidance_dropout}"
             )
         self.eval_guidance = check_nonnegative_float("eval_guidance", self.eval_guidance)
+        self._validate_sequences()
         parse_int_list("unet_mults", self.unet_mults)
         parse_int_list("unet_attention", self.unet_attention, allow_empty=True)
         if not isinstance(self.device, str) or not (
@@ -215,6 +234,43 @@ class RunConfig:
                 )
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         return self
+
+    def _validate_sequences(self) -> None:
+        """Rules of sequence runs (--target speech or a folder of .npz utterances)."""
+        from flowmatch.data.sequence_files import is_sequence_spec
+
+        sequences = is_sequence_spec(self.target)
+        if not isinstance(self.infill, bool):
+            raise ValueError(f"infill must be true or false, got {self.infill!r}")
+        self.span_min = check_probability("span_min", self.span_min)
+        self.span_max = check_probability("span_max", self.span_max)
+        if not 0 < self.span_min <= self.span_max:
+            raise ValueError(f"the span must satisfy 0 < span_min <= span_max <= 1, got [{self.span_min}, {self.span_max}]")
+        if self.cond == "text" and not sequences:
+            raise ValueError(f"cond 'text' needs sequence data (--target speech or a folder of .npz), got {self.target!r}")
+        if self.infill and not sequences:
+            raise ValueError(f"infill needs sequence data (--target speech or a folder of .npz), got {self.target!r}")
+        from flowmatch.objectives import methods
+
+        if not methods.spec(self.method).is_flow:
+            if not sequences or self.cond == "none":
+                raise ValueError(
+                    f"method {self.method!r} is a baseline for conditional sequences (--target speech --cond text), "
+                    f"got target {self.target!r} with cond {self.cond!r}"
+                )
+            if self.infill:
+                raise ValueError(f"method {self.method!r} has no flow to infill with; train a flow method with infill")
+        if sequences:
+            if self.cond == "label":
+                raise ValueError("sequence runs condition on their tokens and speaker: use --cond text (or none), got 'label'")
+            if self.model in ("mlp", "unet"):
+                raise ValueError(f"sequence runs need a sequence model (auto, unet1d, transformer), got {self.model!r}")
+            if self.source != "gaussian":
+                raise ValueError(f"sequence runs flow from noise and need --source gaussian, got {self.source!r}")
+            if self.snapshots is not None:
+                raise ValueError("sequence runs take no snapshots")
+        elif self.model in ("unet1d", "transformer"):
+            raise ValueError(f"model {self.model!r} needs sequence data (--target speech or a folder of .npz)")
 
     def _validate_snapshots(self, spec) -> None:
         """Rules of snapshot runs (--snapshots, --holdout)."""
