@@ -20,7 +20,9 @@ eSpeak is one process-global engine and not thread-safe: every call holds :data:
 output is not a function of the request alone: the wave generator keeps state between utterances
 (the index into its pitch-flutter table, a ``static`` of ``AdvanceParameters`` in ``wavegen.c``,
 and the phase of the glottal cycle), which ``espeak_Initialize`` and ``espeak_ng_SetRandSeed``
-do not reset, so the same text spoken twice in one process gives waveforms a few samples apart.
+do not reset, so the same text spoken twice in one process gives waveforms a few samples apart;
+and the breath noise of some variants (``f2``, ``f3``) draws from a generator that eSpeak seeds
+from the clock, which :class:`Engine` fixes with ``espeak_ng_SetRandSeed(1)``.
 What is reproducible is a fixed sequence of requests in a fresh process: :func:`synthesize_isolated`
 runs this module as a script in a new interpreter (``python -I espeak.py``, no flowmatch import)
 and is what the corpus uses, so that two builds are bit-identical.
@@ -64,6 +66,8 @@ POS_CHARACTER = 1
 CHARS_UTF8 = 1
 RATE, PITCH, RANGE = 1, 3, 4
 EE_OK = 0
+#: the seed of eSpeak's noise generator (``espeak_ng_SetRandSeed``)
+RAND_SEED = 1
 
 
 class EventId(ctypes.Union):
@@ -166,6 +170,11 @@ class Engine:
         rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), INITIALIZE_PHONEME_EVENTS)
         if rate != SAMPLE_RATE:
             raise OSError(f"eSpeak NG failed to initialise with data {data_path!r} (returned {rate})")
+        # the breath noise of some variants (f2, f3, ...) draws from a generator seeded by the clock
+        # at initialisation; a fixed seed makes a fresh process speak the same bits every time
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        lib.espeak_ng_SetRandSeed.restype = None
+        lib.espeak_ng_SetRandSeed(RAND_SEED)
         self.lib = lib
         self.chunks: list[bytes] = []
         self.events: list[tuple[str, int]] = []

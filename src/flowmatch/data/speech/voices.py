@@ -41,9 +41,9 @@ class SpeakerVoice:
 #: eight speakers, alternating male and female: distinct variants, pitches and rates
 VOICE_PRESETS: tuple[SpeakerVoice, ...] = (
     SpeakerVoice("en+m1", pitch=40, rate=165, pitch_range=45),
-    SpeakerVoice("en+f2", pitch=55, rate=175, pitch_range=60),
+    SpeakerVoice("en+f2", pitch=45, rate=175, pitch_range=60),
     SpeakerVoice("en+m3", pitch=50, rate=185, pitch_range=50),
-    SpeakerVoice("en+f4", pitch=65, rate=170, pitch_range=55),
+    SpeakerVoice("en+f4", pitch=80, rate=170, pitch_range=55),
     SpeakerVoice("en+m5", pitch=35, rate=175, pitch_range=40),
     SpeakerVoice("en+f1", pitch=60, rate=180, pitch_range=65),
     SpeakerVoice("en+m7", pitch=45, rate=160, pitch_range=50),
