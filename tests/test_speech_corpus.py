@@ -3,6 +3,8 @@ frame-level phoneme alignment, the split by sentence, the cache, Griffin-Lim and
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -98,7 +100,7 @@ def test_a_corrupt_cache_file_is_rebuilt(cache):
 def test_sentences_are_distinct_short_and_follow_the_seed():
     s = generate_sentences(300, np.random.default_rng(5))
     assert len(set(s)) == 300
-    assert all(3 <= len(x.split()) <= 8 and x.endswith(".") and x[0].isupper() for x in s)
+    assert all(3 <= len(x.split()) <= 7 and x.endswith(".") and x[0].isupper() for x in s)
     assert s == generate_sentences(300, np.random.default_rng(5))
     assert s != generate_sentences(300, np.random.default_rng(6))
 
@@ -242,6 +244,17 @@ def test_wav_round_trip_is_exact_for_int16(tmp_path, corpus):
 
 
 # --- bad input ------------------------------------------------------------------------------
+
+
+def test_a_missing_or_broken_espeak_gives_one_line_errors(monkeypatch):
+    from flowmatch.data.speech.espeak import Engine, library_paths
+
+    data = library_paths()[1]
+    with pytest.raises(OSError, match="cannot load eSpeak NG from '/nonexistent/libespeak-ng.so'"):
+        Engine("/nonexistent/libespeak-ng.so", data)
+    monkeypatch.setitem(sys.modules, "espeakng_loader", None)
+    with pytest.raises(ImportError, match=r"espeakng-loader: pip install flowmatch\[speech\]"):
+        synthesize_isolated([SynthesisRequest("Hello.")])
 
 
 @pytest.mark.parametrize(

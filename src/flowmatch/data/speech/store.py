@@ -31,7 +31,7 @@ from flowmatch.data.speech.corpus import SpeechCorpus, SpeechCorpusConfig, synth
 __all__ = ["FORMAT_VERSION", "corpus_key", "corpus_path", "save_corpus", "load_corpus", "build_speech_corpus"]
 
 #: bumped whenever the corpus's content for the same settings changes
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def engine_version() -> str:

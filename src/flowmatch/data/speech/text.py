@@ -7,12 +7,12 @@ adverb, P preposition)::
     D A N V R.          a small dog runs slowly.
     D A N V P D N.      the old man waits near the red door.
     D N V D A N.        two birds watch the green tree.
-    D A N V R P D N.    three young girls sing loudly under the bridge.
+    D N V R P D N.      three girls sing loudly under the bridge.
 
-3 to 8 words, about 1 to 2 s of eSpeak speech at 175 words per minute. Numbers (two ... twelve)
+3 to 7 words, about 1 to 2 s of eSpeak speech at 175 words per minute. Numbers (two ... twelve)
 take the plural noun and verb, "a"/"the"/"this" the singular. Sentences are drawn with
 ``numpy.random.Generator`` (never the global RNG) until ``n`` distinct ones are found, so the
-list is a function of the generator's state; the grammar holds about 10^8 sentences.
+list is a function of the generator's state; the grammar holds tens of millions of sentences.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ OBJECTS = (
 )  # fmt: skip
 
 #: the sentence templates (see the module docstring)
-TEMPLATES = ("D N V R", "D A N V R", "D A N V P D O", "D N T D A O", "D A N V R P D O")
+TEMPLATES = ("D N V R", "D A N V R", "D A N V P D O", "D N T D A O", "D N V R P D O")
 
 
 def pick(rng: np.random.Generator, options: tuple) -> object:
