@@ -27,8 +27,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--guidance",
         default=None,
-        help="image runs: comma-separated guidance scales to evaluate, e.g. 0,1,2,4 "
-        "(default: the run's eval_guidance); prints classifier accuracy and FD per scale",
+        help="image and sequence runs: comma-separated guidance scales to evaluate, e.g. 0,1,2,4 "
+        "(default: the run's eval_guidance); prints the kind's metrics per scale",
     )
     p.add_argument(
         "--nll",
@@ -60,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
         return _snapshot_eval(args, run, n)
     if run.data.is_image:
         return _image_eval(args, run, n)
+    if run.kind.name == "sequence":
+        return _sequence_eval(args, run, n)
     if args.guidance is not None:
-        raise ValueError(f"--guidance applies to image runs, got target {run.config.target!r}")
+        raise ValueError(f"--guidance applies to image and sequence runs, got target {run.config.target!r}")
     if args.nll:
         _check_nll_flags(args)
         if run.config.source != "gaussian":
@@ -90,24 +92,47 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_eval(args: argparse.Namespace, run, n: int | None) -> int:
-    """Image runs: classifier accuracy and Fréchet distance per guidance scale (flowmatch.metrics.images)."""
+def _scales(args: argparse.Namespace) -> list[float] | None:
+    """--guidance as a list of finite scales (None when not given)."""
     import math
 
     from flowmatch.cli._common import comma_list
+
+    if args.guidance is None:
+        return None
+    try:
+        scales = [float(v) for v in comma_list(args.guidance)]
+    except ValueError:
+        scales = []
+    if not scales or not all(math.isfinite(w) for w in scales):
+        raise ValueError(f"--guidance must be comma-separated numbers, e.g. 0,1,2,4, got {args.guidance!r}")
+    return scales
+
+
+def _sequence_eval(args: argparse.Namespace, run, n: int | None) -> int:
+    """Sequence runs: the speech metrics per guidance scale (flowmatch.runs.speech_eval)."""
+    from flowmatch.runs.run import evaluate_run
+    from flowmatch.runs.speech_eval import SequenceReport, sequence_table
+
+    if args.nll:
+        raise ValueError("--nll is not available for sequence runs")
+    rep = cast(SequenceReport, evaluate_run(run, solver=args.solver, steps=args.steps, n=n, guidance=_scales(args)))
+    if args.json:
+        print(json.dumps(rep.to_dict(), indent=2))
+    elif not args.quiet:
+        print(f"{args.run}: {run.config.method}, step {run.step}, {rep.rows[0].metrics.n_utterances} test utterances")
+        print(sequence_table(rep))
+    return 0
+
+
+def _image_eval(args: argparse.Namespace, run, n: int | None) -> int:
+    """Image runs: classifier accuracy and Fréchet distance per guidance scale (flowmatch.metrics.images)."""
     from flowmatch.runs.image import image_table
     from flowmatch.runs.run import evaluate_run
 
     if args.nll:
         raise ValueError("--nll is not available for image runs")
-    scales = None
-    if args.guidance is not None:
-        try:
-            scales = [float(v) for v in comma_list(args.guidance)]
-        except ValueError:
-            scales = []
-        if not scales or not all(math.isfinite(w) for w in scales):
-            raise ValueError(f"--guidance must be comma-separated numbers, e.g. 0,1,2,4, got {args.guidance!r}")
+    scales = _scales(args)
     found = evaluate_run(run, solver=args.solver, steps=args.steps, n=n, guidance=scales)
     if found is None:  # the classifier of the image metrics is trained on the labels
         raise ValueError(

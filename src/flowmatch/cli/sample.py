@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from flowmatch.cli._common import add_common, add_device
+from flowmatch.cli.sample_sequence import add_sequence_flags
 
 NAME = "sample"
 HELP = "generate samples from a trained run"
@@ -15,7 +16,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         NAME,
         help=HELP,
-        description="Integrate the trained flow from fresh source samples; writes an (N, D) .npy array.",
+        description="Integrate the trained flow from fresh source samples; writes an (N, D) .npy array "
+        "(sequence runs: speech for --text or a test --utterance, as a mel .npy, a WAV and a spectrogram).",
     )
     p.add_argument("run", help="run directory")
     p.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
@@ -49,6 +51,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "0 unconditional, 1 conditional (default: 1)",
     )
     p.add_argument("--grid", default=None, help="image runs: also write the samples as a PNG grid to this file")
+    add_sequence_flags(p)
     add_device(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -89,13 +92,19 @@ def run(args: argparse.Namespace) -> int:
     from flowmatch.sampling.ode import sample
 
     n = check_positive_int("--n", args.n)
+    run = load_run(args.run, device=args.device, use_ema=not args.no_ema)
+    if run.kind.name == "sequence":
+        from flowmatch.cli.sample_sequence import sample_sequences
+
+        return sample_sequences(args, run)
+    if args.text is not None or args.wav is not None or args.png is not None or args.infill is not None:
+        raise ValueError(f"--text, --wav, --png and --infill need a sequence run (--target speech), got {args.run!r}")
     if args.out is None and args.grid is None:
         raise ValueError("sample needs --out FILE.npy or --grid FILE.png, got neither")
     if args.out is not None and not str(args.out).endswith(".npy"):
         raise ValueError(f"--out must be a .npy file, got {args.out!r}")
     if args.grid is not None and not str(args.grid).lower().endswith(".png"):
         raise ValueError(f"--grid must be a .png file, got {args.grid!r}")
-    run = load_run(args.run, device=args.device, use_ema=not args.no_ema)
     if getattr(run.config, "snapshots", None) is not None:
         raise ValueError(
             f"sample draws from a run's source at t = 0 to 1; {args.run!r} is a snapshot run: push its "

@@ -21,7 +21,14 @@ _HELP = {
     "source": "source distribution q0: a built-in name (gaussian, moons, 8gaussians, ...) or a .npy/.npz/.csv/.pt file",
     "target": "target distribution q1: a built-in name or a data file of shape (N, D); images: digits, "
     "mnist, cifar10 (local torchvision data), a folder of PNG/JPG (classes from subfolders) or "
-    "a .npy (N, C, H, W) / .npz with images and labels",
+    "a .npy (N, C, H, W) / .npz with images and labels; sequences: speech (the built-in eSpeak NG corpus "
+    "of 80-bin log-mels) or a folder of .npz utterances (x (C, T), optional tokens, features, speaker)",
+    "speech_sentences": "speech runs: sentences of the built-in corpus (each spoken by every speaker; "
+    "1/8 held out for testing)",
+    "speech_speakers": "speech runs: eSpeak voices of the built-in corpus (1 to 8)",
+    "infill": "sequence runs: train Voicebox-style infilling (a span of each utterance generated from the rest)",
+    "span_min": "infill: smallest fraction of an utterance in its span",
+    "span_max": "infill: largest fraction of an utterance in its span",
     "n_train": "training points drawn per built-in distribution (files: all rows but the test part)",
     "n_test": "held-out points per distribution, used by the evaluation",
     "test_split": "built-in data: fresh (independent test draw) or paper (random split of one draw)",
@@ -30,21 +37,24 @@ _HELP = {
     "across consecutive time points (source and target are unused)",
     "holdout": "snapshot runs: index (0-based, among the sorted time points) of an intermediate time point "
     "left out of training; eval reports the W1 of the previous time point pushed to it",
-    "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf; or cnf (maximum-likelihood CNF baseline)",
+    "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf; or cnf (maximum-likelihood CNF "
+    "baseline); sequence runs also regression (the same network trained by L2 on the target)",
     "sigma": "path noise sigma (fm: sigma_min); default: the method's paper value",
     "score": "true/false: also learn the score of the path ([SF]2M), so that `flowmatch sample --sde` "
     "works; default: the method's (true for sb-cfm; other methods cannot)",
-    "cond": "condition the model on the target's class labels: none or label",
+    "cond": "condition the model: none; label (the target's class labels); text (a sequence's frame-aligned "
+    "tokens and its speaker: the phonemes and voice of speech)",
     "guidance_dropout": "probability of training a pair with the null condition, for classifier-free "
     "guidance at sampling (0: off; e.g. 0.1)",
-    "model": "velocity network: auto (unet for image data, mlp otherwise), mlp or unet",
+    "model": "velocity network: auto (unet for images, unet1d for sequences, mlp otherwise), mlp, unet, unet1d "
+    "(Matcha-TTS-style decoder) or transformer (Voicebox-like)",
     "unet_width": "channels of the UNet's first level",
     "unet_mults": "UNet channel multiplier per level, e.g. 1,2,2 (auto: from the image size)",
     "unet_attention": "image resolutions (px) with self-attention in the UNet besides its middle block, "
     "e.g. 16,8; none; auto: the 16 px level",
     "unet_blocks": "residual blocks per UNet level",
-    "hidden": "width of each hidden layer of the MLP",
-    "depth": "number of hidden layers of the MLP",
+    "hidden": "width of each hidden layer of the MLP (sequence models: of the first level)",
+    "depth": "number of hidden layers of the MLP (unet1d: levels; transformer: 2 x depth layers)",
     "activation": "MLP activation: selu, silu, relu, gelu, tanh, elu",
     "time_embedding": "how t enters the MLP: concat or sinusoidal",
     "steps": "optimisation steps",
@@ -155,6 +165,7 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from flowmatch.data.images import is_image_spec
+    from flowmatch.data.sequence_files import is_sequence_spec
     from flowmatch.runs.config import RunConfig, load_toml
     from flowmatch.runs.directory import CONFIG_FILE
     from flowmatch.runs.run import kind_for, train_run
@@ -177,7 +188,9 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc is not None or args.max_restarts is not None:
         return _launch(cfg, args)
     default_threads_for_small_models(
-        args, small_model=cfg.model == "mlp" or (cfg.model == "auto" and not is_image_spec(cfg.target))
+        args,
+        small_model=cfg.model == "mlp"
+        or (cfg.model == "auto" and not is_image_spec(cfg.target) and not is_sequence_spec(cfg.target)),
     )
     with distributed.process_group(cfg.device) as dist, _speed_note(cfg, quiet=not dist.is_main):
         _, result, report = train_run(

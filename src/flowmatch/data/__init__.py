@@ -1,4 +1,7 @@
-"""Data: built-in toy distributions, user data files, and train/test splits.
+"""Data: built-in toy distributions, user data files, and train/test splits; variable-length
+sequences (:mod:`~flowmatch.data.sequences`, :mod:`~flowmatch.data.masks`,
+:mod:`~flowmatch.data.seqcond`, :mod:`~flowmatch.data.sequence_files`) and the built-in speech
+corpus (:mod:`~flowmatch.data.speech`).
 
 The public entry is :func:`resolve_distribution`, which turns a spec (a built-in name such as
 ``"moons"`` or a path such as ``"cells.npz:pca"``) into a :class:`Distribution`, and
@@ -15,6 +18,10 @@ from torch import Tensor
 
 from flowmatch._utils.validate import check_positive_int
 from flowmatch.data.files import SUPPORTED_EXTENSIONS, load_array, parse_file_spec
+from flowmatch.data.masks import lengths_to_mask
+from flowmatch.data.seqcond import SequenceCondition
+from flowmatch.data.sequence_files import load_sequence_folder, save_sequence_folder
+from flowmatch.data.sequences import SequenceBatches, SequenceSet
 from flowmatch.data.split import DataSplit, train_test_split
 from flowmatch.data.toy2d import TOY_DATASETS, check_toy_dim, sample_toy, toy_names
 
@@ -28,6 +35,12 @@ __all__ = [
     "sample_toy",
     "toy_names",
     "TOY_DATASETS",
+    "SequenceSet",
+    "SequenceBatches",
+    "SequenceCondition",
+    "lengths_to_mask",
+    "load_sequence_folder",
+    "save_sequence_folder",
 ]
 
 

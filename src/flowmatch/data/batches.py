@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from flowmatch._utils.validate import check_positive_int
+from flowmatch.data.seqcond import SequenceCondition
 
 __all__ = ["TensorBatches", "StreamBatches", "SequenceBatch", "NoiseLike"]
 
@@ -25,11 +26,11 @@ __all__ = ["TensorBatches", "StreamBatches", "SequenceBatch", "NoiseLike"]
 class SequenceBatch:
     """A batch of variable-length sequences: ``x`` ``(B, C, T)`` padded with zeros, ``mask``
     ``(B, 1, T)`` (1 = valid frame, :mod:`flowmatch.data.masks`) and the condition of each row
-    (a :class:`~flowmatch.data.seqcond.SequenceCondition`, a tensor, or None)."""
+    (a :class:`~flowmatch.data.seqcond.SequenceCondition`, or None)."""
 
     x: Tensor
     mask: Tensor
-    cond: object = None
+    cond: SequenceCondition | None = None
 
 
 class TensorBatches:

@@ -40,6 +40,7 @@ def is_sequence_spec(spec: str) -> bool:
     p = Path(spec)
     return p.is_dir() and any(p.glob("*.npz"))
 
+
 #: The arrays a sequence file may hold; ``x`` is required.
 SEQUENCE_FIELDS: tuple[str, ...] = ("x", "tokens", "features", "speaker")
 

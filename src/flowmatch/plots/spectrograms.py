@@ -23,7 +23,12 @@ def _as_array(mel) -> np.ndarray:
 
 
 def plot_spectrograms(
-    mels: Sequence, titles: Sequence[str], path: str | Path, *, hop_seconds: float | None = 256 / 22050, suptitle: str = ""
+    mels: Sequence,
+    titles: Sequence[str],
+    path: str | Path,
+    *,
+    hop_seconds: float | None = 256 / 22050,
+    suptitle: str = "",
 ) -> Path:
     """Stack the ``(n_mels, T)`` spectrograms (log-mel) vertically on one colour scale and save a PNG.
 
@@ -38,7 +43,7 @@ def plot_spectrograms(
     lo = min(float(a.min()) for a in arrays)
     hi = max(float(a.max()) for a in arrays)
     longest = max(a.shape[1] for a in arrays)
-    fig = Figure(figsize=(max(6.0, 2.5 + longest / 40), 2.2 * len(arrays)))
+    fig = Figure(figsize=(max(6.0, 2.5 + longest / 40), 2.2 * len(arrays)), layout="constrained")
     axes = fig.subplots(len(arrays), 1, squeeze=False)
     for ax, a, title in zip(axes[:, 0], arrays, titles):
         extent = None

@@ -104,7 +104,9 @@ class RunConfig:
     cond: str = "none"  # "none"; "label": the class labels of the target data; "text": a sequence's tokens and speaker
     guidance_dropout: float = 0.0  # probability of training a pair with the null condition
     # model
-    model: str = "auto"  # "auto": unet for images, unet1d for sequences, mlp otherwise; or mlp, unet, unet1d, transformer
+    model: str = (
+        "auto"  # "auto": unet for images, unet1d for sequences, mlp otherwise; or mlp, unet, unet1d, transformer
+    )
     hidden: int = 64
     depth: int = 3
     activation: str = "selu"
@@ -215,7 +217,7 @@ class RunConfig:
         self.guidance_dropout = check_probability("guidance_dropout", self.guidance_dropout)
         if self.guidance_dropout == 1.0:
             raise ValueError("guidance_dropout must be < 1 (1 never trains the condition), got 1.0")
-        if self.guidance_dropout > 0 and self.cond == "none":
+        if self.guidance_dropout > 0 and self.cond == "none" and not self.infill:
             raise ValueError(
                 f"guidance_dropout needs a condition (--cond label), got cond 'none' "
                 f"with guidance_dropout {self.guidance_dropout}"
@@ -245,9 +247,13 @@ class RunConfig:
         self.span_min = check_probability("span_min", self.span_min)
         self.span_max = check_probability("span_max", self.span_max)
         if not 0 < self.span_min <= self.span_max:
-            raise ValueError(f"the span must satisfy 0 < span_min <= span_max <= 1, got [{self.span_min}, {self.span_max}]")
+            raise ValueError(
+                f"the span must satisfy 0 < span_min <= span_max <= 1, got [{self.span_min}, {self.span_max}]"
+            )
         if self.cond == "text" and not sequences:
-            raise ValueError(f"cond 'text' needs sequence data (--target speech or a folder of .npz), got {self.target!r}")
+            raise ValueError(
+                f"cond 'text' needs sequence data (--target speech or a folder of .npz), got {self.target!r}"
+            )
         if self.infill and not sequences:
             raise ValueError(f"infill needs sequence data (--target speech or a folder of .npz), got {self.target!r}")
         from flowmatch.objectives import methods
@@ -262,7 +268,9 @@ class RunConfig:
                 raise ValueError(f"method {self.method!r} has no flow to infill with; train a flow method with infill")
         if sequences:
             if self.cond == "label":
-                raise ValueError("sequence runs condition on their tokens and speaker: use --cond text (or none), got 'label'")
+                raise ValueError(
+                    "sequence runs condition on their tokens and speaker: use --cond text (or none), got 'label'"
+                )
             if self.model in ("mlp", "unet"):
                 raise ValueError(f"sequence runs need a sequence model (auto, unet1d, transformer), got {self.model!r}")
             if self.source != "gaussian":

@@ -1,5 +1,5 @@
-"""One interface for every kind of run (vector, image, snapshot; sequence when it lands): how it
-builds its data and Trainer, checks what can be checked before training, evaluates, summarises,
+"""One interface for every kind of run (vector, image, snapshot, sequence): how it builds its data,
+network and Trainer, checks what can be checked before training, evaluates, summarises,
 plots and reports. :mod:`flowmatch.runs.run` drives a run through it and holds what every kind
 shares (the run directory, rank-0 writes, metrics.json, loss.png), so no caller branches on the
 kind."""
@@ -35,6 +35,13 @@ class RunKind:
     def build_data(self, cfg: RunConfig) -> Any:
         """The run's data, deterministic in ``cfg.seed``."""
         raise NotImplementedError
+
+    def build_model(self, cfg: RunConfig, data: Any) -> nn.Module:
+        """The run's network, initialised from ``cfg.seed`` (what :func:`flowmatch.runs.run.load_run`
+        loads the weights into); by default :func:`flowmatch.runs.build.build_model`."""
+        from flowmatch.runs.build import build_model
+
+        return build_model(cfg, data.dim, shape=getattr(data, "shape", None), num_classes=data.num_classes)
 
     def check(self, cfg: RunConfig, data: Any, *, evaluate: bool) -> None:
         """What can be checked before any training is spent (beyond the config's own rules)."""

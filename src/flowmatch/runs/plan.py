@@ -11,10 +11,12 @@ import torch
 
 from flowmatch._utils.device import resolve_device
 from flowmatch.data.images import is_image_spec
+from flowmatch.data.sequence_files import is_sequence_spec
 from flowmatch.runs.build import trainer_config
 from flowmatch.runs.config import RunConfig
 from flowmatch.runs.image import ImageKind
 from flowmatch.runs.kind import RunKind
+from flowmatch.runs.sequence import SequenceKind
 from flowmatch.runs.snapshot import SnapshotKind
 from flowmatch.runs.vector import VectorKind
 from flowmatch.training import distributed
@@ -24,10 +26,12 @@ __all__ = ["RunPlan", "plan_run", "kind_for"]
 
 
 def kind_for(cfg: RunConfig) -> RunKind:
-    """The kind of run a config describes: snapshots (``--snapshots``), image (an image target)
-    or vector."""
+    """The kind of run a config describes: snapshots (``--snapshots``), sequence (``speech`` or a
+    folder of .npz utterances), image (an image target) or vector."""
     if cfg.snapshots is not None:
         return SnapshotKind()
+    if is_sequence_spec(cfg.target):
+        return SequenceKind()
     if is_image_spec(cfg.target):
         return ImageKind()
     return VectorKind()

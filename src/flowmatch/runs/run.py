@@ -124,8 +124,9 @@ def load_run(run_dir: str | Path, *, device: str = "auto", use_ema: bool = True)
     ck = load_checkpoint(path / "checkpoints")
     if cfg.score is None and cfg.resolved_score and not any(k.startswith("score_net.") for k in ck.model):
         cfg = cfg.replace(score=False)  # an sb-cfm run trained before sb-cfm learned its score
-    data = kind_for(cfg).build_data(cfg)
-    model = build_model(cfg, data.dim, shape=getattr(data, "shape", None), num_classes=data.num_classes)
+    kind = kind_for(cfg)
+    data = kind.build_data(cfg)
+    model = kind.build_model(cfg, data)
     weights, file = (ck.ema, "ema.safetensors") if (use_ema and ck.ema is not None) else (ck.model, "model.safetensors")
     load_weights(model, weights, (ck.path or path / "checkpoints") / file)
     dev = resolve_device(device)

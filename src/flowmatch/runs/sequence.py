@@ -65,7 +65,7 @@ def build_sequence_objective(cfg: RunConfig) -> Any:
 
     if cfg.method == REGRESSION:
         return RegressionObjective()
-    fm = methods.get(cfg.method, sigma=cfg.sigma)
+    fm = methods.get_flow_matcher(cfg.method, sigma=cfg.sigma)
     dropout = cfg.guidance_dropout if cfg.cond != "none" or cfg.infill else 0.0
     if cfg.infill:
         return InfillingMatcher(
@@ -95,7 +95,9 @@ class SequenceKind(RunKind):
 
     def check(self, cfg: RunConfig, data: SequenceRunData, *, evaluate: bool) -> None:
         if cfg.batch_size > len(data.train):
-            raise ValueError(f"batch size must not exceed the {len(data.train)} training utterances, got {cfg.batch_size}")
+            raise ValueError(
+                f"batch size must not exceed the {len(data.train)} training utterances, got {cfg.batch_size}"
+            )
 
     def make_trainer(
         self, cfg: RunConfig, data: SequenceRunData, out: Path | None, *, device: torch.device, settings: TrainerConfig

@@ -11,7 +11,7 @@ sentence is never heard in training, in any voice); a folder by utterance, from 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -107,7 +107,7 @@ def _speech(cfg: RunConfig) -> SequenceRunData:
         num_tokens=len(corpus.vocab) if text else 0,
         num_speakers=len(corpus.speakers) if text else 0,
         corpus=corpus,
-        speakers=tuple(s.name for s in corpus.speakers),
+        speakers=tuple(s.voice for s in corpus.speakers),
     )
 
 
@@ -124,21 +124,25 @@ def _folder(cfg: RunConfig) -> SequenceRunData:
     mean, std = _stats([train[i].x.numpy() for i in range(len(train))])
     text = cfg.cond == "text"
 
+    fields = set(full.fields) if text else set()
+    if text and not fields & {"tokens", "features", "speaker"}:
+        raise ValueError(
+            f"cond 'text' needs tokens, features or a speaker in the .npz files of {cfg.target!r}, got none"
+        )
+
     def subset(idx: Tensor) -> SequenceSet:
         part = full.subset(idx)
         utts = [part[i] for i in range(len(part))]
-        fields = set(full.fields)
         return SequenceSet(
             [(u.x - mean) / std for u in utts],
-            tokens=[u.tokens for u in utts] if (text and "tokens" in fields) else None,
-            features=[u.features for u in utts] if (text and "features" in fields) else None,
-            speaker=[u.speaker for u in utts] if (text and "speaker" in fields) else None,
+            tokens=[cast(Tensor, u.tokens) for u in utts] if "tokens" in fields else None,
+            features=[cast(Tensor, u.features) for u in utts] if "features" in fields else None,
+            speaker=[cast(int, u.speaker) for u in utts] if "speaker" in fields else None,
         )
 
-    if text and not set(full.fields) & {"tokens", "features", "speaker"}:
-        raise ValueError(f"cond 'text' needs tokens, features or a speaker in the .npz files of {cfg.target!r}, got none")
-    tokens = int(max(int(full[i].tokens.max()) for i in range(n))) + 1 if (text and "tokens" in full.fields) else 0
-    speakers = int(max(int(full[i].speaker) for i in range(n))) + 1 if (text and "speaker" in full.fields) else 0
+    utts = [full[i] for i in range(n)]
+    tokens = max(int(cast(Tensor, u.tokens).max()) for u in utts) + 1 if "tokens" in fields else 0
+    speakers = max(cast(int, u.speaker) for u in utts) + 1 if "speaker" in fields else 0
     return SequenceRunData(
         subset(train_idx),
         subset(test_idx),
