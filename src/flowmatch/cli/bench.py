@@ -228,9 +228,9 @@ def add_speech(benches) -> argparse.ArgumentParser:
         default=None,
         help="comma-separated models (default: fm,i-cfm,ot-cfm,regression,fm+infill,unconditional)",
     )
-    p.add_argument("--steps", type=int, default=None, help="training steps per model (default: 3000)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per model (default: 2000)")
     p.add_argument("--batch-size", type=int, default=None, help="utterances per step (default: 16)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale w (default: 2)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale w (default: 1)")
     p.add_argument("--sentences", type=int, default=None, help="corpus sentences (default: 200)")
     p.add_argument("--seed", type=int, default=None, help="seed of the corpus, the models and the noise (default: 0)")
     p.add_argument("--quick", action="store_true", help="smoke run: a tiny corpus, 30 steps, three models")

@@ -22,6 +22,9 @@ def add_sequence_flags(p: argparse.ArgumentParser) -> None:
         metavar="START:END",
         help="runs trained with infill: regenerate START..END seconds of the reference, keep the rest",
     )
+    g.add_argument(
+        "--temperature", type=float, default=1.0, help="scale of the initial noise (Matcha-TTS uses 0.667; default: 1)"
+    )
     g.add_argument("--wav", default=None, help="write the generated speech to this WAV (Griffin-Lim)")
     g.add_argument("--png", default=None, help="write the spectrogram, generated beside the reference, to this PNG")
 
@@ -114,6 +117,7 @@ def sample_sequences(args: argparse.Namespace, run) -> int:
         solver=args.solver,
         steps=args.steps,
         seed=args.seed,
+        temperature=args.temperature,
         atol=args.atol,
         rtol=args.rtol,
     )

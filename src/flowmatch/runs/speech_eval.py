@@ -51,6 +51,7 @@ class SequenceRow:
     solver: str
     steps: int
     metrics: SpeechEvalReport
+    temperature: float = 1.0
 
 
 @dataclass
@@ -65,7 +66,9 @@ class SequenceReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "rows": [
-                {"guidance": r.guidance, "solver": r.solver, "steps": r.steps, **asdict(r.metrics)} for r in self.rows
+                {"guidance": r.guidance, "solver": r.solver, "steps": r.steps, "temperature": r.temperature}
+                | asdict(r.metrics)
+                for r in self.rows
             ],
             "infill": self.infill,
             "classifier": self.classifier,
@@ -116,6 +119,7 @@ def evaluate_sequences(
     n: int | None = None,
     guidance: Sequence[float] = (1.0,),
     classifier: Any = None,
+    temperature: float = 1.0,
 ) -> SequenceReport:
     """Generate the test utterances at each guidance scale and score them (module docstring)."""
     from flowmatch.runs.sequence import REGRESSION
@@ -143,6 +147,7 @@ def evaluate_sequences(
             solver=solver,
             steps=steps,
             seed=cfg.seed,
+            temperature=temperature,
         )
         mels = data.denormalize(gen.x) * batch.mask
         metrics = evaluate_speech(
@@ -157,7 +162,9 @@ def evaluate_sequences(
             compute_seconds=gen.seconds,
             n_cepstra=min(24, data.channels - 1),
         )
-        rows.append(SequenceRow(w, "regression" if regression else solver, 0 if regression else steps, metrics))
+        rows.append(
+            SequenceRow(w, "regression" if regression else solver, 0 if regression else steps, metrics, temperature)
+        )
     report = SequenceReport(rows, classifier=clf_info)
     if cfg.infill:
         report.infill = evaluate_infilling(model, data, cfg, batch, solver=solver, steps=steps, guidance=guidance[0])
@@ -214,7 +221,8 @@ def sequence_table(report: SequenceReport) -> str:
         m = r.metrics
         rows.append(
             {
-                "samples": f"{r.solver} {r.steps}, w = {r.guidance:g}" if r.steps else r.solver,
+                "samples": (f"{r.solver} {r.steps}, w = {r.guidance:g}" if r.steps else r.solver)
+                + ("" if r.temperature == 1.0 else f", T = {r.temperature:g}"),
                 "MCD (dB)": num(m.mcd, ".2f"),
                 "log-mel RMSE": num(m.log_mel_rmse),
                 "GV ratio": num(m.gv_ratio),
