@@ -183,6 +183,7 @@ def run_speech_bench(
                 n=settings.n_test,
                 guidance=(w,),
                 classifier=mclf,
+                temperature=temp,
             )
             m = rep.rows[0].metrics
             row = {
@@ -197,7 +198,7 @@ def run_speech_bench(
             rows.append(row)
             if log:
                 log(
-                    f"{name} {solver} {steps}: MCD {m.mcd:.2f}, GV {m.gv_ratio:.3f}, acc {m.speaker_accuracy}, "
+                    f"{name} {solver} {steps} T={temp:g}: MCD {m.mcd:.2f}, GV {m.gv_ratio:.3f}, acc {m.speaker_accuracy}, "
                     f"NFE {m.nfe} ({time.perf_counter() - t0:.1f} s)"
                 )
     infill = None
