@@ -82,7 +82,7 @@ def sample_sequences(args: argparse.Namespace, run) -> int:
     import torch
 
     from flowmatch.runs.generate_sequences import generate
-    from flowmatch.runs.sequence import REGRESSION
+    from flowmatch.runs.sequence_data import REGRESSION
 
     for flag in ("out", "wav", "png"):
         value = getattr(args, flag)

@@ -25,14 +25,11 @@ from flowmatch.data.batches import NoiseLike
 from flowmatch.data.sequences import SequenceBatches
 from flowmatch.runs.config import RunConfig
 from flowmatch.runs.kind import Report, RunKind
-from flowmatch.runs.sequence_data import SequenceRunData, build_sequence_data
+from flowmatch.runs.sequence_data import REGRESSION, SequenceRunData, build_sequence_data
 from flowmatch.training.config import TrainerConfig
 from flowmatch.training.trainer import Trainer, TrainResult
 
 __all__ = ["SequenceKind", "build_sequence_model", "build_sequence_objective", "REGRESSION"]
-
-#: The method name of the regression baseline (the same backbone, L2 on the target).
-REGRESSION = "regression"
 
 
 def _widths(hidden: int, depth: int) -> tuple[int, ...]:

@@ -21,7 +21,10 @@ from flowmatch.data.sequence_files import SPEECH, load_sequence_folder
 from flowmatch.data.sequences import SequenceSet
 from flowmatch.runs.config import RunConfig
 
-__all__ = ["SequenceRunData", "build_sequence_data", "SPEECH_SEED_OFFSET"]
+__all__ = ["SequenceRunData", "build_sequence_data", "SPEECH_SEED_OFFSET", "REGRESSION"]
+
+#: The method name of the regression baseline (the same backbone, L2 on the target).
+REGRESSION = "regression"
 
 #: The corpus of a run is synthesised from seed + this offset (a folder's split likewise).
 SPEECH_SEED_OFFSET = 0

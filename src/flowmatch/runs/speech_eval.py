@@ -26,7 +26,7 @@ from flowmatch.metrics.speech import SpeechEvalReport, evaluate_speech, mel_ceps
 from flowmatch.objectives.infill import draw_spans
 from flowmatch.runs.config import RunConfig
 from flowmatch.runs.generate_sequences import generate
-from flowmatch.runs.sequence_data import SequenceRunData
+from flowmatch.runs.sequence_data import REGRESSION, SequenceRunData
 
 __all__ = [
     "SequenceReport",
@@ -122,7 +122,6 @@ def evaluate_sequences(
     temperature: float = 1.0,
 ) -> SequenceReport:
     """Generate the test utterances at each guidance scale and score them (module docstring)."""
-    from flowmatch.runs.sequence import REGRESSION
 
     device = next(model.parameters()).device
     batch = test_batch(data, n, device)
@@ -268,7 +267,6 @@ def plot_sequence_samples(
 ) -> Path:
     """Spectrograms of the first ``k`` test utterances: generated above, reference below."""
     from flowmatch.plots.spectrograms import plot_spectrograms
-    from flowmatch.runs.sequence import REGRESSION
 
     device = next(model.parameters()).device
     batch = test_batch(data, k, device)
