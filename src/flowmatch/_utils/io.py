@@ -6,10 +6,11 @@ import contextlib
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-__all__ = ["atomic_write_text", "write_json", "write_error"]
+__all__ = ["atomic_write", "atomic_write_text", "write_json", "write_error"]
 
 
 def write_error(path: str | Path, err: Exception) -> ValueError:
@@ -21,8 +22,8 @@ def write_error(path: str | Path, err: Exception) -> ValueError:
     )
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write text to ``path`` through a temporary file in the same directory and os.replace.
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> Path:
+    """Call ``write(binary_file)`` on a temporary file in ``path``'s directory, fsync, os.replace.
 
     An OSError (read-only or full disk) leaves ``path`` as it was, removes the temporary file and
     raises the ValueError of :func:`write_error`."""
@@ -30,8 +31,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -40,6 +41,11 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
             tmp.unlink()
         raise write_error(path, e) from None
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write text to ``path`` atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _finite_or_none(x: Any) -> Any:

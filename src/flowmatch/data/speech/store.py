@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from flowmatch._utils.cache import cache_dir
-from flowmatch._utils.io import write_error
+from flowmatch._utils.io import atomic_write
 from flowmatch.data.speech import mel as melspec
 from flowmatch.data.speech.alignment import PhonemeVocabulary
 from flowmatch.data.speech.corpus import SpeechCorpus, SpeechCorpusConfig, synthesize_corpus
@@ -71,19 +71,7 @@ def save_corpus(corpus: SpeechCorpus, path: str | os.PathLike[str]) -> Path:
         "sentences": np.array(corpus.sentences),
         "test_sentences": np.array(corpus.test_sentences, dtype=np.int64),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise write_error(path, e) from None
-    return path
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_corpus(path: str | os.PathLike[str]) -> SpeechCorpus:

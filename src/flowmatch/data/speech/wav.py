@@ -8,7 +8,6 @@ ValueError of :func:`flowmatch._utils.io.write_error` is raised.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import wave
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowmatch._utils.io import write_error
+from flowmatch._utils.io import atomic_write
 from flowmatch._utils.validate import check_positive_int
 
 __all__ = ["to_int16", "write_wav", "read_wav"]
@@ -42,24 +41,15 @@ def write_wav(path: str | os.PathLike[str], audio: np.ndarray | torch.Tensor, sa
     """Write ``audio`` as a mono int16 WAV file at ``sample_rate`` Hz, atomically; returns the path."""
     sample_rate = check_positive_int("sample_rate", sample_rate)
     samples = to_int16(audio)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            with wave.open(f, "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(sample_rate)
-                w.writeframes(samples.astype("<i2").tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise write_error(path, e) from None
-    return path
+
+    def write(f) -> None:
+        with wave.open(f, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(sample_rate)
+            w.writeframes(samples.astype("<i2").tobytes())
+
+    return atomic_write(path, write)
 
 
 def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
