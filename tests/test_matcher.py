@@ -15,7 +15,9 @@ def _xy(n=64, d=2, seed=0):
     return torch.randn(n, d, generator=g), torch.randn(n, d, generator=g) * 0.5 + 3.0
 
 
-@pytest.mark.parametrize("name", [n for n in methods.names() if methods.spec(n).simulation_free])
+@pytest.mark.parametrize(
+    "name", [n for n in methods.names() if methods.spec(n).simulation_free and methods.spec(n).is_flow]
+)
 def test_path_sample_is_the_path_at_the_paired_points(name):
     fm = methods.get(name)
     x0, x1 = _xy()
@@ -82,7 +84,10 @@ def test_uniform_time_respects_interval_and_path_range():
 
 
 def test_registry_defaults_and_errors():
-    assert methods.names() == ["cnf", "fm", "i-cfm", "ot-cfm", "rf", "sb-cfm", "vp-cfm"]
+    assert methods.names() == ["cnf", "fm", "i-cfm", "ot-cfm", "regression", "rf", "sb-cfm", "vp-cfm"]
+    assert not methods.spec("regression").is_flow and all(
+        methods.spec(n).is_flow for n in methods.names() if n != "regression"
+    )
     assert isinstance(methods.get("ot-cfm").coupling, ExactOT)
     assert methods.get("i-cfm").path.sigma == 0.1
     assert isinstance(methods.get("fm").path, GaussianToDataPath)

@@ -194,7 +194,7 @@ def get_flow_matcher(name: str, *, sigma: float | None = None) -> FlowMatcher:
         how = "by maximum likelihood" if name == "cnf" else "by regression"
         raise ValueError(
             f"method {name!r} is not a flow matching method (it trains {how}); "
-            f"choose one of: {', '.join(n for n in names() if spec(n).simulation_free)}"
+            f"choose one of: {', '.join(n for n in names() if spec(n).simulation_free and spec(n).is_flow)}"
         )
     return fm
 

@@ -150,10 +150,10 @@ class SnapshotMatcher(PairingOverride):
         score (sb-cfm), ``sigma`` is the diffusion per unit of data time, so interval k gets the
         bridge sigma sqrt(t_{k+1} - t_k) (module docstring). ``score``: default the method's."""
         spec = methods.spec(method)
-        if not spec.simulation_free or spec.requires_gaussian_source:
+        if not spec.simulation_free or spec.requires_gaussian_source or not spec.is_flow:
             raise ValueError(
                 f"snapshot training needs a method that flows between data sets, got {method!r}; "
-                "choose one of: " + ", ".join(n for n in methods.names() if n not in ("cnf", "fm"))
+                "choose one of: " + ", ".join(n for n in methods.names() if n not in ("cnf", "fm", "regression"))
             )
         sigma = spec.default_sigma if sigma is None else sigma
         times = torch.as_tensor(times, dtype=torch.float64).flatten()
