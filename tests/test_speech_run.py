@@ -192,3 +192,13 @@ def test_a_short_training_beats_the_regression_gv_and_the_unconditional_mcd(tmp_
     flow, reg, unc = reports["flow"], reports["regression"], reports["unconditional"]
     assert abs(math.log(flow.gv_ratio)) < abs(math.log(reg.gv_ratio)) and reg.gv_ratio < 0.9
     assert flow.mcd < unc.mcd
+
+
+def test_a_speech_run_trains_data_parallel_with_two_processes(tmp_path):
+    out = tmp_path / "ddp"
+    argv = ["train", *CORPUS, *SMALL, "--cond", "text", "--method", "ot-cfm", "--steps", "10", "--eval-steps", "2"]
+    assert main([*argv, "--nproc", "2", "--quiet", "--no-plots", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 10 and metrics["eval"]["rows"][0]["nfe"] == 2
+    rows = (out / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step") and rows[-1].startswith("10,")  # one log, written by rank 0
