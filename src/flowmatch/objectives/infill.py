@@ -59,10 +59,12 @@ class InfillingMatcher(FlowMatcher):
     """A :class:`FlowMatcher` that trains infilling (module docstring).
 
     Args:
-        path, coupling, time_sampler, name, cond_dropout: as for :class:`FlowMatcher` (the
-            dropout drops text, speaker and context of a row together).
-        span_min, span_max: the fraction of each utterance's valid frames in its span,
-            0 < span_min <= span_max <= 1 (Voicebox: 0.7 and 1.0).
+        path: the conditional path, as for :class:`FlowMatcher`.
+        coupling: as for :class:`FlowMatcher` (keyword arguments such as ``name`` and
+            ``cond_dropout`` too; the dropout drops text, speaker and context of a row together).
+        time_sampler: as for :class:`FlowMatcher`.
+        span_min: the smallest fraction of an utterance's valid frames in its span (> 0).
+        span_max: the largest, span_min <= span_max <= 1 (Voicebox: 0.7 and 1.0).
     """
 
     def __init__(self, path, coupling=None, time_sampler=None, *, span_min: float = 0.7, span_max: float = 1.0, **kw):

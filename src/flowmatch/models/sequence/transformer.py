@@ -44,8 +44,12 @@ class SequenceTransformer(nn.Module):
         ff_mult: feed-forward hidden width / dim.
         time_dim: sinusoidal features of t (even); the time embedding has ``dim`` entries.
         dropout: dropout in the blocks.
-        num_tokens, num_speakers, feature_dim, context_channels, cond_dim: the condition, see
-            :class:`~flowmatch.models.sequence.condition.SequenceConditionEncoder` (all 0: none).
+        num_tokens: token vocabulary of the condition (0: no tokens).
+        num_speakers: speakers of the condition (0: none).
+        feature_dim: frame-aligned condition features F (0: none).
+        context_channels: channels of an infilling context (0: none).
+        cond_dim: embedding size of the condition; all five as in
+            :class:`~flowmatch.models.sequence.condition.SequenceConditionEncoder`.
 
     Example:
         >>> import torch

@@ -98,8 +98,12 @@ class UNet1D(nn.Module):
         kernel: kernel size (odd) of the residual blocks' convolutions.
         time_dim: sinusoidal features of t (even); the embedding has ``4 * channels[0]`` entries.
         dropout: dropout in the residual and transformer blocks.
-        num_tokens, num_speakers, feature_dim, context_channels, cond_dim: the condition, see
-            :class:`~flowmatch.models.sequence.condition.SequenceConditionEncoder` (all 0: none).
+        num_tokens: token vocabulary of the condition (0: no tokens).
+        num_speakers: speakers of the condition (0: none).
+        feature_dim: frame-aligned condition features F (0: none).
+        context_channels: channels of an infilling context (0: none).
+        cond_dim: embedding size of the condition; all five as in
+            :class:`~flowmatch.models.sequence.condition.SequenceConditionEncoder`.
 
     Example:
         >>> import torch
