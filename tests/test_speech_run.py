@@ -122,6 +122,7 @@ def test_bad_speech_settings_are_one_line_errors(tmp_path, capsys):
         (["train", "--target", "moons", "--cond", "text"], "cond 'text' needs sequence data"),
         (["train", *CORPUS, "--cond", "label"], "use --cond text"),
         (["train", *CORPUS, "--model", "mlp"], "need a sequence model"),
+        (["train", *CORPUS, "--method", "sb-cfm"], "coupling respects masks"),
         (["train", "--target", "moons", "--method", "regression"], "baseline for conditional sequences"),
         (["train", *CORPUS, "--infill", "--span-min", "0.8", "--span-max", "0.5"], "span_min <= span_max"),
     ]

@@ -136,6 +136,8 @@ def sample_sequences(args: argparse.Namespace, run) -> int:
         from flowmatch.plots.spectrograms import plot_spectrograms
 
         how = "regression" if run.config.method == REGRESSION else f"{args.solver} {args.steps}, w = {w:g}"
+        if args.temperature != 1.0 and run.config.method != REGRESSION:
+            how += f", T = {args.temperature:g}"
         label = f"generated ({run.config.method}, {how})" + ("" if span is None else f", infilled {args.infill} s")
         written.append(str(plot_spectrograms([mel, ref], [label, "reference (eSpeak NG)"], args.png, hop_seconds=hop)))
     if not args.quiet:

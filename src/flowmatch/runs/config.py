@@ -267,6 +267,11 @@ class RunConfig:
             if self.infill:
                 raise ValueError(f"method {self.method!r} has no flow to infill with; train a flow method with infill")
         if sequences:
+            if self.method in ("cnf", "sb-cfm"):
+                raise ValueError(
+                    f"sequence runs need a flow matching method whose coupling respects masks (fm, i-cfm, ot-cfm, "
+                    f"vp-cfm, rf) or regression, got {self.method!r}"
+                )
             if self.cond == "label":
                 raise ValueError(
                     "sequence runs condition on their tokens and speaker: use --cond text (or none), got 'label'"
