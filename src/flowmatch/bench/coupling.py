@@ -120,9 +120,7 @@ def _trainer_timing(
 
 
 def _icfm() -> FlowMatcher:
-    matcher = methods.get("i-cfm")
-    assert isinstance(matcher, FlowMatcher)
-    return matcher
+    return methods.get_flow_matcher("i-cfm")
 
 
 def _ot_matcher(coupling: Coupling) -> FlowMatcher:

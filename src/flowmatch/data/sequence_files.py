@@ -115,7 +115,8 @@ def load_sequence_folder(path: str | os.PathLike[str], *, layout: str = "CT") ->
             )
         for name, arr in arrays.items():
             columns[name].append(arr.T if layout == "TC" and name in ("x", "features") else arr)
-    assert first is not None
+    if first is None:  # the folder was checked to hold .npz files; kept for a folder emptied meanwhile
+        raise ValueError(f"a folder of sequences needs .npz files, found none in {str(folder)!r}")
     return SequenceSet(
         columns["x"],
         tokens=columns["tokens"] if "tokens" in first else None,

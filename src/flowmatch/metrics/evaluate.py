@@ -87,14 +87,14 @@ def evaluate_model(
     """
     model.eval()
     res = sample(model, x0, solver=solver, steps=steps, cond=cond, return_trajectory=True)
-    assert res.trajectory is not None  # return_trajectory=True
+    trajectory = res.require_trajectory()
     if w1_mmd:
         q = metrics.sample_quality(res.x, x1)
         w2, w1, mmd = q.w2, q.w1, q.mmd
     else:
         w2, w1, mmd = metrics.w2(res.x, x1), None, None
-    npe = metrics.normalized_path_energy(res.trajectory, res.times, x0, x1, w2sq=w2sq_source_target)
-    straight = metrics.straightness(model, res.trajectory, res.times, cond=cond)
+    npe = metrics.normalized_path_energy(trajectory, res.times, x0, x1, w2sq=w2sq_source_target)
+    straight = metrics.straightness(model, trajectory, res.times, cond=cond)
     nfe_d = w2_d = None
     if dopri5:
         rd = sample(model, x0, solver="dopri5", cond=cond, atol=atol, rtol=rtol)

@@ -80,7 +80,8 @@ class CondEmbedding(nn.Module):
             self.proj: nn.Linear | None = None
             self.null: nn.Parameter | None = None
         else:
-            assert shape is not None  # exactly one of num_classes > 0 and cond_shape, checked above
+            if shape is None:  # pragma: no cover - exactly one of the two was checked above
+                raise ValueError("a floating condition needs cond_shape")
             flat = math.prod(shape)
             self.table = None
             self.proj = nn.Linear(flat, dim) if project else None

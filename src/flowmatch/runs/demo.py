@@ -81,9 +81,8 @@ def run_demo(
         results[cfg.method] = {"train_time_s": res.elapsed_s, "steps": res.step, **rep.to_dict()}
         x0 = data.source.test.to(trainer.device)
         traj = sample(trainer.sampling_model, x0, solver="euler", steps=100, return_trajectory=True)
-        assert traj.trajectory is not None  # return_trajectory=True
         panels[cfg.method] = traj.x.cpu()
-        trajs[cfg.method] = traj.trajectory.cpu()
+        trajs[cfg.method] = traj.require_trajectory().cpu()
         curves[cfg.method] = _losses(out / cfg.method / "log.csv")
     floor = w2_sampling_floor(
         resolve_distribution(configs[0].target),

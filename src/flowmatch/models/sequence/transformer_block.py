@@ -45,11 +45,10 @@ class TransformerBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.modulation: nn.Sequential | None = None
         if adaptive:
-            self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 4 * dim))
-            lin = self.modulation[1]
-            assert isinstance(lin, nn.Linear)
+            lin = nn.Linear(emb_dim, 4 * dim)
             nn.init.normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)
+            self.modulation = nn.Sequential(nn.SiLU(), lin)
 
     def forward(self, h: Tensor, valid: Tensor, emb: Tensor | None = None) -> Tensor:
         """``h`` ``(B, T, dim)``; ``valid`` ``(B, T)`` bool (the keys to attend); ``emb`` ``(B, emb_dim)``."""
