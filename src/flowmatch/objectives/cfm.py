@@ -23,6 +23,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -199,7 +200,7 @@ class FlowMatcher(PairingOverride):
         if pairing is None:
             pairing = self._pairing_override
         if pairing is None and not self.coupling.is_identity:
-            thunk = self.prepare_pairing(x0, x1, cond, generator=generator, mask=mask) if mask is not None else None
+            thunk = self._prepare(x0, x1, cond, generator, mask) if mask is not None else None
             if thunk is not None:
                 pairing = thunk()
             elif cond is not None and takes_condition(self.coupling):
@@ -267,17 +268,21 @@ class FlowMatcher(PairingOverride):
         pairing, passed to :meth:`sample`, gives what ``sample(x0, x1, cond, generator=g)`` gives
         with the coupling's draws taken from ``g`` here.
         """
+        return self._prepare(x0, x1, cond, generator, None if mask is None else check_mask(mask, x1))
+
+    def _prepare(
+        self, x0: Tensor, x1: Tensor, cond: Condition | None, generator: torch.Generator | None, mask: Tensor | None
+    ) -> Callable[[], Pairing] | None:
+        """:meth:`prepare_pairing` with ``mask`` already checked (:meth:`sample` checks it once)."""
         if self.coupling.is_identity:
             return None
+        extra: dict[str, Any] = {}
         if mask is not None:
             self.coupling.check_mask_support(mask)
-            mask = check_mask(mask, x1)
-            if cond is not None and takes_condition(self.coupling):
-                return self.coupling.prepare(x0, x1, cond=cond, generator=generator, mask=mask)  # type: ignore[arg-type]
-            return self.coupling.prepare(x0, x1, generator=generator, mask=mask)
+            extra["mask"] = mask
         if cond is not None and takes_condition(self.coupling):
-            return self.coupling.prepare(x0, x1, cond=cond, generator=generator)  # type: ignore[arg-type]
-        return self.coupling.prepare(x0, x1, generator=generator)
+            extra["cond"] = cond
+        return self.coupling.prepare(x0, x1, generator=generator, **extra)
 
     @staticmethod
     def loss_from_sample(model: nn.Module, s: PathSample) -> Tensor:

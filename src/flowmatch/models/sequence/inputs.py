@@ -10,9 +10,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from flowmatch._utils.validate import check_positive_int
 from flowmatch.data.masks import check_mask
 
-__all__ = ["check_sequence_call", "coarsen_mask"]
+__all__ = ["check_sequence_call", "coarsen_mask", "check_time_dim_and_dropout"]
+
+
+def check_time_dim_and_dropout(time_dim: int, dropout: float) -> int:
+    """The backbones' shared constructor rules: ``time_dim`` a positive even integer (sin and cos
+    pairs) and ``dropout`` in [0, 1); returns ``time_dim``."""
+    time_dim = check_positive_int("time_dim", time_dim)
+    if time_dim % 2:
+        raise ValueError(f"time_dim must be even (sin and cos pairs), got {time_dim}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+    return time_dim
 
 
 def check_sequence_call(

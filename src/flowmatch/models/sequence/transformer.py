@@ -27,7 +27,7 @@ from flowmatch._utils.validate import check_positive_int
 from flowmatch.data.seqcond import SequenceCondition
 from flowmatch.models.embeddings import SinusoidalTimeEmbedding
 from flowmatch.models.sequence.condition import SequenceConditionEncoder
-from flowmatch.models.sequence.inputs import check_sequence_call
+from flowmatch.models.sequence.inputs import check_sequence_call, check_time_dim_and_dropout
 from flowmatch.models.sequence.transformer_block import TransformerBlock
 
 __all__ = ["SequenceTransformer"]
@@ -84,11 +84,7 @@ class SequenceTransformer(nn.Module):
             raise ValueError(
                 f"dim must be a multiple of heads ({heads}) with an even head dimension (RoPE), got dim={dim}"
             )
-        time_dim = check_positive_int("time_dim", time_dim)
-        if time_dim % 2:
-            raise ValueError(f"time_dim must be even (sin and cos pairs), got {time_dim}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        time_dim = check_time_dim_and_dropout(time_dim, dropout)
         self.cond_encoder = SequenceConditionEncoder(
             num_tokens, num_speakers, feature_dim, context_channels, dim=cond_dim
         )

@@ -32,7 +32,7 @@ from flowmatch.data.seqcond import SequenceCondition
 from flowmatch.models.embeddings import SinusoidalTimeEmbedding
 from flowmatch.models.sequence.condition import SequenceConditionEncoder
 from flowmatch.models.sequence.frames import ChannelLayerNorm, FrameLinear
-from flowmatch.models.sequence.inputs import check_sequence_call, coarsen_mask
+from flowmatch.models.sequence.inputs import check_sequence_call, check_time_dim_and_dropout, coarsen_mask
 from flowmatch.models.sequence.transformer_block import TransformerBlock
 
 __all__ = ["UNet1D"]
@@ -147,11 +147,7 @@ class UNet1D(nn.Module):
         kernel = check_positive_int("kernel", kernel)
         if kernel % 2 == 0:
             raise ValueError(f"kernel must be odd (a centred convolution), got {kernel}")
-        time_dim = check_positive_int("time_dim", time_dim)
-        if time_dim % 2:
-            raise ValueError(f"time_dim must be even (sin and cos pairs), got {time_dim}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        time_dim = check_time_dim_and_dropout(time_dim, dropout)
         self.cond_encoder = SequenceConditionEncoder(
             num_tokens, num_speakers, feature_dim, context_channels, dim=cond_dim
         )
