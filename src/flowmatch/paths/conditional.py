@@ -15,23 +15,24 @@ Paths (t = 0 is the source, t = 1 the target):
 
 | class                      | mu_t                                  | sigma_t                  |
 |----------------------------|---------------------------------------|--------------------------|
-| LinearPath (I-CFM, OT-CFM) | t x1 + (1 - t) x0                      | sigma                    |
-| GaussianToDataPath (FM)    | t x1 + (1 - (1 - sigma_min) t) x0      | 0 (x0 ~ N(0, I) is the noise) |
 | BrownianBridgePath (SB)    | t x1 + (1 - t) x0                      | sigma sqrt(t (1 - t))    |
-| VPTrigPath (VP-CFM)        | cos(pi t / 2) x0 + sin(pi t / 2) x1    | sigma                    |
+
+The affine paths mu_t = alpha_t x1 + sigma_t x0 with a scheduler (I-CFM / OT-CFM's LinearPath,
+Lipman's GaussianToDataPath, VPTrigPath, any :class:`~flowmatch.paths.affine.AffinePath`) are in
+:mod:`flowmatch.paths.affine`; the Brownian bridge is composed of the straight mean and its own
+noise, so it stays here.
 """
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
 
-from flowmatch._utils.validate import check_fits_float32, check_nonnegative_float, check_probability
+from flowmatch._utils.validate import check_fits_float32, check_nonnegative_float
 
-__all__ = ["ProbabilityPath", "LinearPath", "GaussianToDataPath", "BrownianBridgePath", "VPTrigPath", "pad_t"]
+__all__ = ["ProbabilityPath", "BrownianBridgePath", "pad_t"]
 
 
 def pad_t(t: Tensor, x: Tensor) -> Tensor:
@@ -101,57 +102,6 @@ class _StraightMean(ProbabilityPath):
         return x1 - x0
 
 
-class LinearPath(_StraightMean):
-    """Straight interpolant with constant noise (I-CFM, OT-CFM; sigma = 0 gives rectified flow).
-
-    mu_t = t x1 + (1 - t) x0,  sigma_t = sigma,  u_t = x1 - x0.
-    Tong et al. TMLR 2024, eq. (14)-(15); Liu et al. ICLR 2023 (rectified flow) for sigma = 0.
-    """
-
-    def __init__(self, sigma: float = 0.0):
-        self.sigma = check_fits_float32("sigma", check_nonnegative_float("sigma", sigma))  # sigma_t is float32
-
-    def sigma_t(self, t: Tensor) -> Tensor:
-        return torch.full_like(t, self.sigma)
-
-    def dsigma_t(self, t: Tensor) -> Tensor:
-        return torch.zeros_like(t)
-
-
-class GaussianToDataPath(ProbabilityPath):
-    """Lipman et al. (ICLR 2023) flow matching path from N(0, I) with the OT conditional map.
-
-    Lipman's path conditions on x1 only: p_t(x | x1) = N(t x1, (1 - (1 - sigma_min) t)^2 I). Its
-    noise is the source sample itself: with x0 ~ N(0, I),
-
-        x_t = t x1 + (1 - (1 - sigma_min) t) x0,    u_t = x1 - (1 - sigma_min) x0,
-
-    which equals Lipman's u_t(x | x1) = (x1 - (1 - sigma_min) x) / (1 - (1 - sigma_min) t) at x = x_t.
-    So the source must be a standard normal; x0 plays the role of eps and sigma_t (the extra noise
-    on top of x0) is 0.
-    """
-
-    def __init__(self, sigma_min: float = 0.0):
-        self.sigma_min = check_probability("sigma_min", sigma_min)
-
-    @property
-    def is_stochastic(self) -> bool:
-        return False
-
-    def mu_t(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-        tt = pad_t(t, x0)
-        return tt * x1 + (1 - (1 - self.sigma_min) * tt) * x0
-
-    def dmu_t(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-        return x1 - (1 - self.sigma_min) * x0
-
-    def sigma_t(self, t: Tensor) -> Tensor:
-        return torch.zeros_like(t)
-
-    def dsigma_t(self, t: Tensor) -> Tensor:
-        return torch.zeros_like(t)
-
-
 class BrownianBridgePath(_StraightMean):
     """Brownian bridge between x0 and x1 with diffusion sigma (SB-CFM).
 
@@ -183,33 +133,3 @@ class BrownianBridgePath(_StraightMean):
         if self.sigma == 0:
             return torch.zeros_like(t)
         return self.sigma * (1 - 2 * t) / (2 * torch.sqrt(t * (1 - t)))
-
-
-class VPTrigPath(ProbabilityPath):
-    """Variance-preserving trigonometric interpolant (VP-CFM), Albergo & Vanden-Eijnden (ICLR 2023).
-
-    mu_t = cos(pi t / 2) x0 + sin(pi t / 2) x1,  sigma_t = sigma,
-    u_t = (pi / 2) (cos(pi t / 2) x1 - sin(pi t / 2) x0).
-    Tong et al. TMLR 2024, Table 1 (VP-CFM row).
-    """
-
-    def __init__(self, sigma: float = 0.0):
-        self.sigma = check_fits_float32("sigma", check_nonnegative_float("sigma", sigma))  # sigma_t is float32
-
-    @property
-    def is_stochastic(self) -> bool:
-        return self.sigma > 0
-
-    def mu_t(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-        tt = pad_t(t, x0) * (math.pi / 2)
-        return torch.cos(tt) * x0 + torch.sin(tt) * x1
-
-    def dmu_t(self, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-        tt = pad_t(t, x0) * (math.pi / 2)
-        return (math.pi / 2) * (torch.cos(tt) * x1 - torch.sin(tt) * x0)
-
-    def sigma_t(self, t: Tensor) -> Tensor:
-        return torch.full_like(t, self.sigma)
-
-    def dsigma_t(self, t: Tensor) -> Tensor:
-        return torch.zeros_like(t)
