@@ -26,8 +26,9 @@ is v = f + (g^2 / 2) s (the seed's "f - g^2/2 score" in diffusion time tau = 1 -
 reverse-time SDE is dx = [f + g^2 s] dt + g dW.
 
 Singular points: at alpha_t = 0 (t = 0 for most schedulers) x1 is not identified by eps or s; at
-sigma_t = 0 (t = 1) eps and s are not identified by x1 or v. Samplers never evaluate a model at
-t = 1; see :func:`check_regular` for a start at t = 0.
+sigma_t = 0 (t = 1) the score is not identified by x1 or v, and eps takes its limit
+E[eps | x_t] -> 0 (so the velocity of an x1-prediction there is alpha' x1, which rk4's last stage
+needs); see :func:`check_regular` for a start at t = 0.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def to_x1_eps(pred: Tensor, param: str, x_t: Tensor, t: Tensor, scheduler: Sched
     a, s, da, ds, d = _coefficients(scheduler, t, x_t)
     if param == "velocity":
         return (s * pred - ds * x_t) / d, (da * x_t - a * pred) / d
-    if param == "x1":
-        return pred, (x_t - a * pred) / s
+    if param == "x1":  # at sigma = 0 (the data end) eps is not identified: its limit E[eps | x1] = 0
+        return pred, torch.where(s == 0, torch.zeros_like(x_t), (x_t - a * pred) / s)
     eps = pred if param == "eps" else -s * pred
     return (x_t - s * eps) / a, eps
 
@@ -69,8 +70,8 @@ def to_velocity(pred: Tensor, param: str, x_t: Tensor, t: Tensor, scheduler: Sch
     if param == "velocity":
         return pred
     a, s, da, ds, d = _coefficients(scheduler, t, x_t)
-    if param == "x1":
-        return (ds * x_t + d * pred) / s
+    if param == "x1":  # the limit alpha' x1 where sigma = 0 (E[eps | x_t] -> 0 at the data end)
+        return torch.where(s == 0, da * pred, (ds * x_t + d * pred) / s)
     if param == "eps":
         return (da * x_t - d * pred) / a
     return (da * x_t + s * d * pred) / a
@@ -114,11 +115,12 @@ def drift_and_diffusion(scheduler: Scheduler, t: Tensor, x: Tensor) -> tuple[Ten
 
 def check_regular(scheduler: Scheduler, param: str, t: float) -> None:
     """Raise a one-line ValueError when converting ``param`` to the velocity is singular at time t
-    (a zero denominator: alpha_t for eps and score, sigma_t for x1, D_t for x1 / eps from velocity)."""
+    (a zero denominator: alpha_t for eps and score, D_t for every one; sigma_t = 0 is the data end,
+    where x1 takes its limit)."""
     out = scheduler(torch.tensor([float(t)], dtype=torch.float64))
     a, s = float(out.alpha), float(out.sigma)
     d = float(out.d_alpha * out.sigma - out.d_sigma * out.alpha)
-    bad = {"eps": a == 0, "score": a == 0, "x1": s == 0}.get(param, False) or d == 0
+    bad = {"eps": a == 0, "score": a == 0}.get(param, False) or d == 0
     if bad:
         raise ValueError(
             f"the {param} parametrisation of {scheduler!r} is singular at t = {t} "

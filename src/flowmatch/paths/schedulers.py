@@ -172,9 +172,11 @@ class CosineScheduler(Scheduler):
     (Albergo & Vanden-Eijnden, ICLR 2023; Nichol & Dhariwal's cosine schedule in spirit)."""
 
     def __call__(self, t: Tensor) -> SchedulerOutput:
-        a = 0.5 * math.pi * t
-        sin, cos = torch.sin(a), torch.cos(a)
-        return SchedulerOutput(sin, cos, 0.5 * math.pi * cos, -0.5 * math.pi * sin)
+        # sigma as sin(pi (1 - t) / 2), not cos(pi t / 2): exactly 0 at t = 1 (float32's cos(pi / 2) is
+        # -4.4e-8, a negative noise scale), exactly 1 at t = 0, and alpha the mirror image
+        alpha = torch.sin(0.5 * math.pi * t)
+        sigma = torch.sin(0.5 * math.pi * (1 - t))
+        return SchedulerOutput(alpha, sigma, 0.5 * math.pi * sigma, -0.5 * math.pi * alpha)
 
     def snr_inverse(self, rho: Tensor) -> Tensor:
         return torch.atan(rho) * (2 / math.pi)
@@ -211,16 +213,17 @@ class CallableScheduler(Scheduler):
     def _value_and_derivative(
         fn: Callable[[Tensor], Tensor], d_fn: Callable[[Tensor], Tensor] | None, t: Tensor, name: str
     ) -> tuple[Tensor, Tensor]:
+        value = fn(t)  # keeps autograd's graph through t when t requires grad
         if d_fn is not None:
-            value, d = fn(t), d_fn(t)
+            d = d_fn(t)
         else:
             with torch.enable_grad():
                 tt = t.detach().requires_grad_(True)
                 out = fn(tt)
-                if not out.requires_grad:  # a constant function of t
-                    return out.detach(), torch.zeros_like(t)
-                (d,) = torch.autograd.grad(out.sum(), tt)
-            value, d = out.detach(), d.detach()
+                if out.requires_grad:
+                    (d,) = torch.autograd.grad(out.sum(), tt)
+                else:  # a constant function of t
+                    d = torch.zeros_like(t)
         if value.shape != t.shape or d.shape != t.shape:
             raise ValueError(
                 f"scheduler {name}(t) must be elementwise (t's shape {tuple(t.shape)}), got {tuple(value.shape)}"
