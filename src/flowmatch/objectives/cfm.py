@@ -33,6 +33,7 @@ from flowmatch.couplings import Coupling, Independent, Pairing
 from flowmatch.data.conditioning import Condition, drop_condition
 from flowmatch.data.masks import check_mask, masked_mean
 from flowmatch.models.contract import call_velocity
+from flowmatch.objectives.targets import check_target_param, weighted_error
 from flowmatch.paths import ProbabilityPath
 
 __all__ = ["PathSample", "UniformTime", "PairingOverride", "FlowMatcher"]
@@ -127,6 +128,10 @@ class FlowMatcher(PairingOverride):
         cond_dropout: probability p with which each pair's condition is replaced by the null
             condition (classifier-free guidance, Ho & Salimans 2022; see
             :mod:`flowmatch.data.conditioning` and :mod:`flowmatch.models.guidance`); 0 keeps every condition.
+        target_param: what the network predicts: ``velocity`` (default), or on an affine Gaussian
+            path from N(0, I) ``x1``, ``eps`` or ``score`` (:mod:`flowmatch.objectives.targets`;
+            sample it through :class:`flowmatch.models.parametrization.AsVelocity`).
+        loss_weighting: ``default`` or ``velocity`` (:mod:`flowmatch.objectives.targets`).
 
     Example:
         >>> import torch
@@ -146,6 +151,8 @@ class FlowMatcher(PairingOverride):
         *,
         name: str | None = None,
         cond_dropout: float = 0.0,
+        target_param: str = "velocity",
+        loss_weighting: str = "default",
     ):
         if not isinstance(path, ProbabilityPath):
             raise TypeError(f"path must be a ProbabilityPath, got {type(path).__name__}")
@@ -157,6 +164,7 @@ class FlowMatcher(PairingOverride):
         self.time_sampler = UniformTime() if time_sampler is None else time_sampler
         self.name = name or type(path).__name__
         self.cond_dropout = cond_dropout
+        self.target_param, self.loss_weighting = check_target_param(target_param, path, loss_weighting)
 
     @property
     def cond_dropout(self) -> float:
@@ -251,7 +259,16 @@ class FlowMatcher(PairingOverride):
         """CFM loss E ||v_theta(t, x_t) - u_t||^2, averaged over the batch and the dimensions (over
         the valid elements only, given a ``mask``)."""
         s = self.sample(x0, x1, cond, generator=generator, pairing=pairing, mask=mask)
-        return self.loss_from_sample(model, s)
+        return self.regression_loss(model, s)
+
+    def regression_loss(self, model: nn.Module, s: PathSample) -> Tensor:
+        """The loss of ``model``'s prediction (of :attr:`target_param`) on a drawn :class:`PathSample`."""
+        if self.target_param == "velocity":
+            return self.loss_from_sample(model, s)
+        pred = call_velocity(model, s.x_t, s.t, s.cond, s.mask)
+        path: Any = self.path  # an AffinePath: check_target_param refused every other path
+        err = weighted_error(pred, self.target_param, self.loss_weighting, path, s.t, s.x0, s.x1)
+        return masked_mean(err, s.loss_mask)
 
     def prepare_pairing(
         self,
@@ -291,4 +308,8 @@ class FlowMatcher(PairingOverride):
         return masked_mean((v - s.u_t) ** 2, s.loss_mask)
 
     def __repr__(self) -> str:
-        return f"FlowMatcher(name={self.name!r}, path={self.path!r}, coupling={self.coupling!r}, time_sampler={self.time_sampler!r})"
+        extra = "" if self.target_param == "velocity" else f", target_param={self.target_param!r}"
+        return (
+            f"FlowMatcher(name={self.name!r}, path={self.path!r}, coupling={self.coupling!r}, "
+            f"time_sampler={self.time_sampler!r}{extra})"
+        )
