@@ -34,6 +34,7 @@ from flowmatch.data.conditioning import Condition, drop_condition
 from flowmatch.data.masks import check_mask, masked_mean
 from flowmatch.models.contract import call_velocity
 from flowmatch.objectives.targets import check_target_param, weighted_error
+from flowmatch.objectives.time_samplers import UniformTime
 from flowmatch.paths import ProbabilityPath
 
 __all__ = ["PathSample", "UniformTime", "PairingOverride", "FlowMatcher"]
@@ -58,37 +59,6 @@ class PathSample:
     cond: Condition | None = None
     mask: Tensor | None = None
     loss_mask: Tensor | None = None
-
-
-class UniformTime:
-    """t ~ U[low, high]; by default the path's interval ``t_range`` (U[0, 1] for most paths)."""
-
-    def __init__(self, low: float | None = None, high: float | None = None):
-        if low is not None:
-            low = check_probability("time sampler low", low)
-        if high is not None:
-            high = check_probability("time sampler high", high)
-        if low is not None and high is not None and not low < high:
-            raise ValueError(f"time interval must satisfy low < high, got [{low}, {high}]")
-        self.low = low
-        self.high = high
-
-    def __call__(
-        self,
-        n: int,
-        path: ProbabilityPath,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        lo = path.t_range[0] if self.low is None else max(self.low, path.t_range[0])
-        hi = path.t_range[1] if self.high is None else min(self.high, path.t_range[1])
-        u = torch.rand(n, device=device, dtype=dtype, generator=generator)
-        return lo + (hi - lo) * u
-
-    def __repr__(self) -> str:
-        return f"UniformTime(low={self.low!r}, high={self.high!r})"
 
 
 def takes_condition(coupling: Coupling) -> bool:
