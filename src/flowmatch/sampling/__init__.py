@@ -1,7 +1,10 @@
-"""Integrating a trained field: ODE solvers (:mod:`~flowmatch.sampling.ode`), the SDE of
-Schrödinger bridges (:mod:`~flowmatch.sampling.sde`), log-likelihoods and encode/decode
-(:mod:`~flowmatch.sampling.likelihood`)."""
+"""Integrating a trained field: ODE solvers (:mod:`~flowmatch.sampling.ode`, optionally with the
+log-density of the samples), the SDE of Schrödinger bridges (:mod:`~flowmatch.sampling.sde`),
+DDIM / DDPM and the churn SDEs of affine Gaussian paths (:mod:`~flowmatch.sampling.diffusion`),
+log-likelihoods and encode/decode (:mod:`~flowmatch.sampling.likelihood`, with the divergences of
+:mod:`~flowmatch.sampling.divergence`)."""
 
+from flowmatch.sampling.diffusion import sample_diffusion
 from flowmatch.sampling.encode import decode, encode
 from flowmatch.sampling.likelihood import LikelihoodResult, log_likelihood
 from flowmatch.sampling.ode import SampleResult, ode_solvers, sample
@@ -12,6 +15,7 @@ __all__ = [
     "sample",
     "ode_solvers",
     "sample_sde",
+    "sample_diffusion",
     "LikelihoodResult",
     "log_likelihood",
     "encode",

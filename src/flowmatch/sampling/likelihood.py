@@ -17,11 +17,10 @@ so for a data point ``x = x_1`` with source end ``z = x_0``
 itself, so every solver (fixed-step tableaux and torchdiffeq's adaptive ones) is the same code
 that samples.
 
-Divergence: exact, ``sum_i (e_i^T J)_i`` with one vector-Jacobian product per basis vector
-``e_i``, vectorised with ``torch.func.vmap`` over the basis (no Python loop over dimensions;
-cost ``D`` backward passes, memory ``O(B D^2)``); or Hutchinson's estimator
-``div v ~ (1/K) sum_k eps_k^T J eps_k`` with ``E[eps eps^T] = I`` (Hutchinson 1989; FFJORD), with
-``K`` Rademacher or Gaussian probes drawn once per trajectory, unbiased at any ``D``.
+The divergence, exact or Hutchinson's estimate, and the augmented field live in
+:mod:`~flowmatch.sampling.divergence` (re-exported here). ``flowmatch.sample(..., log_prob=True)``
+integrates the same augmented state forward, giving ``log p_1`` of the samples it draws in the
+solve that draws them.
 
 Bits per dimension: ``bpd = -log p_1(x) / (D ln 2)``. Caveat for images: this is the density of
 the continuous data the model was trained on. A bpd comparable with the literature for 8-bit
@@ -42,7 +41,15 @@ import torch
 from torch import Tensor
 
 from flowmatch._utils.validate import check_choice, check_finite, check_positive_int
-from flowmatch.models.contract import call_velocity
+from flowmatch.sampling.divergence import (
+    DIVERGENCES,
+    PROBE_DISTRIBUTIONS,
+    DivergenceField,
+    hutchinson_probes,
+    log_prob_per_row,
+    standard_normal_log_prob,
+    velocity_and_divergence,
+)
 from flowmatch.sampling.encode import decode, encode  # noqa: F401  (their home before encode.py)
 from flowmatch.sampling.inputs import splits_with_rows
 from flowmatch.sampling.ode import sample
@@ -58,10 +65,6 @@ __all__ = [
     "DIVERGENCES",
     "PROBE_DISTRIBUTIONS",
 ]
-
-DIVERGENCES = ("exact", "hutchinson")
-PROBE_DISTRIBUTIONS = ("rademacher", "gaussian")
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 @dataclass
@@ -98,110 +101,8 @@ class LikelihoodResult:
 
 
 # --------------------------------------------------------------------------------------------
-# Divergence
-# --------------------------------------------------------------------------------------------
-
-
-def standard_normal_log_prob(z: Tensor) -> Tensor:
-    """``log N(z; 0, I) = -||z||^2 / 2 - (D / 2) log(2 pi)`` per row of ``z`` (B, *dims) -> (B,)."""
-    flat = z.reshape(z.shape[0], -1)
-    return -0.5 * (flat * flat).sum(dim=1) - 0.5 * flat.shape[1] * _LOG_2PI
-
-
-def hutchinson_probes(
-    x: Tensor, n_probes: int = 1, kind: str = "rademacher", *, generator: torch.Generator | None = None
-) -> Tensor:
-    """Probe vectors for Hutchinson's trace estimator, shape ``(K, B, *dims)`` for ``x`` (B, *dims).
-
-    ``kind="rademacher"``: entries +-1 with probability 1/2 (the minimum-variance choice);
-    ``"gaussian"``: entries N(0, 1). Both satisfy ``E[eps eps^T] = I``, so
-    ``E[eps^T J eps] = tr J`` (Hutchinson 1989). Drawn from ``generator`` (on its device) and
-    moved to ``x``'s device and dtype.
-    """
-    n_probes = check_positive_int("n_probes", n_probes)
-    check_choice("probe distribution", kind, PROBE_DISTRIBUTIONS)
-    shape = (n_probes, *x.shape)
-    device = generator.device if generator is not None else x.device
-    if kind == "rademacher":
-        eps = torch.randint(0, 2, shape, generator=generator, device=device).to(x.dtype) * 2 - 1
-    else:
-        eps = torch.randn(shape, generator=generator, device=device, dtype=x.dtype)
-    return eps.to(device=x.device, dtype=x.dtype)
-
-
-def _basis(x: Tensor) -> Tensor:
-    """The standard basis, one ``e_i`` per row: shape ``(D, B, *dims)`` (an expanded view)."""
-    d = x[0].numel()
-    eye = torch.eye(d, dtype=x.dtype, device=x.device)
-    return eye.reshape(d, 1, *x.shape[1:]).expand(d, *x.shape)
-
-
-def velocity_and_divergence(
-    model: Callable[..., Tensor], x: Tensor, t: Tensor, cond: Any = None, *, probes: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """Velocity ``v(t, x)`` and its divergence ``div v = tr(dv/dx)`` per sample.
-
-    Exact (``probes=None``): ``div v = sum_i (e_i^T J)_i`` from ``D`` vector-Jacobian products
-    with the basis vectors, computed in one ``torch.func.vmap`` over the basis. Hutchinson
-    (``probes`` of shape ``(K, B, *dims)``): ``(1/K) sum_k eps_k^T J eps_k``, unbiased when
-    ``E[eps eps^T] = I`` (Hutchinson 1989; Grathwohl et al. ICLR 2019).
-
-    The samples of the batch must not interact in ``model`` (true for velocity fields in eval
-    mode): ``J`` is the Jacobian of each output row with respect to its own input row. The
-    result stays on the autograd graph of the model's parameters when gradients are enabled
-    (so it can be backpropagated, as the CNF loss does); ``x`` itself need not require grad.
-
-    Args:
-        model: ``model(x, t, cond=cond) -> (B, *dims)``.
-        x: ``(B, *dims)``; t: ``(B,)``.
-        probes: ``None`` for the exact divergence, else ``(K, B, *dims)`` probe vectors.
-
-    Returns:
-        ``(v, div)`` with ``v`` of shape ``(B, *dims)`` and ``div`` of shape ``(B,)``.
-    """
-    from torch.func import vjp, vmap
-
-    def f(xx: Tensor) -> Tensor:
-        return call_velocity(model, xx, t, cond)
-
-    v, vjp_fn = vjp(f, x)  # type: ignore[misc]  # torch types vjp's result as 2- or 3-tuple whatever has_aux
-    if v.shape != x.shape:
-        raise ValueError(f"model output must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
-    b = x.shape[0]
-    if probes is None:
-        basis = _basis(x)
-        d = basis.shape[0]
-        (rows,) = vmap(vjp_fn)(basis)  # rows[i] = e_i^T J, shape (D, B, *dims)
-        div = torch.diagonal(rows.reshape(d, b, d), dim1=0, dim2=2).sum(dim=-1)
-    else:
-        if probes.dim() != x.dim() + 1 or probes.shape[1:] != x.shape:
-            raise ValueError(
-                f"probes must have shape (K, *x.shape) = (K, {', '.join(map(str, x.shape))}), got {tuple(probes.shape)}"
-            )
-        (rows,) = vmap(vjp_fn)(probes)  # eps_k^T J
-        div = (rows * probes).reshape(probes.shape[0], b, -1).sum(dim=-1).mean(dim=0)
-    return v, div
-
-
-# --------------------------------------------------------------------------------------------
 # Log-likelihood
 # --------------------------------------------------------------------------------------------
-
-
-class _AugmentedField:
-    """``[x, l] -> [v(t, x), div v(t, x)]`` on flat states ``(B, D + 1)``, as a model for
-    :func:`flowmatch.sample`."""
-
-    def __init__(self, model: Callable[..., Tensor], dims: tuple[int, ...], probes: Tensor | None):
-        self.model = model
-        self.dims = dims
-        self.probes = probes
-
-    def __call__(self, state: Tensor, t: Tensor, cond: Any = None) -> Tensor:
-        b = state.shape[0]
-        x = state[:, :-1].reshape(b, *self.dims)
-        v, div = velocity_and_divergence(self.model, x, t, cond, probes=self.probes)
-        return torch.cat([v.reshape(b, -1), div.reshape(b, 1).to(v.dtype)], dim=1)
 
 
 def _check_data(name: str, x: Any) -> Tensor:
@@ -217,14 +118,7 @@ def _check_data(name: str, x: Any) -> Tensor:
 def _prior_log_prob(prior: Any, z: Tensor) -> Tensor:
     if prior is None:
         return standard_normal_log_prob(z)
-    lp = prior.log_prob(z)
-    if not isinstance(lp, Tensor) or lp.shape != (z.shape[0],):
-        got = tuple(lp.shape) if isinstance(lp, Tensor) else type(lp).__name__
-        raise ValueError(
-            f"prior.log_prob(z) must return one value per sample, shape ({z.shape[0]},), got {got}; "
-            "wrap a per-coordinate distribution in torch.distributions.Independent"
-        )
-    return lp
+    return log_prob_per_row(prior.log_prob, z, "prior.log_prob(z)")
 
 
 def log_likelihood(
@@ -318,7 +212,7 @@ def log_likelihood(
         pc = None if probes is None else probes[:, lo:hi]
         state = torch.cat([xc.reshape(hi - lo, d), xc.new_zeros(hi - lo, 1)], dim=1)
         res = sample(
-            _AugmentedField(model, dims, pc),
+            DivergenceField(model, dims, pc),
             state,
             solver=solver,
             steps=steps,

@@ -69,6 +69,7 @@ from torch import Tensor
 
 from flowmatch._utils.validate import check_choice, check_positive_float, check_positive_int
 from flowmatch.models.contract import call_velocity
+from flowmatch.sampling.divergence import LogProbSolve
 from flowmatch.sampling.inputs import check_sample_mask, check_t_span, check_x0, splits_with_rows
 
 __all__ = ["SampleResult", "sample", "ode_solvers", "SolverToleranceWarning"]
@@ -100,12 +101,15 @@ class SampleResult:
         nfe: number of model evaluations along one trajectory (``steps * stages`` for fixed-step
             solvers, the counted calls for adaptive ones); with ``chunk_size`` the maximum over
             chunks.
+        log_prob: ``log p_1(x)`` of each sample, shape ``(n,)``, with ``sample(log_prob=True)``;
+            else ``None``.
     """
 
     x: Tensor
     trajectory: Tensor | None
     times: Tensor
     nfe: int
+    log_prob: Tensor | None = None
 
     def require_trajectory(self) -> Tensor:
         """The trajectory, which exists when it was asked for (``return_trajectory=True``)."""
@@ -249,6 +253,12 @@ def sample(
     enable_grad: bool = False,
     max_steps: int | None = None,
     mask: Tensor | None = None,
+    log_prob: bool = False,
+    source_log_prob: Callable[[Tensor], Tensor] | None = None,
+    divergence: str = "exact",
+    probes: int = 1,
+    probe_distribution: str = "rademacher",
+    generator: torch.Generator | None = None,
 ) -> SampleResult:
     """Integrate ``dx/dt = model(x, t, cond)`` from ``t_span[0]`` to ``t_span[1]`` starting at ``x0``.
 
@@ -285,17 +295,29 @@ def sample(
             exceeded); ``None`` means torchdiffeq's default.
         mask: padded sequences: ``(n, 1, T)`` or x0's shape, 1 = valid element
             (:mod:`flowmatch.data.masks`); passed to the model as ``mask=``, the padding of x0 and
-            of the velocity is zeroed, so padded frames stay exactly zero.
+            of the velocity is zeroed, so padded frames stay exactly zero. Not with ``log_prob``
+            (the density of padded samples is not one of the flow's densities: a ValueError).
+        log_prob: also integrate ``dl/dt = div v`` in the same solve (the state ``[x, l]``,
+            :mod:`~flowmatch.sampling.divergence`) and return
+            ``log p_1(x_1) = log p_0(x_0) - int div v dt`` (Chen et al. 2018, Theorem 1) as
+            ``log_prob``; adaptive solvers then control the error of ``[x, l]``.
+        source_log_prob: ``log p_0``, called as ``source_log_prob(x0) -> (n,)``; ``None`` is
+            ``N(0, I)``.
+        divergence: ``"exact"`` or ``"hutchinson"`` (unbiased estimate, for high ``D``).
+        probes: Hutchinson probes per trajectory, drawn once for all rows and reused at every time.
+        probe_distribution: ``"rademacher"`` or ``"gaussian"`` probes.
+        generator: source of the Hutchinson probes (the only random draw of :func:`sample`).
 
     Returns:
         :class:`SampleResult` with ``x`` of shape ``(n, *dims)``, ``trajectory`` of shape
-        ``(T + 1, n, *dims)`` or ``None``, ``times`` of shape ``(T + 1,)`` and ``nfe``.
+        ``(T + 1, n, *dims)`` or ``None``, ``times`` of shape ``(T + 1,)``, ``nfe`` and
+        ``log_prob`` ``(n,)`` or ``None``.
 
     Raises:
         ValueError: for an unknown solver, a non-positive ``steps``/``chunk_size``/``max_steps``,
             a bad ``t_span``, non-positive tolerances, ``max_steps`` with a fixed-step solver, an
-            ``x0`` that is not a finite floating tensor of shape ``(n, *dims)``, or a model output
-            of the wrong shape.
+            ``x0`` that is not a finite floating tensor of shape ``(n, *dims)``, a model output
+            of the wrong shape, or ``log_prob`` with a mask or bad divergence options.
         TypeError: if ``model`` is not callable.
     """
     if not callable(model):
@@ -318,6 +340,9 @@ def sample(
     if mask is not None:
         mask = check_sample_mask(mask, x0)
         x0 = x0 * mask
+    lp = (
+        LogProbSolve(x0, mask, source_log_prob, divergence, probes, probe_distribution, generator) if log_prob else None
+    )
     if solver in _TOLERANCE_MISS:
         miss, ref = _TOLERANCE_MISS[solver]
         warnings.warn(
@@ -350,7 +375,8 @@ def sample(
             xc = x0[lo:hi] if len(bounds) > 1 else x0
             cc = cond[lo:hi] if (split_cond and len(bounds) > 1) else cond
             mc = mask[lo:hi] if (mask is not None and len(bounds) > 1) else mask
-            field = _CountingField(model, cc, mc)
+            field = _CountingField(model if lp is None else lp.field(model, lo, hi), cc, mc)
+            xc = xc if lp is None else lp.state(xc)
             if fixed is not None:
                 end, states = _integrate_fixed(field, xc, grid, fixed, return_trajectory)
                 if states is not None:
@@ -363,8 +389,11 @@ def sample(
             ends.append(end)
             nfe = max(nfe, field.calls)
 
+        log_p = None if lp is None else lp.log_prob(x0, ends)
     x = ends[0] if len(ends) == 1 else torch.cat(ends, dim=0)
     trajectory = None
     if return_trajectory:
         trajectory = trajs[0] if len(trajs) == 1 else torch.cat(trajs, dim=1)
-    return SampleResult(x=x, trajectory=trajectory, times=times, nfe=nfe)
+    if lp is not None:
+        x, trajectory = lp.states_x(x), None if trajectory is None else lp.states_x(trajectory)
+    return SampleResult(x=x, trajectory=trajectory, times=times, nfe=nfe, log_prob=log_p)
