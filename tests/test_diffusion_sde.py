@@ -152,9 +152,7 @@ def ddpm_reference(scheduler, t, t_next, x, eps_hat, z, churn):
         return math.sqrt(abar_prev) * x0_hat + math.sqrt(1 - abar_prev) * eps_hat
     beta = 1 - abar / abar_prev
     alpha_t = 1 - beta
-    mean = (
-        math.sqrt(abar_prev) * beta / (1 - abar) * x0_hat + math.sqrt(alpha_t) * (1 - abar_prev) / (1 - abar) * x
-    )
+    mean = math.sqrt(abar_prev) * beta / (1 - abar) * x0_hat + math.sqrt(alpha_t) * (1 - abar_prev) / (1 - abar) * x
     return mean + math.sqrt((1 - abar_prev) / (1 - abar) * beta) * z
 
 
