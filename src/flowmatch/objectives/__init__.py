@@ -5,6 +5,8 @@
 - :mod:`~flowmatch.objectives.time_samplers`: the laws t is drawn from (:class:`UniformTime`,
   :class:`LogitNormalTime`, :class:`ShiftedTime`, :class:`ModeTime`, :class:`CallableTime`) and
   :func:`parse_time_sampler` for the command line;
+- :mod:`~flowmatch.objectives.targets`: what the network predicts (velocity, x1, eps, score) and
+  the loss weightings;
 - :mod:`~flowmatch.objectives.sf2m`: :class:`ScoreFlowMatcher`, CFM plus the score loss ([SF]2M);
 - :mod:`~flowmatch.objectives.cnf`: :class:`CNFObjective`, the maximum-likelihood CNF baseline;
 - :mod:`~flowmatch.objectives.methods`: the named methods with their papers' defaults
@@ -15,6 +17,7 @@ from flowmatch.objectives import methods
 from flowmatch.objectives.cfm import FlowMatcher, PairingOverride, PathSample
 from flowmatch.objectives.cnf import CNFObjective
 from flowmatch.objectives.sf2m import ScoreFlowMatcher, SF2MLoss
+from flowmatch.objectives.targets import TARGET_PARAMS, WEIGHTINGS
 from flowmatch.objectives.time_samplers import (
     CallableTime,
     LogitNormalTime,
@@ -40,6 +43,8 @@ __all__ = [
     "parse_time_sampler",
     "time_sampler_names",
     "PairingOverride",
+    "TARGET_PARAMS",
+    "WEIGHTINGS",
     "ScoreFlowMatcher",
     "SF2MLoss",
     "CNFObjective",
