@@ -38,6 +38,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "Euler-Maruyama with --steps steps (runs that learned a score: sb-cfm)",
     )
     p.add_argument(
+        "--churn",
+        type=float,
+        default=None,
+        help="sample the diffusion SDE of the run's Gaussian path, dx = [v + (eta^2 g^2/2) s] dt + eta g dW, "
+        "with churn eta (0: the probability-flow ODE, 1: the reverse-time SDE, DDPM's ancestral step) by DDIM "
+        "steps, or by Euler-Maruyama with --solver euler-maruyama (runs on an affine path from N(0, I) without "
+        "extra noise: method fm, rf, or a --scheduler)",
+    )
+    p.add_argument(
         "--cond",
         default=None,
         help="class-conditional runs: the class of every sample (index or name); default: "
@@ -118,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
     if run.data.shape is not None:  # images: the flat N(0, I) draw in the shape (n, C, H, W)
         x0 = x0.reshape(n, *run.data.shape)
     field, cond = _conditioning(args, run, n)
-    if args.sde:
+    if args.churn is not None:
+        res = _sample_diffusion(args, run, x0, g, field, cond)
+    elif args.sde:
         res = _sample_sde(args, run, x0, g, cond)
     else:
         res = sample(
@@ -133,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
             cond=cond,
         )
     label = "euler-maruyama sde" if args.sde else args.solver
+    if args.churn is not None:
+        label = f"diffusion churn {args.churn:g}, {'ddim' if args.solver == 'euler' else args.solver}"
     out = Path(args.out) if args.out is not None else None
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -193,4 +206,45 @@ def _sample_sde(args: argparse.Namespace, run, x0, g, cond=None):
         cond=cond,
         return_trajectory=args.trajectory is not None,
         chunk_size=args.chunk_size,
+    )
+
+
+def _sample_diffusion(args: argparse.Namespace, run, x0, g, field, cond):
+    """``--churn ETA``: :func:`flowmatch.sample_diffusion` on the run's scheduler, the noise seeded
+    from ``g`` after the source draw. A network trained on x1 or eps is passed as itself with its
+    parametrisation (the DDIM step needs no conversion to a velocity at t = 0)."""
+    import torch
+
+    from flowmatch._utils.validate import check_nonnegative_float, check_positive_int
+    from flowmatch.models import AsVelocity
+    from flowmatch.runs.path_options import run_scheduler
+    from flowmatch.sampling.diffusion import sample_diffusion
+
+    churn = check_nonnegative_float("--churn", args.churn)
+    if args.sde:
+        raise ValueError("--churn and --sde are two samplers; give one of them, got both")
+    scheduler = run_scheduler(run.config)
+    if scheduler is None or run.config.source != "gaussian":
+        raise ValueError(
+            f"--churn needs a run on an affine Gaussian path from N(0, I) (method fm or rf, or a --scheduler "
+            f"with sigma 0, and --source gaussian), got method {run.config.method!r}, scheduler "
+            f"{run.config.scheduler!r}, sigma {run.config.resolved_sigma}, source {run.config.source!r}"
+        )
+    if args.solver not in ("euler", "ddim", "euler-maruyama"):
+        raise ValueError(f"--churn steps by ddim (default) or euler-maruyama; got --solver {args.solver!r}")
+    param = "velocity"
+    if isinstance(field, AsVelocity):
+        field, param = field.model, field.param
+    seed = int(torch.randint(0, 2**62, (1,), generator=g))
+    return sample_diffusion(
+        field,
+        x0,
+        scheduler,
+        param=param,
+        churn=churn,
+        solver="ddim" if args.solver == "euler" else args.solver,
+        steps=check_positive_int("--steps", args.steps),
+        cond=cond,
+        generator=torch.Generator(device=x0.device).manual_seed(seed),
+        return_trajectory=args.trajectory is not None,
     )

@@ -40,6 +40,14 @@ _HELP = {
     "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf; or cnf (maximum-likelihood CNF "
     "baseline); sequence runs also regression (the same network trained by L2 on the target)",
     "sigma": "path noise sigma (fm: sigma_min); default: the method's paper value",
+    "scheduler": "the path x_t = alpha_t x1 + sigma_t x0 of a Gaussian-path run: auto (the method's own path), "
+    "condot[:SIGMA_MIN], polynomial:N, vp[:BETA_MIN,BETA_MAX], linear-vp, cosine; replaces the path of i-cfm, "
+    "ot-cfm, fm, vp-cfm, rf (their coupling stays), --sigma adds noise on top (default 0)",
+    "target_param": "what the network predicts: velocity, x1, eps (the noise) or score (x1/eps/score need "
+    "--source gaussian and a path without extra noise: method fm or a --scheduler); sampled through its velocity",
+    "loss_weighting": "x1/eps/score runs: default (plain regression of the target; sigma^2 for the score) or "
+    "velocity (the velocity loss, clipped where alpha or sigma < 0.05)",
+    "time_sampler": "the law of t: uniform, logit-normal[:MEAN,STD], shift:S[:BASE] (SD3/Flux), mode[:SCALE]",
     "score": "true/false: also learn the score of the path ([SF]2M), so that `flowmatch sample --sde` "
     "works; default: the method's (true for sb-cfm; other methods cannot)",
     "cond": "condition the model: none; label (the target's class labels); text (a sequence's frame-aligned "

@@ -15,6 +15,7 @@ from flowmatch.models.unet import UNet
 from flowmatch.objectives import methods
 from flowmatch.objectives.cfm import FlowMatcher
 from flowmatch.runs.config import TRAINER_FIELDS, RunConfig, parse_int_list
+from flowmatch.runs.path_options import apply_path_options
 from flowmatch.training.trainer import TrainerConfig
 
 __all__ = [
@@ -128,9 +129,12 @@ def _build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = No
 
 
 def build_matcher(cfg: RunConfig):
-    """The method's objective; for conditional runs with condition dropout, and a coupling that pairs
-    only within labels (:class:`flowmatch.couplings.WithinLabels`)."""
+    """The method's objective, with the run's Gaussian-path settings
+    (:func:`flowmatch.runs.path_options.apply_path_options`); for conditional runs with condition
+    dropout, and a coupling that pairs only within labels (:class:`flowmatch.couplings.WithinLabels`)."""
     fm = methods.get(cfg.method, sigma=cfg.sigma)
+    if isinstance(fm, FlowMatcher):
+        fm = apply_path_options(fm, cfg)
     if cfg.coupling_scope == "global":  # one OT problem over all ranks (cond runs are rejected by RunConfig)
         if not isinstance(fm, FlowMatcher):
             raise ValueError(f"coupling_scope 'global' needs a flow matching method, got method {cfg.method!r}")

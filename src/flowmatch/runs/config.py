@@ -92,6 +92,12 @@ class RunConfig:
     method: str = "ot-cfm"
     sigma: float | None = None  # None: the method's paper default
     score: bool | None = None  # learn the score too ([SF]2M); None: the method's default (sb-cfm: true)
+    # Gaussian paths (flowmatch.runs.path_options): the path's scheduler ("auto": the method's path),
+    # what the network predicts, the loss weighting of x1/eps/score, and the law of t
+    scheduler: str = "auto"
+    target_param: str = "velocity"
+    loss_weighting: str = "default"
+    time_sampler: str = "uniform"
     # sequences (flowmatch.runs.sequence): the built-in eSpeak NG corpus ("speech") or a folder of
     # .npz utterances; its size (speech_sentences sentences, each spoken by speech_speakers voices)
     speech_sentences: int = 200
@@ -224,6 +230,9 @@ class RunConfig:
             )
         self.eval_guidance = check_nonnegative_float("eval_guidance", self.eval_guidance)
         self._validate_sequences()
+        from flowmatch.runs.path_options import check_path_options
+
+        check_path_options(self)
         parse_int_list("unet_mults", self.unet_mults)
         parse_int_list("unet_attention", self.unet_attention, allow_empty=True)
         if not isinstance(self.device, str) or not (

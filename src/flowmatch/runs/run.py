@@ -32,6 +32,7 @@ from flowmatch.runs.config import RunConfig
 from flowmatch.runs.data import DATA_SEED_OFFSET, RunData, build_data
 from flowmatch.runs.directory import CONFIG_FILE, check_run_dir, claim_run_dir
 from flowmatch.runs.kind import Report, RunKind
+from flowmatch.runs.path_options import velocity_model
 from flowmatch.runs.plan import kind_for, plan_run
 from flowmatch.training import distributed
 from flowmatch.training.checkpoint import latest_checkpoint, load_checkpoint, load_weights
@@ -83,7 +84,7 @@ def train_run(
         result = trainer.fit(resume=resume)
         if not distributed.info().is_main:  # only rank 0 evaluates and writes
             return trainer, result, None
-        model = trainer.sampling_model
+        model = velocity_model(cfg, trainer.sampling_model)  # x1/eps/score networks sampled as velocities
         report = kind.evaluate(model, data, cfg, out_path) if evaluate else None
         if out_path is not None:
             summary: dict[str, Any] = {"train": result.summary(), **kind.summary(cfg, data)}
@@ -97,7 +98,8 @@ def train_run(
 
 @dataclass
 class LoadedRun:
-    """A trained run: its config, data and the sampling model (EMA weights when present)."""
+    """A trained run: its config, data and the sampling model (EMA weights when present; a velocity
+    field, through :class:`flowmatch.models.AsVelocity` for x1-, eps- or score-prediction runs)."""
 
     config: RunConfig
     model: nn.Module
@@ -130,7 +132,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", use_ema: bool = True)
     weights, file = (ck.ema, "ema.safetensors") if (use_ema and ck.ema is not None) else (ck.model, "model.safetensors")
     load_weights(model, weights, (ck.path or path / "checkpoints") / file)
     dev = resolve_device(device)
-    return LoadedRun(cfg, model.to(dev).eval(), data, ck.step, path, dev)
+    return LoadedRun(cfg, velocity_model(cfg, model).to(dev).eval(), data, ck.step, path, dev)
 
 
 def evaluate_run(
