@@ -52,6 +52,12 @@ def _coefficients(scheduler: Scheduler, t: Tensor, x: Tensor) -> tuple[Tensor, T
     return a, s, da, ds, da * s - ds * a
 
 
+def _nonzero(s: Tensor) -> Tensor:
+    """s with its zeros replaced by ones: the branch of a torch.where not taken at s = 0 then stays
+    finite, so its gradient (which autograd computes and multiplies by 0) is 0, not NaN."""
+    return torch.where(s == 0, torch.ones_like(s), s)
+
+
 def to_x1_eps(pred: Tensor, param: str, x_t: Tensor, t: Tensor, scheduler: Scheduler) -> tuple[Tensor, Tensor]:
     """(x1, eps) predicted by ``pred`` of parametrisation ``param`` at (x_t, t)."""
     param = check_choice("parametrisation", param, PARAMETRIZATIONS)
@@ -59,7 +65,7 @@ def to_x1_eps(pred: Tensor, param: str, x_t: Tensor, t: Tensor, scheduler: Sched
     if param == "velocity":
         return (s * pred - ds * x_t) / d, (da * x_t - a * pred) / d
     if param == "x1":  # at sigma = 0 (the data end) eps is not identified: its limit E[eps | x1] = 0
-        return pred, torch.where(s == 0, torch.zeros_like(x_t), (x_t - a * pred) / s)
+        return pred, torch.where(s == 0, torch.zeros_like(x_t), (x_t - a * pred) / _nonzero(s))
     eps = pred if param == "eps" else -s * pred
     return (x_t - s * eps) / a, eps
 
@@ -71,7 +77,7 @@ def to_velocity(pred: Tensor, param: str, x_t: Tensor, t: Tensor, scheduler: Sch
         return pred
     a, s, da, ds, d = _coefficients(scheduler, t, x_t)
     if param == "x1":  # the limit alpha' x1 where sigma = 0 (E[eps | x_t] -> 0 at the data end)
-        return torch.where(s == 0, da * pred, (ds * x_t + d * pred) / s)
+        return torch.where(s == 0, da * pred, (ds * x_t + d * pred) / _nonzero(s))
     if param == "eps":
         return (da * x_t - d * pred) / a
     return (da * x_t + s * d * pred) / a
