@@ -1,7 +1,7 @@
 """Prediction targets and time samplers on a Gaussian path: ``flowmatch bench paths``.
 
 The same network (an MLP) is trained on the CondOT path x_t = t x1 + (1 - t) x0 from x0 ~ N(0, I)
-(independent coupling, sigma = 0) to predict the velocity, x1, eps or the score (each with its
+(independent coupling, sigma = 0; ``--scheduler`` takes any other) to predict the velocity, x1, eps or the score (each with its
 default weighting, :mod:`flowmatch.objectives.targets`), with t drawn uniformly or logit-normally
 (SD3's logit-normal(0, 1)). Each model samples the target
 
@@ -9,7 +9,8 @@ default weighting, :mod:`flowmatch.objectives.targets`), with t drawn uniformly 
 - by the diffusion SDE with churn 1 (:func:`flowmatch.sample_diffusion`, DDIM / DDPM steps),
 
 at 1, 4 and 100 steps. eps and score start at t = 1e-3, where their conversion is regular
-(:func:`flowmatch.models.parametrization.regular_times`: alpha_0 = 0 on CondOT).
+(:func:`flowmatch.models.parametrization.regular_times`: alpha_0 = 0 on CondOT); there the x1 they
+imply, (x_t - sigma_t eps) / alpha_t, multiplies the network's error by 1 / alpha_t ~ 1000.
 
 Tasks: ``moons`` (N(0, I) -> two moons, 2D; exact W2 on the test points) and ``digits``
 (scikit-learn's 8x8 digits flattened to 64 dimensions in [-1, 1]; the Fréchet distance between
@@ -42,7 +43,7 @@ from flowmatch.models import MLP
 from flowmatch.models.parametrization import AsVelocity, regular_times
 from flowmatch.objectives.cfm import FlowMatcher
 from flowmatch.objectives.time_samplers import parse_time_sampler
-from flowmatch.paths import AffinePath, CondOTScheduler
+from flowmatch.paths import AffinePath, Scheduler, parse_scheduler
 from flowmatch.sampling.diffusion import sample_diffusion
 from flowmatch.sampling.ode import sample
 from flowmatch.training.config import TrainerConfig
@@ -69,6 +70,7 @@ class PathsSettings:
     lr: float = 1e-3
     n_eval: int = 1000  # generated and held-out points per metric
     device: str = "cpu"
+    scheduler: str = "condot"  # the path's scheduler (flowmatch.paths.parse_scheduler)
 
     @classmethod
     def quick(cls, **overrides) -> PathsSettings:
@@ -99,11 +101,12 @@ def _task_data(task: str, n_eval: int) -> tuple[torch.Tensor, torch.Tensor, int]
 
 
 def _train(task_train: torch.Tensor, width: int, target: str, time_sampler: str, settings: PathsSettings, seed: int):
+    sched = parse_scheduler(settings.scheduler)
     dev = resolve_device(settings.device)
     dim = task_train.shape[1]
     torch.manual_seed(seed)
     net = MLP(dim, hidden=width, depth=3)
-    fm = FlowMatcher(AffinePath(CondOTScheduler()), time_sampler=parse_time_sampler(time_sampler), target_param=target)
+    fm = FlowMatcher(AffinePath(sched), time_sampler=parse_time_sampler(time_sampler), target_param=target)
     source = StreamBatches(lambda n, generator=None: torch.randn(n, dim, generator=generator, device=dev), device=dev)
     cfg = TrainerConfig(
         steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr, seed=seed, quiet=True, log_every=10**9
@@ -113,9 +116,10 @@ def _train(task_train: torch.Tensor, width: int, target: str, time_sampler: str,
     return trainer.sampling_model.eval()
 
 
-def _samples(net: nn.Module, target: str, sampler: str, steps: int, n: int, dim: int, seed: int) -> torch.Tensor:
+def _samples(
+    net: nn.Module, sched: Scheduler, target: str, sampler: str, steps: int, n: int, dim: int, seed: int
+) -> torch.Tensor:
     dev = next(net.parameters()).device
-    sched = CondOTScheduler()
     t_span = regular_times(sched, target)
     x0 = torch.randn(n, dim, generator=torch.Generator().manual_seed(1000 + seed)).to(dev)
     with torch.no_grad():
@@ -148,6 +152,7 @@ def run_paths(
         bad = [v for v in values if v not in allowed]
         if bad or not values:
             raise ValueError(f"{name}s must be among {', '.join(allowed)}, got {', '.join(values) or 'none'}")
+    sched = parse_scheduler(settings.scheduler)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
@@ -161,7 +166,7 @@ def run_paths(
                     train_s = time.perf_counter() - t0
                     for sampler in ("ode", "sde"):
                         for steps in SAMPLE_STEPS:
-                            x = _samples(net, target, sampler, steps, len(test), train.shape[1], seed)
+                            x = _samples(net, sched, target, sampler, steps, len(test), train.shape[1], seed)
                             m = _metrics(task, x, test)
                             rows.append(
                                 dict(
@@ -213,7 +218,7 @@ def _cell(values: list[float]) -> str:
 def format_paths_table(rows: list[dict], settings: PathsSettings) -> str:
     """One Markdown table per task and metric: rows target x time sampler, columns sampler x steps."""
     lines = [
-        f"CondOT path from N(0, I), MLP, {settings.steps} steps of batch {settings.batch_size}, "
+        f"{settings.scheduler} path from N(0, I), MLP, {settings.steps} steps of batch {settings.batch_size}, "
         f"{settings.seeds} seed(s), {settings.n_eval} points per metric; ODE = Euler on the converted velocity, "
         "SDE = diffusion SDE with churn 1 (DDIM/DDPM steps)."
     ]

@@ -232,6 +232,7 @@ def add_paths(benches) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="training steps per model (default: 5000)")
     p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: 256)")
     p.add_argument("--n-eval", type=int, default=None, help="generated and held-out points per metric (default: 1000)")
+    p.add_argument("--scheduler", default=None, help="the path's scheduler, e.g. vp or cosine (default: condot)")
     p.add_argument("--quick", action="store_true", help="smoke run: moons, uniform t, 40 steps, 200 points")
     add_device(p)
     add_common(p)
@@ -384,7 +385,12 @@ def run_paths(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         n_eval=args.n_eval,
         device=args.device,
+        scheduler=args.scheduler,
     )
+    if args.scheduler is not None:
+        from flowmatch.paths import parse_scheduler
+
+        parse_scheduler(args.scheduler)
     for name in ("seeds", "steps", "batch_size", "n_eval"):
         if overrides[name] is not None:
             check_positive_int("--" + name.replace("_", "-"), overrides[name])
