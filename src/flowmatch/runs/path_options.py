@@ -99,7 +99,7 @@ def run_path(cfg: RunConfig) -> ProbabilityPath:
     from flowmatch.paths import AffinePath, parse_scheduler
 
     if cfg.scheduler == "auto":
-        return methods.get(cfg.method, sigma=cfg.sigma).path
+        return methods.get_flow_matcher(cfg.method, sigma=cfg.sigma).path
     return AffinePath(parse_scheduler(cfg.scheduler), 0.0 if cfg.sigma is None else cfg.sigma)
 
 
