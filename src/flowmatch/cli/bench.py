@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from flowmatch.cli._common import add_common, add_device, comma_list, default_threads_for_small_models
+from flowmatch.cli.bench_paths import add_paths
 from flowmatch.cli.bench_speech import add_speech
 
 NAME = "bench"
@@ -213,33 +214,6 @@ def add_trajectories(benches) -> argparse.ArgumentParser:
     return p
 
 
-def add_paths(benches) -> argparse.ArgumentParser:
-    p = benches.add_parser(
-        "paths",
-        help="prediction targets x time samplers on a Gaussian path, ODE against SDE sampling",
-        description="The same MLP trained on the CondOT path from N(0, I) to predict the velocity, x1, eps or the "
-        "score, with uniform or logit-normal t, on moons (W2) and on scikit-learn's digits as 64-dim vectors "
-        "(W2 and the Frechet distance of the pixels); each sampled by the ODE and by the diffusion SDE "
-        "(churn 1) at 1, 4 and 100 steps. Writes table.md and results.csv into --out.",
-    )
-    p.add_argument(
-        "--out", default=None, help="output directory (default: runs/bench/paths, or runs/bench/paths-quick)"
-    )
-    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: moons,digits)")
-    p.add_argument("--targets", default=None, help="comma-separated targets (default: velocity,x1,eps,score)")
-    p.add_argument("--time-samplers", default=None, help="comma-separated (default: uniform,logit-normal)")
-    p.add_argument("--seeds", type=int, default=None, help="number of training seeds 0..N-1 (default: 1)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per model (default: 5000)")
-    p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: 256)")
-    p.add_argument("--n-eval", type=int, default=None, help="generated and held-out points per metric (default: 1000)")
-    p.add_argument("--scheduler", default=None, help="the path's scheduler, e.g. vp or cosine (default: condot)")
-    p.add_argument("--quick", action="store_true", help="smoke run: moons, uniform t, 40 steps, 200 points")
-    add_device(p)
-    add_common(p)
-    p.set_defaults(func=run_paths)
-    return p
-
-
 #: Benchmarks, in the order --help lists them.
 BENCHES = [add_paper2d, add_coupling, add_ddp, add_trajectories, add_paths, add_speech]
 
@@ -370,34 +344,6 @@ def run_trajectories(args: argparse.Namespace) -> int:
     settings = _settings(TrajectorySettings, args.quick, overrides)
     out = args.out or ("runs/bench/trajectories-quick" if args.quick else "runs/bench/trajectories")
     return _report(run_trajectories(out, settings, plots=not args.no_plots, log=None if args.quiet else print))
-
-
-def run_paths(args: argparse.Namespace) -> int:
-    from flowmatch._utils.validate import check_positive_int
-    from flowmatch.bench.paths import PathsSettings, run_paths
-
-    overrides = dict(
-        tasks=comma_list(args.tasks) if args.tasks is not None else None,
-        targets=comma_list(args.targets) if args.targets is not None else None,
-        time_samplers=comma_list(args.time_samplers) if args.time_samplers is not None else None,
-        seeds=args.seeds,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        n_eval=args.n_eval,
-        device=args.device,
-        scheduler=args.scheduler,
-    )
-    if args.scheduler is not None:
-        from flowmatch.paths import parse_scheduler
-
-        parse_scheduler(args.scheduler)
-    for name in ("seeds", "steps", "batch_size", "n_eval"):
-        if overrides[name] is not None:
-            check_positive_int("--" + name.replace("_", "-"), overrides[name])
-    default_threads_for_small_models(args, small_model=True)
-    settings = _settings(PathsSettings, args.quick, overrides)
-    out = args.out or ("runs/bench/paths-quick" if args.quick else "runs/bench/paths")
-    return _report(run_paths(out, settings, log=None if args.quiet else print))
 
 
 def _report(res) -> int:

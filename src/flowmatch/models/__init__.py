@@ -2,6 +2,7 @@
 network trained on another target (:class:`AsVelocity`) or another schedule
 (:class:`ScheduleTransformedModel`)."""
 
+from flowmatch.models.average import AverageVelocityMLP, call_average
 from flowmatch.models.cond import CondEmbedding, ConditionalMLP
 from flowmatch.models.embeddings import SinusoidalTimeEmbedding, make_time_embedding
 from flowmatch.models.flow_and_score import FlowAndScore, has_score
@@ -27,4 +28,6 @@ __all__ = [
     "AsVelocity",
     "as_velocity",
     "ScheduleTransformedModel",
+    "AverageVelocityMLP",
+    "call_average",
 ]

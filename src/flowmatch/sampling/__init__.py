@@ -2,8 +2,10 @@
 log-density of the samples), the SDE of Schrödinger bridges (:mod:`~flowmatch.sampling.sde`),
 DDIM / DDPM and the churn SDEs of affine Gaussian paths (:mod:`~flowmatch.sampling.diffusion`),
 log-likelihoods and encode/decode (:mod:`~flowmatch.sampling.likelihood`, with the divergences of
-:mod:`~flowmatch.sampling.divergence`)."""
+:mod:`~flowmatch.sampling.divergence`), and few-step jumps of average-velocity networks
+(:mod:`~flowmatch.sampling.average`)."""
 
+from flowmatch.sampling.average import sample_average
 from flowmatch.sampling.diffusion import sample_diffusion
 from flowmatch.sampling.encode import decode, encode
 from flowmatch.sampling.likelihood import LikelihoodResult, log_likelihood
@@ -16,6 +18,7 @@ __all__ = [
     "ode_solvers",
     "sample_sde",
     "sample_diffusion",
+    "sample_average",
     "LikelihoodResult",
     "log_likelihood",
     "encode",

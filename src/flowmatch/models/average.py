@@ -1,0 +1,83 @@
+"""Average-velocity networks for few-step generation: u(x, t, h), the mean velocity of the flow
+over [t, t + h] from the state x at time t, so that one step x_{t+h} = x_t + h u(x_t, t, h) is exact
+for the exact u (MeanFlow, Geng et al. 2025, in this library's direction: t = 0 is the source).
+
+The contract extends the velocity model's by one keyword: ``model(x, t, cond=None, h=None)``;
+``h=None`` means h = 0, where the average velocity is the instantaneous one, so an average-velocity
+network is also a velocity field for every ODE solver. :func:`call_average` calls it with ``h``
+and checks the output like :func:`flowmatch.models.contract.call_velocity`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from flowmatch.models.contract import ModelContractError, check_output
+from flowmatch.models.mlp import MLP
+
+__all__ = ["AverageVelocityMLP", "call_average"]
+
+
+def call_average(model: Callable[..., Any], x: Tensor, t: Tensor, h: Tensor, cond: Any = None) -> Tensor:
+    """``model(x, t, cond=cond, h=h)``, checked to return a tensor of ``x``'s shape."""
+    try:
+        out = model(x, t, cond=cond, h=h)
+    except TypeError as e:
+        if "h" not in str(e):
+            raise
+        raise ModelContractError(
+            f"an average-velocity model is called as model(x, t, cond=None, h=None), got a TypeError from "
+            f"{type(model).__name__}: {e}"
+        ) from None
+    return check_output(model, out, x, "average-velocity output")
+
+
+class AverageVelocityMLP(nn.Module):
+    """An MLP of (x, t, h): the :class:`~flowmatch.models.MLP` with h as one more input feature.
+
+    Args:
+        dim: data dimension D (inputs and outputs are (B, D)).
+        hidden, depth, activation, time_embedding, time_dim: as for :class:`~flowmatch.models.MLP`.
+
+    Example:
+        >>> import torch
+        >>> net = AverageVelocityMLP(2, hidden=16)
+        >>> x, t = torch.zeros(3, 2), torch.rand(3)
+        >>> bool(torch.equal(net(x, t), net(x, t, h=torch.zeros(3))))  # h = None is h = 0
+        True
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 64,
+        depth: int = 3,
+        activation: str = "selu",
+        time_embedding: str = "concat",
+        time_dim: int = 32,
+    ):
+        super().__init__()
+        self.net = MLP(
+            dim,
+            hidden=hidden,
+            depth=depth,
+            activation=activation,
+            time_embedding=time_embedding,
+            time_dim=time_dim,
+            cond_dim=1,
+        )
+        self.dim = dim
+        self.config = {**self.net.config, "cond_dim": 0}
+
+    def forward(self, x: Tensor, t: Tensor, cond: Any = None, h: Tensor | None = None) -> Tensor:
+        if cond is not None:
+            raise ValueError("AverageVelocityMLP is unconditional; got a condition")
+        if h is None:
+            h = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+        elif h.dim() == 0:
+            h = h.expand(x.shape[0])
+        return self.net(x, t, cond=h.to(x.dtype).reshape(-1, 1))
