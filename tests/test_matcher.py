@@ -84,7 +84,18 @@ def test_uniform_time_respects_interval_and_path_range():
 
 
 def test_registry_defaults_and_errors():
-    assert methods.names() == ["cnf", "fm", "i-cfm", "ot-cfm", "regression", "rf", "sb-cfm", "vp-cfm"]
+    assert methods.names() == [
+        "cnf",
+        "fm",
+        "i-cfm",
+        "meanflow",
+        "ot-cfm",
+        "ot-meanflow",
+        "regression",
+        "rf",
+        "sb-cfm",
+        "vp-cfm",
+    ]
     assert not methods.spec("regression").is_flow and all(
         methods.spec(n).is_flow for n in methods.names() if n != "regression"
     )

@@ -21,7 +21,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("run", help="run directory")
     p.add_argument("--n", type=int, default=1000, help="number of samples (default: 1000)")
-    p.add_argument("--solver", default="euler", help="euler, midpoint, heun, rk4, dopri5 (default: euler)")
+    p.add_argument(
+        "--solver",
+        default="euler",
+        help="euler, midpoint, heun, rk4, dopri5 (default: euler); runs of meanflow methods jump by their average "
+        "velocity (solver average, --steps jumps) unless another ODE solver is named",
+    )
     p.add_argument("--steps", type=int, default=100, help="solver steps (default: 100)")
     p.add_argument("--atol", type=float, default=1e-5, help="dopri5 absolute tolerance")
     p.add_argument("--rtol", type=float, default=1e-5, help="dopri5 relative tolerance")
@@ -131,6 +136,11 @@ def run(args: argparse.Namespace) -> int:
         res = _sample_diffusion(args, run, x0, g, field, cond)
     elif args.sde:
         res = _sample_sde(args, run, x0, g, cond)
+    elif args.solver in ("euler", "average") and _average_velocity(run):
+        from flowmatch.sampling.average import sample_average
+
+        res = sample_average(field, x0, steps=args.steps, cond=cond, return_trajectory=args.trajectory is not None)
+        args.solver = "average"
     else:
         res = sample(
             field,
@@ -207,6 +217,12 @@ def _sample_sde(args: argparse.Namespace, run, x0, g, cond=None):
         return_trajectory=args.trajectory is not None,
         chunk_size=args.chunk_size,
     )
+
+
+def _average_velocity(run) -> bool:
+    from flowmatch.objectives import methods
+
+    return methods.spec(run.config.method).average_velocity
 
 
 def _sample_diffusion(args: argparse.Namespace, run, x0, g, field, cond):

@@ -37,8 +37,8 @@ _HELP = {
     "across consecutive time points (source and target are unused)",
     "holdout": "snapshot runs: index (0-based, among the sorted time points) of an intermediate time point "
     "left out of training; eval reports the W1 of the previous time point pushed to it",
-    "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf; or cnf (maximum-likelihood CNF "
-    "baseline); sequence runs also regression (the same network trained by L2 on the target)",
+    "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf; meanflow, ot-meanflow (one-step "
+    "generation by the average velocity); or cnf (maximum-likelihood CNF baseline); sequence runs also regression (the same network trained by L2 on the target)",
     "sigma": "path noise sigma (fm: sigma_min); default: the method's paper value",
     "scheduler": "the path x_t = alpha_t x1 + sigma_t x0 of a Gaussian-path run: auto (the method's own path), "
     "condot[:SIGMA_MIN], polynomial:N, vp[:BETA_MIN,BETA_MAX], linear-vp, cosine; replaces the path of i-cfm, "
@@ -79,7 +79,8 @@ _HELP = {
     "keep_checkpoints": "how many checkpoints to keep",
     "max_bad_steps": "steps with a non-finite loss or gradient to skip (not apply) before training stops "
     "with an error (0: stop at the first; the latest checkpoint is always finite)",
-    "eval_solver": "solver for the final evaluation: euler, midpoint, heun, rk4, dopri5",
+    "eval_solver": "solver for the final evaluation: euler, midpoint, heun, rk4, dopri5, or average (the jumps "
+    "of a meanflow run); auto: average for meanflow methods, else euler",
     "eval_steps": "solver steps for the final evaluation",
     "coupling_workers": "threads that solve the couplings (OT) of the next steps while a step trains: "
     "an integer >= 0 (0: inline) or auto (1 when the method pairs its batches and "

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from flowmatch import metrics
 from flowmatch._utils.validate import check_positive_int
+from flowmatch.sampling.average import sample_average
 from flowmatch.sampling.ode import sample
 
 __all__ = ["check_evaluable", "MIN_EVAL_POINTS", "EvalReport", "evaluate_model", "w2_at_steps", "w2_sampling_floor"]
@@ -77,7 +78,8 @@ def evaluate_model(
         x0: held-out source samples (n, *dims), the starting points.
         x1: held-out target samples (m, *dims), the reference for W2/W1/MMD and for W2^2(q0, q1).
         solver: the sampler whose trajectories define W2, NPE and straightness (the paper
-            uses Euler with 100 steps).
+            uses Euler with 100 steps); ``"average"``: the jumps of an average-velocity network
+            (:func:`flowmatch.sample_average`).
         steps: that sampler's number of steps.
         dopri5: also integrate with dopri5 (``atol``, ``rtol``) and report its NFE and W2.
         w2sq_source_target: W2^2(x0, x1) of the NPE when already computed (it depends only on
@@ -86,7 +88,10 @@ def evaluate_model(
             None in the report).
     """
     model.eval()
-    res = sample(model, x0, solver=solver, steps=steps, cond=cond, return_trajectory=True)
+    if solver == "average":  # an average-velocity network's jumps (MeanFlow)
+        res = sample_average(model, x0, steps=steps, cond=cond, return_trajectory=True)
+    else:
+        res = sample(model, x0, solver=solver, steps=steps, cond=cond, return_trajectory=True)
     trajectory = res.require_trajectory()
     if w1_mmd:
         q = metrics.sample_quality(res.x, x1)

@@ -2,7 +2,7 @@
 
 >>> from flowmatch import methods
 >>> methods.names()
-['cnf', 'fm', 'i-cfm', 'ot-cfm', 'rf', 'sb-cfm', 'vp-cfm']
+['cnf', 'fm', 'i-cfm', 'meanflow', 'ot-cfm', 'ot-meanflow', 'regression', 'rf', 'sb-cfm', 'vp-cfm']
 >>> methods.get("ot-cfm", sigma=0.1).coupling
 ExactOT()
 
@@ -14,6 +14,7 @@ ExactOT()
 | sb-cfm | Brownian bridge sigma sqrt(t(1-t))    | entropic OT, epsilon = 2 sigma^2| 1.0           |
 | vp-cfm | trigonometric, constant sigma         | independent                     | 0.1           |
 | rf     | linear, sigma = 0                     | independent (reflow: retrain on model pairs) | 0 |
+| meanflow, ot-meanflow | linear, constant sigma; the average velocity u(x, t, h) | independent / exact OT | 0 |
 | cnf    | none: maximum likelihood through the ODE solve (baseline, not flow matching) | - | - |
 
 ``cnf`` is the simulation-based baseline (Chen et al. 2018; Grathwohl et al. 2019): its build
@@ -63,6 +64,9 @@ class MethodSpec:
     pairs: bool = False
     #: False for the regression baseline: no flow, the network predicts x1 from the condition.
     is_flow: bool = True
+    #: The network is an average velocity u(x, t, h) (MeanFlow): runs build an AverageVelocityMLP and
+    #: sample it by its jumps (flowmatch.sample_average).
+    average_velocity: bool = False
 
 
 def _cnf(sigma: float) -> CNFObjective:
@@ -86,6 +90,12 @@ def _sb(sigma: float) -> FlowMatcher:
     return ScoreFlowMatcher(
         BrownianBridgePath(sigma), Sinkhorn(2.0 * sigma * sigma, reg_scale="absolute"), name="sb-cfm"
     )
+
+
+def _meanflow(sigma: float, coupling, name: str) -> FlowMatcher:
+    from flowmatch.objectives.meanflow import MeanFlowMatcher
+
+    return MeanFlowMatcher(LinearPath(sigma), coupling, name=name)
 
 
 _SPECS: dict[str, MethodSpec] = {
@@ -132,6 +142,22 @@ _SPECS: dict[str, MethodSpec] = {
             0.0,
             lambda s: FlowMatcher(LinearPath(0.0), Independent(), name="rf"),
             fixed_sigma=True,
+        ),
+        MethodSpec(
+            "meanflow",
+            "MeanFlow: the average velocity over [t, t + h] by the MeanFlow identity, one-step sampling, "
+            "independent coupling, straight path with constant noise sigma (Geng et al. 2025)",
+            0.0,
+            lambda s: _meanflow(s, Independent(), "meanflow"),
+            average_velocity=True,
+        ),
+        MethodSpec(
+            "ot-meanflow",
+            "MeanFlow on exact minibatch OT pairs (straighter targets)",
+            0.0,
+            lambda s: _meanflow(s, ExactOT(), "ot-meanflow"),
+            pairs=True,
+            average_velocity=True,
         ),
         MethodSpec(
             "cnf",

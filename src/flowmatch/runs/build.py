@@ -121,6 +121,10 @@ def _build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = No
         kw: dict[str, Any] = dict(
             hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation, time_embedding=cfg.time_embedding
         )
+        if methods.spec(cfg.method).average_velocity:
+            from flowmatch.models.average import AverageVelocityMLP
+
+            return AverageVelocityMLP(dim, **kw)
         if k:
             from flowmatch.models.cond import ConditionalMLP
 

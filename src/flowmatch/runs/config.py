@@ -30,7 +30,7 @@ else:  # pragma: no cover
 
 __all__ = ["RunConfig", "load_toml", "dump_toml", "parse_int_list", "SOLVER_CHOICES", "COND_CHOICES", "MODEL_CHOICES"]
 
-SOLVER_CHOICES = ("euler", "midpoint", "heun", "rk4", "dopri5")
+SOLVER_CHOICES = ("euler", "midpoint", "heun", "rk4", "dopri5", "average")
 COND_CHOICES = ("none", "label", "text")
 MODEL_CHOICES = ("auto", "mlp", "unet", "unet1d", "transformer")
 
@@ -148,7 +148,7 @@ class RunConfig:
     # steps with a non-finite loss or gradient that may be skipped (not applied) before training stops
     max_bad_steps: int = 0
     # evaluation at the end of training
-    eval_solver: str = "euler"
+    eval_solver: str = "auto"  # auto: "average" (its jumps) for meanflow methods, else euler
     eval_steps: int = 100
     eval_guidance: float = 1.0  # guidance scale of the final evaluation and sample grid (cond runs)
 
@@ -217,7 +217,11 @@ class RunConfig:
         check_choice("test_split", self.test_split, ("fresh", "paper"))
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
         check_choice("time_embedding", self.time_embedding, ("concat", "sinusoidal"))
+        if self.eval_solver == "auto":
+            self.eval_solver = "average" if spec.average_velocity else "euler"
         check_choice("eval_solver", self.eval_solver, SOLVER_CHOICES)
+        if self.eval_solver == "average" and not spec.average_velocity:
+            raise ValueError(f"eval_solver 'average' needs a meanflow method, got method {self.method!r}")
         check_choice("cond", self.cond, COND_CHOICES)
         check_choice("model", self.model, MODEL_CHOICES)
         self.guidance_dropout = check_probability("guidance_dropout", self.guidance_dropout)

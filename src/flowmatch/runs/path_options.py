@@ -61,6 +61,7 @@ def check_path_options(cfg: RunConfig) -> None:
     parse_time_sampler(cfg.time_sampler)
     if cfg.scheduler != "auto":
         parse_scheduler(cfg.scheduler)
+    _check_average_velocity(cfg)
     if _is_default(cfg):
         return
     if cfg.snapshots is not None or _is_sequence_run(cfg):
@@ -79,12 +80,30 @@ def check_path_options(cfg: RunConfig) -> None:
             f"got method {cfg.method!r}"
         )
     if cfg.target_param != "velocity":
+        if spec.average_velocity:
+            raise ValueError(f"method {cfg.method!r} learns an average velocity; target_param must be velocity")
         if cfg.source != "gaussian":
             raise ValueError(
                 f"target_param {cfg.target_param!r} needs --source gaussian (x1, eps and score are defined "
                 f"on paths from N(0, I)), got source {cfg.source!r}"
             )
         check_target_param(cfg.target_param, run_path(cfg), cfg.loss_weighting)
+
+
+def _check_average_velocity(cfg: RunConfig) -> None:
+    """meanflow methods: unconditional vector runs (their network is an AverageVelocityMLP)."""
+    from flowmatch.data.images import is_image_spec
+    from flowmatch.objectives import methods
+
+    if not methods.spec(cfg.method).average_velocity:
+        return
+    if cfg.snapshots is not None or _is_sequence_run(cfg) or is_image_spec(cfg.target):
+        what = f"snapshots {cfg.snapshots!r}" if cfg.snapshots is not None else f"target {cfg.target!r}"
+        raise ValueError(f"method {cfg.method!r} trains on vector data (N, D) for now, got {what}")
+    if cfg.cond != "none":
+        raise ValueError(f"method {cfg.method!r} is unconditional for now, got cond {cfg.cond!r}")
+    if cfg.model not in ("auto", "mlp"):
+        raise ValueError(f"method {cfg.method!r} builds an AverageVelocityMLP (model auto or mlp), got {cfg.model!r}")
 
 
 def _is_sequence_run(cfg: RunConfig) -> bool:

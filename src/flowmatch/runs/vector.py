@@ -103,10 +103,15 @@ class VectorKind(RunKind):
         steps: int | None = None,
     ) -> dict[str, Path]:
         from flowmatch import plots
+        from flowmatch.sampling.average import sample_average
         from flowmatch.sampling.ode import sample
 
         x0 = data.source.test.to(next(model.parameters()).device)
-        res = sample(model, x0, solver=solver or cfg.eval_solver, steps=steps or cfg.eval_steps, return_trajectory=True)
+        solver, steps = solver or cfg.eval_solver, steps or cfg.eval_steps
+        if solver == "average":  # meanflow runs: the jumps of the average velocity
+            res = sample_average(model, x0, steps=steps, return_trajectory=True)
+        else:
+            res = sample(model, x0, solver=solver, steps=steps, return_trajectory=True)
         title = f"{cfg.method}: {cfg.source} -> {cfg.target}"
         written = {
             "samples": plots.plot_samples(
