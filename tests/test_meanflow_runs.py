@@ -67,3 +67,17 @@ def test_what_meanflow_runs_cannot_do_is_a_one_line_error(kwargs, message):
     with pytest.raises(ValueError, match=message) as e:
         RunConfig(**kwargs)
     assert "\n" not in str(e.value)
+
+
+def test_bench_fewstep_scores_every_method_at_every_nfe(tmp_path, capsys):
+    from flowmatch.bench.fewstep import NFES, FewStepSettings, run_fewstep
+
+    settings = FewStepSettings.quick(methods=("i-cfm", "meanflow"))
+    res = run_fewstep(tmp_path, settings, log=None)
+    assert [(r["method"], r["nfe"]) for r in res.rows] == [(m, k) for m in ("i-cfm", "meanflow") for k in NFES]
+    assert all(np.isfinite(r["w2"]) and r["w2"] > 0 for r in res.rows)
+    assert "| n-moons | meanflow |" in (tmp_path / "table.md").read_text()
+    with pytest.raises(ValueError, match="methods must be among"):
+        run_fewstep(tmp_path, FewStepSettings.quick(methods=("fm",)), log=None)
+    assert main(["bench", "fewstep", "--quick", "--tasks", "spirals", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "tasks must be among" in capsys.readouterr().err

@@ -40,9 +40,9 @@ def run_paths(args: argparse.Namespace) -> int:
     from flowmatch.bench.paths import PathsSettings, run_paths
 
     overrides = dict(
-        tasks=comma_list(args.tasks) if args.tasks is not None else None,
-        targets=comma_list(args.targets) if args.targets is not None else None,
-        time_samplers=comma_list(args.time_samplers) if args.time_samplers is not None else None,
+        tasks=tuple(comma_list(args.tasks)) if args.tasks is not None else None,
+        targets=tuple(comma_list(args.targets)) if args.targets is not None else None,
+        time_samplers=tuple(comma_list(args.time_samplers)) if args.time_samplers is not None else None,
         seeds=args.seeds,
         steps=args.steps,
         batch_size=args.batch_size,
