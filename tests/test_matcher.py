@@ -94,6 +94,7 @@ def test_registry_defaults_and_errors():
         "regression",
         "rf",
         "sb-cfm",
+        "shortcut",
         "vp-cfm",
     ]
     assert not methods.spec("regression").is_flow and all(

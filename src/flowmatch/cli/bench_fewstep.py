@@ -11,15 +11,17 @@ from flowmatch.cli._common import add_common, add_device, comma_list, default_th
 def add_fewstep(benches) -> argparse.ArgumentParser:
     p = benches.add_parser(
         "fewstep",
-        help="one- and few-step generation: MeanFlow against I-CFM and OT-CFM in 2D",
-        description="Train i-cfm, ot-cfm, meanflow and ot-meanflow on the 2D tasks (N->moons, N->8gaussians, "
+        help="one- and few-step generation: MeanFlow and shortcut models against I-CFM and OT-CFM in 2D",
+        description="Train i-cfm, ot-cfm, meanflow, ot-meanflow and shortcut on the 2D tasks (N->moons, N->8gaussians, "
         "moons->8gaussians) with the paper's budget and score W2 on the held-out points at 1, 2, 4 and 100 "
         "function evaluations (Euler steps, or MeanFlow's average-velocity jumps). Writes table.md and "
         "results.csv into --out.",
     )
     p.add_argument("--out", default=None, help="output directory (default: runs/bench/fewstep, or fewstep-quick)")
     p.add_argument("--tasks", default=None, help="comma-separated (default: n-moons,n-8gaussians,moons-8gaussians)")
-    p.add_argument("--methods", default=None, help="comma-separated (default: i-cfm,ot-cfm,meanflow,ot-meanflow)")
+    p.add_argument(
+        "--methods", default=None, help="comma-separated (default: i-cfm,ot-cfm,meanflow,ot-meanflow,shortcut)"
+    )
     p.add_argument("--seeds", type=int, default=None, help="number of seeds 0..N-1 (default: 1)")
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: 20000)")
     p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: 512)")

@@ -37,7 +37,7 @@ _HELP = {
     "across consecutive time points (source and target are unused)",
     "holdout": "snapshot runs: index (0-based, among the sorted time points) of an intermediate time point "
     "left out of training; eval reports the W1 of the previous time point pushed to it",
-    "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf; meanflow, ot-meanflow (one-step "
+    "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf; meanflow, ot-meanflow, shortcut (one-step "
     "generation by the average velocity); or cnf (maximum-likelihood CNF baseline); sequence runs also regression (the same network trained by L2 on the target)",
     "sigma": "path noise sigma (fm: sigma_min); default: the method's paper value",
     "scheduler": "the path x_t = alpha_t x1 + sigma_t x0 of a Gaussian-path run: auto (the method's own path), "

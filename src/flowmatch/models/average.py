@@ -41,7 +41,11 @@ class AverageVelocityMLP(nn.Module):
 
     Args:
         dim: data dimension D (inputs and outputs are (B, D)).
-        hidden, depth, activation, time_embedding, time_dim: as for :class:`~flowmatch.models.MLP`.
+        hidden: width of the hidden layers (as for :class:`~flowmatch.models.MLP`).
+        depth: number of hidden layers.
+        activation: the MLP's activation.
+        time_embedding: ``"concat"`` or ``"sinusoidal"`` (for t; h is one more input feature).
+        time_dim: features of the sinusoidal embedding.
 
     Example:
         >>> import torch

@@ -8,7 +8,7 @@
 - :mod:`~flowmatch.objectives.targets`: what the network predicts (velocity, x1, eps, score) and
   the loss weightings;
 - :mod:`~flowmatch.objectives.meanflow`: :class:`MeanFlowMatcher`, the average velocity for
-  one-step generation (MeanFlow);
+  one-step generation (MeanFlow); :mod:`~flowmatch.objectives.shortcut`: :class:`ShortcutMatcher`;
 - :mod:`~flowmatch.objectives.sf2m`: :class:`ScoreFlowMatcher`, CFM plus the score loss ([SF]2M);
 - :mod:`~flowmatch.objectives.cnf`: :class:`CNFObjective`, the maximum-likelihood CNF baseline;
 - :mod:`~flowmatch.objectives.methods`: the named methods with their papers' defaults
@@ -20,6 +20,7 @@ from flowmatch.objectives.cfm import FlowMatcher, PairingOverride, PathSample
 from flowmatch.objectives.cnf import CNFObjective
 from flowmatch.objectives.meanflow import MeanFlowMatcher
 from flowmatch.objectives.sf2m import ScoreFlowMatcher, SF2MLoss
+from flowmatch.objectives.shortcut import ShortcutMatcher
 from flowmatch.objectives.targets import TARGET_PARAMS, WEIGHTINGS
 from flowmatch.objectives.time_samplers import (
     CallableTime,
@@ -50,6 +51,7 @@ __all__ = [
     "WEIGHTINGS",
     "ScoreFlowMatcher",
     "MeanFlowMatcher",
+    "ShortcutMatcher",
     "SF2MLoss",
     "CNFObjective",
     "methods",

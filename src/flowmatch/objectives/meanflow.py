@@ -63,7 +63,10 @@ class MeanFlowMatcher(FlowMatcher):
     """The MeanFlow objective on any path and coupling.
 
     Args:
-        path, coupling, time_sampler, name: as for :class:`~flowmatch.objectives.cfm.FlowMatcher`.
+        path: the conditional path (as for :class:`~flowmatch.objectives.cfm.FlowMatcher`).
+        coupling: how x0 and x1 are paired (default independent).
+        time_sampler: the law of the two times (default uniform).
+        name: a label for logs.
         ratio: fraction of rows with an interval h > 0 (the paper's best: 0.25); the others train
             the instantaneous velocity.
         weight_power: p of the adaptive weight 1 / (||Delta||^2 + c)^p (paper: 1; 0 = plain MSE).

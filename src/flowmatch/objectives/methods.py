@@ -2,7 +2,7 @@
 
 >>> from flowmatch import methods
 >>> methods.names()
-['cnf', 'fm', 'i-cfm', 'meanflow', 'ot-cfm', 'ot-meanflow', 'regression', 'rf', 'sb-cfm', 'vp-cfm']
+['cnf', 'fm', 'i-cfm', 'meanflow', 'ot-cfm', 'ot-meanflow', 'regression', 'rf', 'sb-cfm', 'shortcut', 'vp-cfm']
 >>> methods.get("ot-cfm", sigma=0.1).coupling
 ExactOT()
 
@@ -15,6 +15,7 @@ ExactOT()
 | vp-cfm | trigonometric, constant sigma         | independent                     | 0.1           |
 | rf     | linear, sigma = 0                     | independent (reflow: retrain on model pairs) | 0 |
 | meanflow, ot-meanflow | linear, constant sigma; the average velocity u(x, t, h) | independent / exact OT | 0 |
+| shortcut | linear, constant sigma; the step-size-conditioned velocity s(x, t, d) | independent | 0 |
 | cnf    | none: maximum likelihood through the ODE solve (baseline, not flow matching) | - | - |
 
 ``cnf`` is the simulation-based baseline (Chen et al. 2018; Grathwohl et al. 2019): its build
@@ -98,6 +99,12 @@ def _meanflow(sigma: float, coupling, name: str) -> FlowMatcher:
     return MeanFlowMatcher(LinearPath(sigma), coupling, name=name)
 
 
+def _shortcut(sigma: float) -> FlowMatcher:
+    from flowmatch.objectives.shortcut import ShortcutMatcher
+
+    return ShortcutMatcher(LinearPath(sigma), Independent(), name="shortcut")
+
+
 _SPECS: dict[str, MethodSpec] = {
     s.name: s
     for s in [
@@ -157,6 +164,14 @@ _SPECS: dict[str, MethodSpec] = {
             0.0,
             lambda s: _meanflow(s, ExactOT(), "ot-meanflow"),
             pairs=True,
+            average_velocity=True,
+        ),
+        MethodSpec(
+            "shortcut",
+            "shortcut model: the step size as an input, flow matching at d = 0 and two d steps as one 2d step, "
+            "independent coupling (Frans et al. 2024)",
+            0.0,
+            _shortcut,
             average_velocity=True,
         ),
         MethodSpec(
