@@ -64,7 +64,7 @@ def _pad(seqs, T, fill=0.0):
 LENGTHS = [5, 9, 3, 7]
 
 
-@pytest.mark.parametrize("method", ["ot-cfm", "i-cfm", "fm"])
+@pytest.mark.parametrize("method", ["ot-cfm", "i-cfm", "fm", "cfm-consistency"])
 def test_the_loss_is_padding_invariant_bit_for_bit(method):
     torch.manual_seed(0)
     model = FrameNet()

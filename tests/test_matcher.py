@@ -85,6 +85,7 @@ def test_uniform_time_respects_interval_and_path_range():
 
 def test_registry_defaults_and_errors():
     assert methods.names() == [
+        "cfm-consistency",
         "cnf",
         "fm",
         "i-cfm",

@@ -3,8 +3,9 @@
 Each method is trained as a run (:func:`flowmatch.runs.train_run`, in memory) on the 2D tasks of
 Tong et al. (TMLR 2024) with the paper's budget by default (3x64 SELU MLP, AdamW 1e-3, batch 512,
 20k steps), then sampled from the same held-out source points at 1, 2, 4 and 100 function
-evaluations: Euler steps of the velocity for the flow matching methods, jumps of the average
-velocity (:func:`flowmatch.sample_average`) for MeanFlow and shortcut models. The score is the exact W2 to the
+evaluations: Euler steps of the velocity for the flow matching methods and consistency flow
+matching, jumps of the average velocity (:func:`flowmatch.sample_average`) for MeanFlow and
+shortcut models. The score is the exact W2 to the
 held-out target points; training time is beside each row.
 
 Output directory: ``table.md`` and ``results.csv`` (one row per task, method, NFE and seed).
@@ -39,7 +40,7 @@ TASKS = {
     "n-8gaussians": ("gaussian", "8gaussians"),
     "moons-8gaussians": ("moons", "8gaussians"),
 }
-METHODS = ("i-cfm", "ot-cfm", "meanflow", "ot-meanflow", "shortcut")
+METHODS = ("i-cfm", "ot-cfm", "meanflow", "ot-meanflow", "shortcut", "cfm-consistency")
 NFES = (1, 2, 4, 100)
 
 
@@ -148,7 +149,7 @@ def format_fewstep_table(rows: list[dict], settings: FewStepSettings) -> str:
     head = ["task", "method", *(f"W2 @ {k}" for k in NFES), "1 / 100", "train s"]
     lines = [
         f"{settings.steps} steps of batch {settings.batch_size}, {settings.seeds} seed(s), {settings.n_test} held-out "
-        "points; Euler steps for i-cfm / ot-cfm, average-velocity jumps for meanflow and shortcut.",
+        "points; Euler steps for i-cfm, ot-cfm and cfm-consistency, average-velocity jumps for meanflow and shortcut.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",

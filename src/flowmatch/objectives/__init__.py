@@ -9,6 +9,7 @@
   the loss weightings;
 - :mod:`~flowmatch.objectives.meanflow`: :class:`MeanFlowMatcher`, the average velocity for
   one-step generation (MeanFlow); :mod:`~flowmatch.objectives.shortcut`: :class:`ShortcutMatcher`;
+  :mod:`~flowmatch.objectives.consistency`: :class:`ConsistencyMatcher`, consistency flow matching;
 - :mod:`~flowmatch.objectives.sf2m`: :class:`ScoreFlowMatcher`, CFM plus the score loss ([SF]2M);
 - :mod:`~flowmatch.objectives.cnf`: :class:`CNFObjective`, the maximum-likelihood CNF baseline;
 - :mod:`~flowmatch.objectives.methods`: the named methods with their papers' defaults
@@ -18,6 +19,7 @@
 from flowmatch.objectives import methods
 from flowmatch.objectives.cfm import FlowMatcher, PairingOverride, PathSample
 from flowmatch.objectives.cnf import CNFObjective
+from flowmatch.objectives.consistency import ConsistencyMatcher
 from flowmatch.objectives.meanflow import MeanFlowMatcher
 from flowmatch.objectives.sf2m import ScoreFlowMatcher, SF2MLoss
 from flowmatch.objectives.shortcut import ShortcutMatcher
@@ -52,6 +54,7 @@ __all__ = [
     "ScoreFlowMatcher",
     "MeanFlowMatcher",
     "ShortcutMatcher",
+    "ConsistencyMatcher",
     "SF2MLoss",
     "CNFObjective",
     "methods",

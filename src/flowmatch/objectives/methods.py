@@ -2,7 +2,7 @@
 
 >>> from flowmatch import methods
 >>> methods.names()
-['cnf', 'fm', 'i-cfm', 'meanflow', 'ot-cfm', 'ot-meanflow', 'regression', 'rf', 'sb-cfm', 'shortcut', 'vp-cfm']
+['cfm-consistency', 'cnf', 'fm', 'i-cfm', 'meanflow', 'ot-cfm', 'ot-meanflow', 'regression', 'rf', 'sb-cfm', 'shortcut', 'vp-cfm']
 >>> methods.get("ot-cfm", sigma=0.1).coupling
 ExactOT()
 
@@ -16,6 +16,7 @@ ExactOT()
 | rf     | linear, sigma = 0                     | independent (reflow: retrain on model pairs) | 0 |
 | meanflow, ot-meanflow | linear, constant sigma; the average velocity u(x, t, h) | independent / exact OT | 0 |
 | shortcut | linear, constant sigma; the step-size-conditioned velocity s(x, t, d) | independent | 0 |
+| cfm-consistency | linear, constant sigma; velocity consistency of the straight extrapolation | independent | 0 |
 | cnf    | none: maximum likelihood through the ODE solve (baseline, not flow matching) | - | - |
 
 ``cnf`` is the simulation-based baseline (Chen et al. 2018; Grathwohl et al. 2019): its build
@@ -68,6 +69,8 @@ class MethodSpec:
     #: The network is an average velocity u(x, t, h) (MeanFlow): runs build an AverageVelocityMLP and
     #: sample it by its jumps (flowmatch.sample_average).
     average_velocity: bool = False
+    #: The objective is defined for a velocity network only (no x1/eps/score target parametrisation).
+    velocity_only: bool = False
 
 
 def _cnf(sigma: float) -> CNFObjective:
@@ -103,6 +106,12 @@ def _shortcut(sigma: float) -> FlowMatcher:
     from flowmatch.objectives.shortcut import ShortcutMatcher
 
     return ShortcutMatcher(LinearPath(sigma), Independent(), name="shortcut")
+
+
+def _consistency(sigma: float) -> FlowMatcher:
+    from flowmatch.objectives.consistency import ConsistencyMatcher
+
+    return ConsistencyMatcher(LinearPath(sigma), Independent(), name="cfm-consistency")
 
 
 _SPECS: dict[str, MethodSpec] = {
@@ -157,6 +166,7 @@ _SPECS: dict[str, MethodSpec] = {
             0.0,
             lambda s: _meanflow(s, Independent(), "meanflow"),
             average_velocity=True,
+            velocity_only=True,
         ),
         MethodSpec(
             "ot-meanflow",
@@ -165,6 +175,7 @@ _SPECS: dict[str, MethodSpec] = {
             lambda s: _meanflow(s, ExactOT(), "ot-meanflow"),
             pairs=True,
             average_velocity=True,
+            velocity_only=True,
         ),
         MethodSpec(
             "shortcut",
@@ -173,6 +184,15 @@ _SPECS: dict[str, MethodSpec] = {
             0.0,
             _shortcut,
             average_velocity=True,
+            velocity_only=True,
+        ),
+        MethodSpec(
+            "cfm-consistency",
+            "consistency flow matching: the straight extrapolation x + (1 - t) v(x, t) made the same at t and "
+            "t + delta of one path, a one-step velocity field, independent coupling (Yang et al. 2024)",
+            0.0,
+            _consistency,
+            velocity_only=True,
         ),
         MethodSpec(
             "cnf",

@@ -80,8 +80,9 @@ def check_path_options(cfg: RunConfig) -> None:
             f"got method {cfg.method!r}"
         )
     if cfg.target_param != "velocity":
-        if spec.average_velocity:
-            raise ValueError(f"method {cfg.method!r} learns an average velocity; target_param must be velocity")
+        if spec.velocity_only:
+            what = "an average velocity" if spec.average_velocity else "a velocity by its own objective"
+            raise ValueError(f"method {cfg.method!r} learns {what}; target_param must be velocity")
         if cfg.source != "gaussian":
             raise ValueError(
                 f"target_param {cfg.target_param!r} needs --source gaussian (x1, eps and score are defined "
