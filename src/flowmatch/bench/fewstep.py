@@ -3,8 +3,9 @@
 Each method is trained as a run (:func:`flowmatch.runs.train_run`, in memory) on the 2D tasks of
 Tong et al. (TMLR 2024) with the paper's budget by default (3x64 SELU MLP, AdamW 1e-3, batch 512,
 20k steps), then sampled from the same held-out source points at 1, 2, 4 and 100 function
-evaluations: Euler steps of the velocity for the flow matching methods and consistency flow
-matching, jumps of the average velocity (:func:`flowmatch.sample_average`) for MeanFlow and
+evaluations: Euler steps of the velocity for the flow matching methods, consistency flow
+matching and ``i-cfm-distill`` (the i-cfm run distilled into a one-step student on its dopri5 pairs,
+:mod:`flowmatch.training.distill`), jumps of the average velocity (:func:`flowmatch.sample_average`) for MeanFlow and
 shortcut models. The score is the exact W2 to the
 held-out target points; training time is beside each row.
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from flowmatch._utils.io import atomic_write_text
 from flowmatch.metrics.distances import w2
@@ -31,6 +33,8 @@ from flowmatch.runs.data import build_data
 from flowmatch.runs.run import train_run
 from flowmatch.sampling.average import sample_average
 from flowmatch.sampling.ode import sample
+from flowmatch.training.distill import distill
+from flowmatch.training.trainer import TrainerConfig
 
 __all__ = ["FewStepSettings", "FewStepResult", "run_fewstep", "TASKS", "METHODS", "NFES"]
 
@@ -40,7 +44,9 @@ TASKS = {
     "n-8gaussians": ("gaussian", "8gaussians"),
     "moons-8gaussians": ("moons", "8gaussians"),
 }
-METHODS = ("i-cfm", "ot-cfm", "meanflow", "ot-meanflow", "shortcut", "cfm-consistency")
+#: The one-step student distilled from the i-cfm run (flowmatch.training.distill).
+DISTILL = "i-cfm-distill"
+METHODS = ("i-cfm", "ot-cfm", "meanflow", "ot-meanflow", "shortcut", "cfm-consistency", DISTILL)
 NFES = (1, 2, 4, 100)
 
 
@@ -77,6 +83,40 @@ def _check(settings: FewStepSettings) -> None:
             raise ValueError(f"{name}s must be among {', '.join(allowed)}, got {', '.join(values) or 'none'}")
 
 
+def _config(settings: FewStepSettings, task: str, method: str, seed: int) -> RunConfig:
+    source, target = TASKS[task]
+    return RunConfig(
+        method=method,
+        source=source,
+        target=target,
+        steps=settings.steps,
+        batch_size=settings.batch_size,
+        n_train=settings.n_train,
+        n_test=settings.n_test,
+        seed=seed,
+        device=settings.device,
+        coupling_workers=0,
+    )
+
+
+def _train(cfg: RunConfig) -> tuple[nn.Module, float]:
+    t0 = time.perf_counter()
+    trainer, _, _ = train_run(cfg, None, quiet=True, evaluate=False, plots=False)
+    return trainer.sampling_model.eval(), time.perf_counter() - t0
+
+
+def _distill(teacher: nn.Module, data, cfg: RunConfig, teacher_s: float) -> tuple[nn.Module, float]:
+    """The one-step student of the i-cfm teacher, warm-started from it, on dopri5 pairs of the
+    training sources, with the teacher's budget; its time includes the teacher's."""
+    t0 = time.perf_counter()
+    dev = next(teacher.parameters()).device
+    config = TrainerConfig(
+        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, quiet=True, log_every=cfg.steps
+    )
+    res = distill(teacher, teacher, data.source.train.to(dev), config, steps=1, device=dev)
+    return res.model.eval(), teacher_s + time.perf_counter() - t0
+
+
 def run_fewstep(
     out: str | Path, settings: FewStepSettings, *, log: Callable[[str], None] | None = print
 ) -> FewStepResult:
@@ -86,29 +126,22 @@ def run_fewstep(
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     for task in settings.tasks:
-        source, target = TASKS[task]
+        teachers: dict[int, tuple[nn.Module, float]] = {}  # i-cfm per seed, for the distilled student
         for method in settings.methods:
             for seed in range(settings.seeds):
-                cfg = RunConfig(
-                    method=method,
-                    source=source,
-                    target=target,
-                    steps=settings.steps,
-                    batch_size=settings.batch_size,
-                    n_train=settings.n_train,
-                    n_test=settings.n_test,
-                    seed=seed,
-                    device=settings.device,
-                    coupling_workers=0,
-                )
+                cfg = _config(settings, task, "i-cfm" if method == DISTILL else method, seed)
                 data = build_data(cfg)
-                t0 = time.perf_counter()
-                trainer, _, _ = train_run(cfg, None, quiet=True, evaluate=False, plots=False)
-                train_s = time.perf_counter() - t0
-                model = trainer.sampling_model.eval()
+                if method == DISTILL or (method == "i-cfm" and DISTILL in settings.methods):
+                    if seed not in teachers:
+                        teachers[seed] = _train(cfg)
+                    model, train_s = teachers[seed]
+                    if method == DISTILL:
+                        model, train_s = _distill(model, data, cfg, train_s)
+                else:
+                    model, train_s = _train(cfg)
                 dev = next(model.parameters()).device
                 x0, x1 = data.source.test.to(dev), data.target.test
-                average = methods.spec(method).average_velocity
+                average = method != DISTILL and methods.spec(method).average_velocity
                 for nfe in NFES:
                     with torch.no_grad():
                         if average:
@@ -149,7 +182,8 @@ def format_fewstep_table(rows: list[dict], settings: FewStepSettings) -> str:
     head = ["task", "method", *(f"W2 @ {k}" for k in NFES), "1 / 100", "train s"]
     lines = [
         f"{settings.steps} steps of batch {settings.batch_size}, {settings.seeds} seed(s), {settings.n_test} held-out "
-        "points; Euler steps for i-cfm, ot-cfm and cfm-consistency, average-velocity jumps for meanflow and shortcut.",
+        "points; Euler steps for i-cfm, ot-cfm, cfm-consistency and i-cfm-distill (the i-cfm run distilled into one "
+        "step; its time includes the teacher's), average-velocity jumps for meanflow and shortcut.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",

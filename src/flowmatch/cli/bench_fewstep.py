@@ -12,7 +12,7 @@ def add_fewstep(benches) -> argparse.ArgumentParser:
     p = benches.add_parser(
         "fewstep",
         help="one- and few-step generation: MeanFlow and shortcut models against I-CFM and OT-CFM in 2D",
-        description="Train i-cfm, ot-cfm, meanflow, ot-meanflow, shortcut and cfm-consistency on the 2D tasks (N->moons, N->8gaussians, "
+        description="Train i-cfm, ot-cfm, meanflow, ot-meanflow, shortcut, cfm-consistency and the i-cfm run distilled into one step (i-cfm-distill) on the 2D tasks (N->moons, N->8gaussians, "
         "moons->8gaussians) with the paper's budget and score W2 on the held-out points at 1, 2, 4 and 100 "
         "function evaluations (Euler steps, or MeanFlow's average-velocity jumps). Writes table.md and "
         "results.csv into --out.",
@@ -22,7 +22,7 @@ def add_fewstep(benches) -> argparse.ArgumentParser:
     p.add_argument(
         "--methods",
         default=None,
-        help="comma-separated (default: i-cfm,ot-cfm,meanflow,ot-meanflow,shortcut,cfm-consistency)",
+        help="comma-separated (default: i-cfm,ot-cfm,meanflow,ot-meanflow,shortcut,cfm-consistency,i-cfm-distill)",
     )
     p.add_argument("--seeds", type=int, default=None, help="number of seeds 0..N-1 (default: 1)")
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: 20000)")

@@ -1,8 +1,8 @@
 """The optimisation loop and everything around it: :class:`Trainer` (:mod:`.trainer`), AdamW,
 learning-rate schedules and EMA (:mod:`.optim`), atomic checkpoints (:mod:`.checkpoint`),
 log.csv (:mod:`.log`), signals (:mod:`.interrupt`), pairings solved ahead (:mod:`.prefetch`),
-data parallelism (:mod:`.distributed`), GPU speed options (:mod:`.speed`) and rectified flow's
-reflow (:mod:`.reflow`)."""
+data parallelism (:mod:`.distributed`), GPU speed options (:mod:`.speed`), rectified flow's
+reflow (:mod:`.reflow`) and distillation into a few-step student (:mod:`.distill`)."""
 
 from flowmatch.training.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from flowmatch.training.interrupt import Interrupted
