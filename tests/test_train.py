@@ -239,17 +239,36 @@ def test_ema_update_is_the_convex_combination():
     assert all(not p.requires_grad for p in ema.model.parameters())
 
 
-@pytest.mark.parametrize("decay", [0.5, 0.99])
-def test_one_trainer_step_updates_the_ema_with_its_decay(decay):
-    t = make_trainer(None, steps=1, ema_decay=decay)
-    before = {k: v.clone() for k, v in t.model.state_dict().items()}
-    assert_same_tensors(before, t.ema.model.state_dict())  # the EMA starts at the initial weights
-    t.train_step()
-    for k, new in t.model.state_dict().items():
-        assert not torch.equal(new, before[k])
-        expected = decay * before[k].double() + (1 - decay) * new.double()
-        torch.testing.assert_close(t.ema.model.state_dict()[k].double(), expected, rtol=0, atol=1e-6)
+@pytest.mark.parametrize("decay, warmup", [(0.5, False), (0.99, False), (0.99, True)])
+def test_trainer_steps_update_the_ema_with_the_decay_of_each_step(decay, warmup):
+    """Three steps, each checked against the convex combination with its decay: the plain decay
+    without warm-up, min(decay, (1 + s) / (10 + s)) with it (0.1, 0.1818.., 0.25 for s = 0, 1, 2)."""
+    t = make_trainer(None, steps=3, ema_decay=decay)
+    t.config.ema_warmup = warmup
+    t.ema.warmup = warmup
+    ema = {k: v.clone().double() for k, v in t.model.state_dict().items()}
+    assert_same_tensors(t.model.state_dict(), t.ema.model.state_dict())  # the EMA starts at the initial weights
+    for s in range(3):
+        t.train_step()
+        d = min(decay, (1 + s) / (10 + s)) if warmup else decay
+        for k, new in t.model.state_dict().items():
+            ema[k] = d * ema[k] + (1 - d) * new.double()
+            torch.testing.assert_close(t.ema.model.state_dict()[k].double(), ema[k], rtol=0, atol=1e-6)
     assert t.sampling_model is t.ema.model
+
+
+def test_ema_warmup_forgets_the_initial_weights():
+    """The share of the initial weights after s warm-up steps is 1 / C(s + 9, 9) (ema_decay_at's
+    docstring), against decay^s without warm-up: 0.999^2000 = 13.5%."""
+    from math import comb
+
+    from flowmatch.training.optim import ema_decay_at
+
+    for s in (1, 10, 100):
+        share = math.prod(ema_decay_at(0.999, k, True) for k in range(s))
+        assert share == pytest.approx(1 / comb(s + 9, 9), rel=1e-9)
+    assert math.prod(ema_decay_at(0.999, k, False) for k in range(2000)) == pytest.approx(0.1352, abs=1e-4)
+    assert ema_decay_at(0.999, 10**6, True) == 0.999  # the warm-up ends: the plain decay
 
 
 # --------------------------------------------------------------------------------------------

@@ -72,6 +72,8 @@ _HELP = {
     "weight_decay": "AdamW weight decay",
     "grad_clip": "clip the gradient norm to this value (0: off)",
     "ema_decay": "decay of the EMA of the weights used for sampling (0: off)",
+    "ema_warmup": "warm the EMA up: decay min(ema_decay, (1 + s) / (10 + s)) at step s, so the average forgets "
+    "the random initial weights (false: ema_decay from the first step)",
     "seed": "random seed (data split, initialisation, batches, noise)",
     "device": "auto (CUDA when present), cpu, cuda, cuda:N or mps",
     "log_every": "write the mean loss to log.csv every this many steps",

@@ -62,6 +62,7 @@ TRAINER_FIELDS = (
     "weight_decay",
     "grad_clip",
     "ema_decay",
+    "ema_warmup",
     "lr_schedule",
     "seed",
     "log_every",
@@ -129,6 +130,7 @@ class RunConfig:
     weight_decay: float = 1e-5
     grad_clip: float = 0.0  # 0: off
     ema_decay: float = 0.0  # 0: off; else weights averaged with this decay are used to sample
+    ema_warmup: bool = True  # the EMA's decay at step s: min(ema_decay, (1 + s) / (10 + s))
     seed: int = 0
     device: str = "auto"
     # threads that solve the couplings of the next steps while a step trains; "auto": 1 when the

@@ -32,6 +32,8 @@ class TrainerConfig:
     weight_decay: float = 1e-5
     grad_clip: float = 0.0  # 0 disables clipping
     ema_decay: float = 0.0  # 0 disables the EMA
+    #: the EMA's decay at step s is min(ema_decay, (1 + s) / (10 + s)): see optim.ema_decay_at
+    ema_warmup: bool = True
     lr_schedule: str = "constant"  # or "cosine": lr * (1 + cos(pi * step / steps)) / 2
     seed: int = 0
     log_every: int = 50
@@ -61,7 +63,7 @@ class TrainerConfig:
         if self.ema_decay == 1.0:
             raise ValueError("ema_decay must be < 1 (1 would freeze the average), got 1.0")
         self.seed = check_nonnegative_int("seed", self.seed)
-        for name in ("quiet", "bf16", "compile", "tf32"):
+        for name in ("quiet", "bf16", "compile", "tf32", "ema_warmup"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 

@@ -110,7 +110,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.metadata = metadata or {}
         self.optimizer = adamw(self.model, config.lr, config.weight_decay, self.device)
-        self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
+        self.ema = EMA(self.model, config.ema_decay, warmup=config.ema_warmup) if config.ema_decay > 0 else None
         seed = distributed.rank_seed(config.seed, self.dist.rank)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.path_generator = torch.Generator(device=self.device).manual_seed(seed + PATH_SEED_OFFSET)
@@ -237,7 +237,7 @@ class Trainer:
             return None
         self.optimizer.step()
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update(self.model, self.step)
         self.step += 1
         return loss
 
