@@ -91,6 +91,9 @@ _HELP = {
     "(0: unconditional, 1: conditional)",
     "coupling_scope": "data-parallel runs (--nproc, torchrun): local (each process pairs its own batch) or "
     "global (one OT problem over the batches of all processes, each keeps its slice)",
+    "distill": "a trained run directory: train a few-step student on its own (x0, ODE(x0)) pairs (dopri5), "
+    "starting from its settings (flags override them); unconditional vector runs",
+    "distill_steps": "with --distill: the student's number of Euler steps K (trained at t = 0, 1/K, ...)",
     "bf16": "CUDA only: bfloat16 autocast of the forward pass (ignored with a note on other devices)",
     "compile": "CUDA only: torch.compile the model for training (ignored with a note on other devices)",
     "tf32": "CUDA only: TF32 tensor cores for float32 matmuls (ignored with a note on other devices)",
@@ -194,7 +197,12 @@ def run(args: argparse.Namespace) -> int:
         settings.update(load_toml(run_cfg))
     if args.config is not None:
         settings.update(load_toml(args.config))
-    settings.update(_explicit(args))
+    explicit = _explicit(args)
+    if explicit.get("distill") is not None:  # stored absolute: the student resumes from anywhere
+        explicit["distill"] = str(Path(explicit["distill"]).resolve())
+        if not args.resume:
+            settings = {**_student_settings(explicit), **settings}
+    settings.update(explicit)
     cfg = RunConfig.from_dict(settings)
     if args.nproc is not None or args.max_restarts is not None:
         return _launch(cfg, args)
@@ -216,6 +224,19 @@ def run(args: argparse.Namespace) -> int:
             print(kind_for(cfg).report_text(cfg, report, result))
         print(f"run directory: {args.out}")
     return 0
+
+
+def _student_settings(explicit: dict[str, Any]) -> dict[str, Any]:
+    """--distill TEACHER: the teacher's settings as the base of the student's (--config and flags
+    override them), as a velocity network (the teacher's prediction target and time sampler do
+    not apply) evaluated by Euler in --distill-steps steps."""
+    from flowmatch.runs.distill import teacher_settings
+
+    base = teacher_settings(explicit["distill"])
+    for name in ("target_param", "loss_weighting", "time_sampler", "scheduler", "distill", "distill_steps"):
+        base.pop(name, None)
+    base.update(eval_solver="euler", eval_steps=explicit.get("distill_steps", 1))
+    return base
 
 
 @contextlib.contextmanager

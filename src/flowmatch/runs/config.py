@@ -7,11 +7,11 @@ override the file. Defaults are the paper's 2D setup (Tong et al. TMLR 2024, App
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
+from dataclasses import replace as _replace
 from pathlib import Path
 from typing import Any
 
@@ -136,14 +136,12 @@ class RunConfig:
     # threads that solve the couplings of the next steps while a step trains; "auto": 1 when the
     # method pairs its batches (ot-cfm, sb-cfm) and there are 2+ CPUs, else 0 (inline)
     coupling_workers: int | str = "auto"
-    # data-parallel runs (torchrun): "local" pairs each rank's batch, "global" solves one OT
-    # problem over the batches of all ranks (flowmatch.couplings.global_coupling)
+    # torchrun: "local" pairs each rank's batch, "global" one OT problem over all ranks' batches
     coupling_scope: str = "local"
     # GPU speed options (CUDA only; ignored with a warning on other devices): flowmatch.training.speed
     bf16: bool = False
     compile: bool = False
     tf32: bool = False
-    # bookkeeping
     log_every: int = 50
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
@@ -153,6 +151,8 @@ class RunConfig:
     eval_solver: str = "auto"  # auto: "average" (its jumps) for meanflow methods, else euler
     eval_steps: int = 100
     eval_guidance: float = 1.0  # guidance scale of the final evaluation and sample grid (cond runs)
+    distill: str | None = None  # a trained run: a distill_steps-step student of it (runs/distill.py)
+    distill_steps: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -192,6 +192,7 @@ class RunConfig:
             "unet_blocks",
             "speech_sentences",
             "speech_speakers",
+            "distill_steps",
         ):
             setattr(self, name, check_positive_int(name, getattr(self, name)))
         # the optimisation settings: the Trainer's own rules, in one place (TrainerConfig)
@@ -338,7 +339,7 @@ class RunConfig:
         return methods.spec(self.method).learns_score if self.score is None else self.score
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
@@ -356,7 +357,7 @@ class RunConfig:
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> RunConfig:
-        return dataclasses.replace(self, **changes)
+        return _replace(self, **changes)
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
