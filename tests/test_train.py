@@ -433,3 +433,35 @@ def test_the_trainer_uses_fused_adamw_with_the_per_tensor_update():
     assert min(float((p.detach() - p0).abs().max()) for p, p0 in zip(a.parameters(), start)) > 1e-3  # it trained
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)  # the same update up to rounding
+
+
+def test_a_signal_forwarded_while_the_interrupted_run_saves_is_deferred_too(tmp_path, monkeypatch):
+    """Under torchrun the launcher forwards the terminal's Ctrl-C, so a worker can get a second
+    SIGINT while it writes the checkpoint of the first: that save must finish (it gathers the
+    ranks' states; a rank killed mid-gather cost CI a traceback) and the run report it saved."""
+    import os
+    import signal
+
+    from flowmatch.training import distributed
+    from flowmatch.training.interrupt import Interrupted
+
+    monkeypatch.setattr(distributed, "launched_by_torchrun", lambda: True)
+    t = make_trainer(tmp_path / "run", steps=1000, checkpoint_every=1000)
+    step, save = t.train_step, t.save
+
+    def step_then_signal():
+        out = step()
+        if t.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # the terminal's Ctrl-C
+        return out
+
+    def signal_then_save():
+        os.kill(os.getpid(), signal.SIGINT)  # the launcher's forwarded copy, mid-save
+        return save()
+
+    monkeypatch.setattr(t, "train_step", step_then_signal)
+    monkeypatch.setattr(t, "save", signal_then_save)
+    with pytest.raises(Interrupted) as info:
+        t.fit()
+    assert info.value.saved and info.value.step == 3
+    assert load_checkpoint(tmp_path / "run" / "checkpoints").step == 3

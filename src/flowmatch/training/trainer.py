@@ -312,62 +312,63 @@ class Trainer:
             self._draw_step, self.generator, workers=cfg.coupling_workers, limit=cfg.steps - self.step
         )
         try:
-            with interrupt:
-                while self.step < cfg.steps:
-                    path_before = self.path_generator.get_state()
-                    try:
-                        loss = self.train_step()
-                    except KeyboardInterrupt:  # raised inside a step: undo its draws
-                        self._prefetcher.rewind(include_current=True)
-                        self.path_generator.set_state(path_before)
-                        raise
-                    if loss is not None:  # None: a skipped non-finite step (max_bad_steps)
-                        loss_acc += loss
-                        self._loss_count += 1
-                    distributed.fault_hook(self.step)  # testing hook, no-op unless FLOWMATCH_FAULT_AT_STEP
-                    bar.update(1)
-                    if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                        self._loss_sum += distributed.mean_over_ranks(loss_acc)
-                        loss_acc.zero_()
-                        mean = self._loss_sum / self._loss_count if self._loss_count else math.nan
-                        losses.append((self.step, mean))
-                        self._last_loss = mean
-                        if log is not None:
-                            write_row(
-                                log,
-                                [
-                                    self.step,
-                                    f"{mean:.6g}",
-                                    f"{self.optimizer.param_groups[0]['lr']:.6g}",
-                                    f"{self._grad_norm():.6g}",
-                                    f"{self._elapsed():.3f}",
-                                ],
-                            )
-                        bar.set_postfix(loss=f"{mean:.4f}")
-                        self._loss_sum, self._loss_count = 0.0, 0
-                    if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+            with interrupt:  # also while saving: a late forwarded signal must not kill a rank mid-gather
+                try:
+                    while self.step < cfg.steps:
+                        path_before = self.path_generator.get_state()
+                        try:
+                            loss = self.train_step()
+                        except KeyboardInterrupt:  # raised inside a step: undo its draws
+                            self._prefetcher.rewind(include_current=True)
+                            self.path_generator.set_state(path_before)
+                            raise
+                        if loss is not None:  # None: a skipped non-finite step (max_bad_steps)
+                            loss_acc += loss
+                            self._loss_count += 1
+                        distributed.fault_hook(self.step)  # testing hook, no-op unless FLOWMATCH_FAULT_AT_STEP
+                        bar.update(1)
+                        if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                            self._loss_sum += distributed.mean_over_ranks(loss_acc)
+                            loss_acc.zero_()
+                            mean = self._loss_sum / self._loss_count if self._loss_count else math.nan
+                            losses.append((self.step, mean))
+                            self._last_loss = mean
+                            if log is not None:
+                                write_row(
+                                    log,
+                                    [
+                                        self.step,
+                                        f"{mean:.6g}",
+                                        f"{self.optimizer.param_groups[0]['lr']:.6g}",
+                                        f"{self._grad_norm():.6g}",
+                                        f"{self._elapsed():.3f}",
+                                    ],
+                                )
+                            bar.set_postfix(loss=f"{mean:.4f}")
+                            self._loss_sum, self._loss_count = 0.0, 0
+                        if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                            self._flush_loss(loss_acc)
+                            loss_acc.zero_()
+                            self.save()
+                        # data parallel: one tiny collective per step, so that all ranks stop together
+                        stop = (
+                            bool(interrupt.requested)
+                            if ranks == 1
+                            else not distributed.all_ranks_true(not interrupt.requested)
+                        )
+                        if stop:
+                            agreed_stop = True
+                            raise Interrupted(interrupt.requested or signal.SIGINT, self.step)
+                except KeyboardInterrupt as e:
+                    if ranks == 1 or agreed_stop:  # never lose work (ranks interrupted apart cannot gather)
                         self._flush_loss(loss_acc)
-                        loss_acc.zero_()
-                        self.save()
-                    # data parallel: one tiny collective per step, so that all ranks stop together
-                    stop = (
-                        bool(interrupt.requested)
-                        if ranks == 1
-                        else not distributed.all_ranks_true(not interrupt.requested)
-                    )
-                    if stop:
-                        agreed_stop = True
-                        raise Interrupted(interrupt.requested or signal.SIGINT, self.step)
-        except KeyboardInterrupt as e:
-            if ranks == 1 or agreed_stop:  # never lose work (ranks interrupted apart cannot gather)
-                self._flush_loss(loss_acc)
-                saved = self.save() is not None
-                if not isinstance(e, Interrupted):
-                    e = Interrupted(interrupt.requested or signal.SIGINT, self.step)
-                e.saved = saved
-                e.args = (e.describe(),)
-                raise e from None
-            raise
+                        saved = self.save() is not None
+                        if not isinstance(e, Interrupted):
+                            e = Interrupted(interrupt.requested or signal.SIGINT, self.step)
+                        e.saved = saved
+                        e.args = (e.describe(),)
+                        raise e from None
+                    raise
         finally:
             bar.close()
             if log is not None:
