@@ -79,7 +79,8 @@ def check_distill(cfg: RunConfig) -> RunConfig:
             f"a distilled student is a velocity network: target_param must be 'velocity', got {cfg.target_param!r}"
         )
     if cfg.cond != "none" or teacher.cond != "none":
-        raise ValueError(f"distill supports unconditional runs for now, got cond {teacher.cond!r}")
+        cond = cfg.cond if cfg.cond != "none" else teacher.cond
+        raise ValueError(f"distill supports unconditional runs for now, got cond {cond!r}")
     for name in DATA_FIELDS:
         if getattr(cfg, name) != getattr(teacher, name):
             raise ValueError(
