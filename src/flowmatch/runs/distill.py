@@ -60,7 +60,8 @@ def check_distill(cfg: RunConfig) -> RunConfig:
     from flowmatch.data.images import is_image_spec
     from flowmatch.data.sequence_files import is_sequence_spec
 
-    assert cfg.distill is not None
+    if cfg.distill is None:
+        raise ValueError("a distilled run needs distill, the directory of its teacher run; got none")
     teacher = RunConfig.from_dict(teacher_settings(cfg.distill))
     if teacher.distill is not None:
         raise ValueError(f"distill needs a teacher trained as a flow, got the distilled run {cfg.distill!r}")
@@ -102,8 +103,8 @@ class DistillKind(VectorKind):
     def make_trainer(
         self, cfg: RunConfig, data: RunData, out: Path | None, *, device: torch.device, settings: TrainerConfig
     ) -> Trainer:
-        assert cfg.distill is not None
-        teacher, teacher_step = self._teacher(check_distill(cfg), Path(cfg.distill), data, device)
+        tcfg = check_distill(cfg)  # also: cfg.distill is set
+        teacher, teacher_step = self._teacher(tcfg, Path(str(cfg.distill)), data, device)
         if data.source_is_stream:
             dims = data.shape if data.shape is not None else (data.dim,)
             g = torch.Generator(device="cpu").manual_seed(cfg.seed)
