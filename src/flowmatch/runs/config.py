@@ -22,6 +22,7 @@ from flowmatch._utils.validate import (
     check_positive_int,
     check_probability,
 )
+from flowmatch.runs.config_rules import check_sequence_settings, check_snapshot_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -177,7 +178,7 @@ class RunConfig:
             raise ValueError(
                 f"score = true needs a method that learns a score ({learners}), got method {self.method!r}"
             )
-        self._validate_snapshots(spec)
+        check_snapshot_settings(self, spec)
         if spec.requires_gaussian_source and self.source != "gaussian":
             raise ValueError(
                 f"method {self.method!r} flows from N(0, I) and needs --source gaussian, got {self.source!r}"
@@ -236,7 +237,7 @@ class RunConfig:
                 f"with guidance_dropout {self.guidance_dropout}"
             )
         self.eval_guidance = check_nonnegative_float("eval_guidance", self.eval_guidance)
-        self._validate_sequences()
+        check_sequence_settings(self)
         from flowmatch.runs.path_options import check_path_options
 
         check_path_options(self)
@@ -252,76 +253,6 @@ class RunConfig:
                 )
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         return self
-
-    def _validate_sequences(self) -> None:
-        """Rules of sequence runs (--target speech or a folder of .npz utterances)."""
-        from flowmatch.data.sequence_files import is_sequence_spec
-
-        sequences = is_sequence_spec(self.target)
-        if not isinstance(self.infill, bool):
-            raise ValueError(f"infill must be true or false, got {self.infill!r}")
-        self.span_min = check_probability("span_min", self.span_min)
-        self.span_max = check_probability("span_max", self.span_max)
-        if not 0 < self.span_min <= self.span_max:
-            raise ValueError(
-                f"the span must satisfy 0 < span_min <= span_max <= 1, got [{self.span_min}, {self.span_max}]"
-            )
-        if self.cond == "text" and not sequences:
-            raise ValueError(
-                f"cond 'text' needs sequence data (--target speech or a folder of .npz), got {self.target!r}"
-            )
-        if self.infill and not sequences:
-            raise ValueError(f"infill needs sequence data (--target speech or a folder of .npz), got {self.target!r}")
-        from flowmatch.objectives import methods
-
-        if not methods.spec(self.method).is_flow:
-            if not sequences or self.cond == "none":
-                raise ValueError(
-                    f"method {self.method!r} is a baseline for conditional sequences (--target speech --cond text), "
-                    f"got target {self.target!r} with cond {self.cond!r}"
-                )
-            if self.infill:
-                raise ValueError(f"method {self.method!r} has no flow to infill with; train a flow method with infill")
-        if sequences:
-            if self.method in ("cnf", "sb-cfm"):
-                raise ValueError(
-                    f"sequence runs need a flow matching method whose coupling respects masks (fm, i-cfm, ot-cfm, "
-                    f"vp-cfm, rf) or regression, got {self.method!r}"
-                )
-            if self.cond == "label":
-                raise ValueError(
-                    "sequence runs condition on their tokens and speaker: use --cond text (or none), got 'label'"
-                )
-            if self.model in ("mlp", "unet"):
-                raise ValueError(f"sequence runs need a sequence model (auto, unet1d, transformer), got {self.model!r}")
-            if self.source != "gaussian":
-                raise ValueError(f"sequence runs flow from noise and need --source gaussian, got {self.source!r}")
-            if self.snapshots is not None:
-                raise ValueError("sequence runs take no snapshots")
-        elif self.model in ("unet1d", "transformer"):
-            raise ValueError(f"model {self.model!r} needs sequence data (--target speech or a folder of .npz)")
-
-    def _validate_snapshots(self, spec) -> None:
-        """Rules of snapshot runs (--snapshots, --holdout)."""
-        if self.snapshots is not None:
-            if not isinstance(self.snapshots, str) or not self.snapshots:
-                raise ValueError(
-                    f"snapshots must be a built-in course name or a .npz/.csv file, got {self.snapshots!r}"
-                )
-            if not spec.simulation_free or spec.requires_gaussian_source:
-                raise ValueError(
-                    f"snapshot runs need a method that flows between data sets (i-cfm, ot-cfm, sb-cfm, "
-                    f"vp-cfm, rf), got method {self.method!r}"
-                )
-            if self.cond != "none":
-                raise ValueError(f"snapshot runs take no condition, got cond {self.cond!r}")
-        if self.holdout is not None:
-            if self.snapshots is None:
-                raise ValueError(f"holdout needs snapshot data (--snapshots), got holdout {self.holdout!r} without it")
-            if isinstance(self.holdout, bool) or not isinstance(self.holdout, int) or self.holdout < 1:
-                raise ValueError(
-                    f"holdout must be the index of an intermediate time point (>= 1), got {self.holdout!r}"
-                )
 
     @property
     def resolved_sigma(self) -> float:
