@@ -1,6 +1,6 @@
 """MeanFlow as a method of runs and the CLI: --method meanflow / ot-meanflow train an
-AverageVelocityMLP, evaluate and sample by its jumps (`sample --steps 1`), and refuse what they
-cannot do yet in one line."""
+AverageVelocityMLP (a UNet with the interval input for images), evaluate and sample by its jumps
+(`sample --steps 1`), and refuse what they cannot do in one line."""
 
 from __future__ import annotations
 
@@ -56,9 +56,9 @@ def test_a_meanflow_run_evaluates_and_samples_by_its_jumps(mf_run, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(method="meanflow", target="digits"), "trains on vector data"),
-        (dict(method="meanflow", target="digits", cond="label"), "trains on vector data"),
+        (dict(method="meanflow", snapshots="bifurcation"), "trains on vector data"),
         (dict(method="meanflow", model="unet"), "builds an AverageVelocityMLP"),
+        (dict(method="shortcut", target="digits", model="mlp"), "builds a UNet with the interval input"),
         (dict(method="meanflow", target_param="x1"), "target_param must be velocity"),
         (dict(method="ot-cfm", eval_solver="average"), "eval_solver 'average' needs a meanflow method"),
     ],

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from flowmatch._utils.validate import check_positive_int
 from flowmatch.models.guidance import guided
-from flowmatch.sampling.ode import sample
+from flowmatch.sampling.average import sample_any
 
 __all__ = [
     "ImageClassifier",
@@ -316,7 +316,7 @@ def evaluate_images(
         else:
             cond = test_labels.to(device)
             field = guided(model, w)
-        res = sample(field, x0, solver=solver, steps=steps, cond=cond, chunk_size=chunk_size)
+        res = sample_any(field, x0, solver=solver, steps=steps, cond=cond, chunk_size=chunk_size)
         x = res.x.clamp(-1, 1)
         fd = frechet_distance(classifier_features(classifier, x), feats_train)
         acc = accuracy(classifier, x, test_labels) if test_labels is not None else None

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowmatch.models.cond import CondEmbedding
 from flowmatch.models.contract import ModelContractError, check_output
 from flowmatch.models.mlp import MLP
 
@@ -37,7 +38,9 @@ def call_average(model: Callable[..., Any], x: Tensor, t: Tensor, h: Tensor, con
 
 
 class AverageVelocityMLP(nn.Module):
-    """An MLP of (x, t, h): the :class:`~flowmatch.models.MLP` with h as one more input feature.
+    """An MLP of (x, t, h): the :class:`~flowmatch.models.MLP` with h as one more input feature, and
+    with ``num_classes > 0`` a class label's learned embedding too (as in
+    :class:`~flowmatch.models.cond.ConditionalMLP`, with a null class for classifier-free guidance).
 
     Args:
         dim: data dimension D (inputs and outputs are (B, D)).
@@ -46,6 +49,9 @@ class AverageVelocityMLP(nn.Module):
         activation: the MLP's activation.
         time_embedding: ``"concat"`` or ``"sinusoidal"`` (for t; h is one more input feature).
         time_dim: features of the sinusoidal embedding.
+        num_classes: K > 0 for a class-conditional network (labels in ``[0, K)``; -1 or
+            ``cond=None``: the null class); 0 for an unconditional one.
+        cond_embed_dim: embedding size of the labels.
 
     Example:
         >>> import torch
@@ -63,8 +69,14 @@ class AverageVelocityMLP(nn.Module):
         activation: str = "selu",
         time_embedding: str = "concat",
         time_dim: int = 32,
+        num_classes: int = 0,
+        cond_embed_dim: int = 32,
     ):
         super().__init__()
+        self.cond_embed: CondEmbedding | None = None
+        if num_classes:
+            self.cond_embed = CondEmbedding(num_classes, None, cond_embed_dim, project=False)
+        extra = 0 if self.cond_embed is None else self.cond_embed.out_dim
         self.net = MLP(
             dim,
             hidden=hidden,
@@ -72,16 +84,20 @@ class AverageVelocityMLP(nn.Module):
             activation=activation,
             time_embedding=time_embedding,
             time_dim=time_dim,
-            cond_dim=1,
+            cond_dim=1 + extra,
         )
         self.dim = dim
-        self.config = {**self.net.config, "cond_dim": 0}
+        self.num_classes = num_classes
+        self.config = {**self.net.config, "cond_dim": 0, "num_classes": num_classes}
 
     def forward(self, x: Tensor, t: Tensor, cond: Any = None, h: Tensor | None = None) -> Tensor:
-        if cond is not None:
-            raise ValueError("AverageVelocityMLP is unconditional; got a condition")
+        if cond is not None and self.cond_embed is None:
+            raise ValueError("this AverageVelocityMLP is unconditional (num_classes=0); got a condition")
         if h is None:
             h = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
         elif h.dim() == 0:
             h = h.expand(x.shape[0])
-        return self.net(x, t, cond=h.to(x.dtype).reshape(-1, 1))
+        features = h.to(x.dtype).reshape(-1, 1)
+        if self.cond_embed is not None:
+            features = torch.cat([features, self.cond_embed(cond, x.shape[0]).to(x.dtype)], dim=1)
+        return self.net(x, t, cond=features)

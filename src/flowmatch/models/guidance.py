@@ -37,8 +37,9 @@ class GuidedModel(nn.Module):
         model: a conditional velocity network trained with condition dropout.
         scale: the guidance scale w (finite; 0 unconditional, 1 conditional; see the module doc).
 
-    Called as ``guided(x, t, cond)``; ``cond=None`` gives the unconditional field ``v(x, t | null)``
-    whatever the scale. For w = 1 the wrapped model is called once with ``cond`` and for w = 0 once
+    Called as ``guided(x, t, cond)`` (``guided(x, t, cond, h=h)`` for an average-velocity network
+    u(x, t, h), guided as u_null + w (u_cond - u_null)); ``cond=None`` gives the unconditional
+    field ``v(x, t | null)`` whatever the scale. For w = 1 the wrapped model is called once with ``cond`` and for w = 0 once
     with the null condition (the formula's value, without the second evaluation).
 
     Example:
@@ -63,8 +64,12 @@ class GuidedModel(nn.Module):
         self.model = model
         self.scale = w
 
-    def forward(self, x: Tensor, t: Tensor, cond: Condition | None = None, mask: Tensor | None = None) -> Tensor:
-        extra = {} if mask is None else {"mask": mask}
+    def forward(
+        self, x: Tensor, t: Tensor, cond: Condition | None = None, mask: Tensor | None = None, h: Tensor | None = None
+    ) -> Tensor:
+        extra: dict[str, Tensor] = {} if mask is None else {"mask": mask}
+        if h is not None:  # an average-velocity network (MeanFlow, shortcut): guide u(x, t, h) the same way
+            extra["h"] = h
         if cond is None:
             return self.model(x, t, cond=None, **extra)
         cond = check_cond(cond, x.shape[0])
@@ -75,7 +80,10 @@ class GuidedModel(nn.Module):
         b = x.shape[0]
         t = t.expand(b) if t.dim() == 0 else t
         if mask is not None:
-            extra = {"mask": torch.cat([mask, mask])}
+            extra["mask"] = torch.cat([mask, mask])
+        if h is not None:
+            h = h.expand(b) if h.dim() == 0 else h
+            extra["h"] = torch.cat([h, h])
         both = cat_conditions([cond, null_like(cond)])
         v = self.model(torch.cat([x, x]), torch.cat([t, t]), cond=both, **extra)
         v_cond, v_null = v[:b], v[b:]

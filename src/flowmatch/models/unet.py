@@ -19,6 +19,7 @@ are padded by reflection and the output cropped back, so the output always has t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import cast
 
@@ -62,8 +63,9 @@ class _ResBlock(nn.Module):
 class _Attention(nn.Module):
     """Single-head self-attention over spatial positions, residual."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, fused: bool = True):
         super().__init__()
+        self.fused = fused
         self.norm = nn.GroupNorm(_groups(channels), channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.out = nn.Conv2d(channels, channels, 1)
@@ -71,7 +73,10 @@ class _Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)
-        a = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]  # (b, hw, c)
+        if self.fused:
+            a = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]  # (b, hw, c)
+        else:  # the same attention in plain ops, which forward-mode AD (torch.func.jvp) differentiates
+            a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(c), dim=-1) @ v
         return x + self.out(a.transpose(-1, -2).reshape(b, c, h, w))
 
 
@@ -102,6 +107,10 @@ class UNet(nn.Module):
             embedding size; ``None`` for none.
         dropout: dropout in the residual blocks.
         mid_attention: self-attention in the middle block.
+        interval: an average-velocity network u(x, t, h) (MeanFlow, shortcut models): the interval
+            length h gets its own sinusoidal embedding and MLP, added to the time embedding
+            (``model(x, t, cond=None, h=None)``, ``h=None`` is h = 0); attention then runs in plain
+            ops, which ``torch.func.jvp`` differentiates (the fused kernel has no forward-mode rule).
 
     Example:
         >>> import torch
@@ -123,6 +132,7 @@ class UNet(nn.Module):
         cond_shape: Sequence[int] | int | None = None,
         dropout: float = 0.0,
         mid_attention: bool = True,
+        interval: bool = False,
     ):
         super().__init__()
         in_channels = check_positive_int("in_channels", in_channels)
@@ -156,7 +166,9 @@ class UNet(nn.Module):
             else list((cond_shape,) if isinstance(cond_shape, int) else cond_shape),
             dropout=float(dropout),
             mid_attention=bool(mid_attention),
+            interval=bool(interval),
         )
+        fused = not interval  # SDPA has no forward-mode derivative; MeanFlow's target takes a JVP
 
         emb_dim = 4 * base_channels
         self.time_features = SinusoidalTimeEmbedding(base_channels if base_channels % 2 == 0 else base_channels + 1)
@@ -181,7 +193,7 @@ class UNet(nn.Module):
             blocks, attn = [], []
             for _ in range(num_res_blocks):
                 blocks.append(_ResBlock(c, ch, emb_dim, dropout))
-                attn.append(_Attention(ch) if res in attn_res else nn.Identity())
+                attn.append(_Attention(ch, fused) if res in attn_res else nn.Identity())
                 c = ch
                 skips.append(c)
             self.down.append(_Level(blocks, attn))
@@ -189,7 +201,7 @@ class UNet(nn.Module):
                 self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
                 skips.append(c)
         self.mid1 = _ResBlock(c, c, emb_dim, dropout)
-        self.mid_attn = _Attention(c) if mid_attention else nn.Identity()
+        self.mid_attn = _Attention(c, fused) if mid_attention else nn.Identity()
         self.mid2 = _ResBlock(c, c, emb_dim, dropout)
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()
@@ -199,28 +211,38 @@ class UNet(nn.Module):
             blocks, attn = [], []
             for _ in range(num_res_blocks + 1):
                 blocks.append(_ResBlock(c + skips.pop(), ch, emb_dim, dropout))
-                attn.append(_Attention(ch) if res in attn_res else nn.Identity())
+                attn.append(_Attention(ch, fused) if res in attn_res else nn.Identity())
                 c = ch
             self.up.append(_Level(blocks, attn))
             if i > 0:
                 self.upsample.append(nn.Conv2d(c, c, 3, padding=1))
         self.out_norm = nn.GroupNorm(_groups(c), c)
         self.out = nn.Conv2d(c, in_channels, 3, padding=1)
+        self.interval_mlp: nn.Sequential | None = None
+        if interval:  # built last: a plain UNet's initial weights do not depend on this flag
+            self.interval_mlp = nn.Sequential(
+                nn.Linear(self.time_features.out_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+            )
 
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None, h: Tensor | None = None) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"UNet expects x of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        b, _, h, w = x.shape
+        b, _, height, width = x.shape
         t = t.to(x.dtype)
         if t.dim() == 0:
             t = t.expand(b)
         emb = self.time_mlp(self.time_features(t))
+        if self.interval_mlp is not None:
+            step = torch.zeros_like(t) if h is None else h.to(x.dtype).expand(b)
+            emb = emb + self.interval_mlp(self.time_features(step))
+        elif h is not None:
+            raise ValueError("this UNet is a velocity field (interval=False); got an interval h")
         if self.cond_embed is not None:
             emb = emb + self.cond_embed(cond, b)
         m = 2 ** (self.levels - 1)
-        ph, pw = (-h) % m, (-w) % m
+        ph, pw = (-height) % m, (-width) % m
         if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "replicate"
+            mode = "reflect" if ph < height and pw < width else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
 
         hs = [self.stem(x)]
@@ -239,4 +261,4 @@ class UNet(nn.Module):
             if j < self.levels - 1:
                 hcur = self.upsample[j](F.interpolate(hcur, scale_factor=2.0, mode="nearest"))
         out = self.out(F.silu(self.out_norm(hcur)))
-        return out[:, :, :h, :w]
+        return out[:, :, :height, :width]

@@ -124,7 +124,7 @@ def _build_model(cfg: RunConfig, dim: int, *, shape: tuple[int, ...] | None = No
         if methods.spec(cfg.method).average_velocity:
             from flowmatch.models.average import AverageVelocityMLP
 
-            return AverageVelocityMLP(dim, **kw)
+            return AverageVelocityMLP(dim, num_classes=k, **kw)
         if k:
             from flowmatch.models.cond import ConditionalMLP
 
@@ -202,5 +202,7 @@ def unet_settings(cfg: RunConfig, shape: Sequence[int]) -> dict[str, Any]:
 
 
 def build_unet(cfg: RunConfig, shape: Sequence[int], num_classes: int = 0) -> UNet:
-    """The UNet of ``cfg`` for images of ``shape``, class-conditional when ``num_classes > 0``."""
-    return UNet(num_classes=num_classes, **unet_settings(cfg, shape))
+    """The UNet of ``cfg`` for images of ``shape``, class-conditional when ``num_classes > 0``; an
+    average-velocity UNet u(x, t, h) for the few-step methods (meanflow, shortcut)."""
+    interval = methods.spec(cfg.method).average_velocity
+    return UNet(num_classes=num_classes, interval=interval, **unet_settings(cfg, shape))

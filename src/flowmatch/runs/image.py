@@ -21,7 +21,7 @@ from flowmatch.runs.config import RunConfig
 from flowmatch.runs.data import RunData
 from flowmatch.runs.kind import Report
 from flowmatch.runs.vector import VectorKind
-from flowmatch.sampling.ode import sample
+from flowmatch.sampling.average import sample_any
 from flowmatch.training.trainer import TrainResult
 
 __all__ = ["ImageKind", "sample_images", "evaluate_image_model", "plot_image_samples", "parse_cond", "SAMPLES_GRID"]
@@ -65,7 +65,7 @@ def sample_images(
     x0 = torch.randn((n, *shape), generator=g).to(device)
     field = guided(model, guidance) if cond is not None else model
     cond = cond.to(device) if cond is not None else None
-    res = sample(field, x0, solver=solver, steps=steps, cond=cond, chunk_size=chunk_size)
+    res = sample_any(field, x0, solver=solver, steps=steps, cond=cond, chunk_size=chunk_size)
     return res.x.clamp(-1, 1)
 
 

@@ -92,19 +92,26 @@ def check_path_options(cfg: RunConfig) -> None:
 
 
 def _check_average_velocity(cfg: RunConfig) -> None:
-    """meanflow methods: unconditional vector runs (their network is an AverageVelocityMLP)."""
+    """Average-velocity methods (meanflow, shortcut): vector runs (an AverageVelocityMLP) and image
+    runs (a UNet with the interval input), unconditional or class-conditional."""
     from flowmatch.data.images import is_image_spec
     from flowmatch.objectives import methods
 
     if not methods.spec(cfg.method).average_velocity:
         return
-    if cfg.snapshots is not None or _is_sequence_run(cfg) or is_image_spec(cfg.target):
+    if cfg.snapshots is not None or _is_sequence_run(cfg):
         what = f"snapshots {cfg.snapshots!r}" if cfg.snapshots is not None else f"target {cfg.target!r}"
-        raise ValueError(f"method {cfg.method!r} trains on vector data (N, D) for now, got {what}")
-    if cfg.cond != "none":
-        raise ValueError(f"method {cfg.method!r} is unconditional for now, got cond {cfg.cond!r}")
-    if cfg.model not in ("auto", "mlp"):
-        raise ValueError(f"method {cfg.method!r} builds an AverageVelocityMLP (model auto or mlp), got {cfg.model!r}")
+        raise ValueError(f"method {cfg.method!r} trains on vector data (N, D) or images, got {what}")
+    if cfg.cond not in ("none", "label"):
+        raise ValueError(f"method {cfg.method!r} takes cond 'none' or 'label', got cond {cfg.cond!r}")
+    image = is_image_spec(cfg.target)
+    allowed = ("auto", "unet") if image else ("auto", "mlp")
+    if cfg.model not in allowed:
+        net = "a UNet with the interval input" if image else "an AverageVelocityMLP"
+        raise ValueError(
+            f"method {cfg.method!r} builds {net} for target {cfg.target!r} (model {' or '.join(allowed)}), "
+            f"got {cfg.model!r}"
+        )
 
 
 def _is_sequence_run(cfg: RunConfig) -> bool:

@@ -14,9 +14,9 @@ from torch import Tensor
 from flowmatch._utils.validate import check_positive_int
 from flowmatch.models.average import call_average
 from flowmatch.sampling.inputs import check_t_span, check_x0
-from flowmatch.sampling.ode import SampleResult
+from flowmatch.sampling.ode import SampleResult, sample
 
-__all__ = ["sample_average"]
+__all__ = ["sample_average", "sample_any"]
 
 
 def sample_average(
@@ -64,3 +64,29 @@ def sample_average(
                 states.append(x)
     trajectory = torch.stack(states) if states is not None else None
     return SampleResult(x=x, trajectory=trajectory, times=times.to(x.dtype), nfe=steps)
+
+
+def sample_any(
+    model: Callable[..., Tensor],
+    x0: Tensor,
+    *,
+    solver: str,
+    steps: int,
+    cond: Any = None,
+    chunk_size: int | None = None,
+) -> SampleResult:
+    """:func:`sample_average` for ``solver="average"`` (an average-velocity network's jumps), else
+    :func:`flowmatch.sampling.ode.sample` with that ODE solver: the one entry point of evaluations
+    that take a run's ``eval_solver``. ``chunk_size`` bounds the rows per call (a tensor ``cond``
+    whose first dimension is ``x0``'s is split with it); chunked jumps equal unchunked ones."""
+    if solver != "average":
+        return sample(model, x0, solver=solver, steps=steps, cond=cond, chunk_size=chunk_size)
+    n = x0.shape[0] if isinstance(x0, Tensor) and x0.dim() > 0 else 0
+    if chunk_size is None or n <= check_positive_int("chunk_size", chunk_size):
+        return sample_average(model, x0, steps=steps, cond=cond)
+    parts = []
+    for start in range(0, n, chunk_size):
+        rows = slice(start, start + chunk_size)
+        c = cond[rows] if isinstance(cond, Tensor) and cond.dim() > 0 and cond.shape[0] == n else cond
+        parts.append(sample_average(model, x0[rows], steps=steps, cond=c))
+    return SampleResult(x=torch.cat([p.x for p in parts]), trajectory=None, times=parts[0].times, nfe=steps)
