@@ -128,3 +128,18 @@ def test_a_class_conditional_digits_run_trains_evaluates_and_samples_in_one_step
     x0 = torch.randn(6, 64, generator=torch.Generator().manual_seed(0)).reshape(6, 1, 8, 8)
     expected = sample_average(guided(run.model, 2.0), x0, steps=1, cond=torch.full((6,), 3)).x
     np.testing.assert_allclose(np.load(f).reshape(6, 1, 8, 8), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_bench_fewstep_digits_scores_each_method_at_every_nfe_on_the_same_test_set(tmp_path, capsys):
+    from flowmatch.bench.fewstep_digits import DIGITS_NFES, DigitsFewStepSettings, run_fewstep_digits
+
+    settings = DigitsFewStepSettings.quick(methods=("shortcut",), steps=2)
+    res = run_fewstep_digits(tmp_path, settings, log=None)
+    assert [(r["method"], r["nfe"]) for r in res.rows] == [("shortcut", k) for k in DIGITS_NFES]
+    real = {(r["real_fd"], r["real_accuracy"]) for r in res.rows}
+    assert len(real) == 1  # one classifier, one test set for every NFE
+    assert all(r["fd"] > 0 and np.isclose(r["fd_real"], r["fd"] / r["real_fd"]) for r in res.rows)
+    assert "| shortcut |" in (tmp_path / "table.md").read_text()
+    assert main(["bench", "fewstep-digits", "--quick", "--methods", "2-rf", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "methods must be among" in capsys.readouterr().err
