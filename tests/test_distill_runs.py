@@ -75,13 +75,50 @@ def test_refusals_name_the_rule(teacher, tmp_path, capsys):
     assert code == 2 and "distill must name a trained run directory" in capsys.readouterr().err
 
 
-def test_meanflow_and_conditional_teachers_are_refused(tmp_path):
-    for settings, message in [
-        (dict(method="meanflow"), "velocity field"),
-        (dict(cond="label", target="8gaussians"), "unconditional"),
-    ]:
-        t = tmp_path / settings.get("method", "cond")
+def test_what_a_student_cannot_be_is_refused_in_one_line(tmp_path):
+    cases = [
+        (dict(method="meanflow"), dict(), "velocity field"),
+        (dict(snapshots="bifurcation"), dict(), "supports vector and image runs"),
+        (dict(target="digits", cond="label"), dict(target="digits"), "cond must be 'label'"),
+        (
+            dict(target="digits", cond="label"),
+            dict(target="digits", cond="label", guidance_dropout=0.1),
+            "guidance_dropout must be 0",
+        ),
+        (dict(target="digits"), dict(target="digits", model="mlp"), "an image student is a UNet"),
+    ]
+    for i, (teacher, student, message) in enumerate(cases):
+        t = tmp_path / f"t{i}"
         t.mkdir()
-        (t / "config.toml").write_text("".join(f'{k} = "{v}"\n' for k, v in settings.items()))
-        with pytest.raises(ValueError, match=message):
-            check_distill(RunConfig(distill=str(t), **{k: v for k, v in settings.items() if k == "target"}))
+        (t / "config.toml").write_text("".join(f'{k} = "{v}"\n' for k, v in teacher.items()))
+        with pytest.raises(ValueError, match=message) as e:
+            check_distill(RunConfig(distill=str(t), **student))
+        assert "\n" not in str(e.value)
+
+
+def test_pairs_of_a_conditional_field_keep_their_labels_through_the_batches():
+    from flowmatch.training.reflow import PairedBatches, reflow_pairs
+
+    def field(x, t, cond=None):  # each label's own constant velocity: x1 = x0 + cond
+        return torch.zeros_like(x) + cond.to(x.dtype)[:, None]
+
+    x0 = torch.randn(40, 2, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(40) % 4
+    pairs = reflow_pairs(_Wrap(field), x0, solver="rk4", steps=3, cond=labels, chunk_size=16)
+    torch.testing.assert_close(pairs.x1, x0 + labels[:, None].float())
+    batches = PairedBatches(pairs.x0, pairs.x1, cond=pairs.cond)
+    g = torch.Generator().manual_seed(1)
+    a = batches.source(10, generator=g)
+    b, c = batches.target(10, generator=g)
+    torch.testing.assert_close(b - a, c[:, None].float().expand(10, 2))  # each pair with its own label
+    with pytest.raises(ValueError, match="one row per source row"):
+        reflow_pairs(_Wrap(field), x0, cond=labels[:5])
+
+
+class _Wrap(torch.nn.Module):
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, x, t, cond=None):
+        return self.f(x, t, cond)

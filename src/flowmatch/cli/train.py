@@ -229,13 +229,16 @@ def run(args: argparse.Namespace) -> int:
 def _student_settings(explicit: dict[str, Any]) -> dict[str, Any]:
     """--distill TEACHER: the teacher's settings as the base of the student's (--config and flags
     override them), as a velocity network (the teacher's prediction target and time sampler do
-    not apply) evaluated by Euler in --distill-steps steps."""
+    not apply) evaluated by Euler in --distill-steps steps; a conditional student learns the
+    teacher's guided flow, so it has no condition dropout and samples at guidance 1."""
     from flowmatch.runs.distill import teacher_settings
 
     base = teacher_settings(explicit["distill"])
     for name in ("target_param", "loss_weighting", "time_sampler", "scheduler", "distill", "distill_steps"):
         base.pop(name, None)
-    base.update(eval_solver="euler", eval_steps=explicit.get("distill_steps", 1))
+    base.update(eval_solver="euler", eval_steps=explicit.get("distill_steps", 1), guidance_dropout=0.0)
+    if base.get("cond", "none") != "none":
+        base["eval_guidance"] = 1.0
     return base
 
 

@@ -14,7 +14,7 @@ from flowmatch.data.images import is_image_spec
 from flowmatch.data.sequence_files import is_sequence_spec
 from flowmatch.runs.build import trainer_config
 from flowmatch.runs.config import RunConfig
-from flowmatch.runs.distill import DistillKind
+from flowmatch.runs.distill import DistillKind, ImageDistillKind
 from flowmatch.runs.image import ImageKind
 from flowmatch.runs.kind import RunKind
 from flowmatch.runs.sequence import SequenceKind
@@ -30,7 +30,7 @@ def kind_for(cfg: RunConfig) -> RunKind:
     """The kind of run a config describes: snapshots (``--snapshots``), sequence (``speech`` or a
     folder of .npz utterances), image (an image target) or vector."""
     if cfg.distill is not None:
-        return DistillKind()
+        return ImageDistillKind() if is_image_spec(cfg.target) else DistillKind()
     if cfg.snapshots is not None:
         return SnapshotKind()
     if is_sequence_spec(cfg.target):

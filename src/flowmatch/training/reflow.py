@@ -57,6 +57,8 @@ class ReflowPairs:
         nfe: model evaluations per trajectory of the solver that produced them.
         solver: the solver's name; ``steps`` its number of steps (fixed-step solvers) or None.
         atol, rtol: tolerances of an adaptive solver (None for fixed-step ones).
+        cond: the condition each trajectory was integrated with ``(N, ...)`` (None: unconditional);
+            it stays attached to its pair.
     """
 
     x0: Tensor
@@ -66,6 +68,7 @@ class ReflowPairs:
     steps: int | None
     atol: float | None = None
     rtol: float | None = None
+    cond: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.x0.shape[0])
@@ -85,6 +88,7 @@ def reflow_pairs(
     atol: float = 1e-5,
     rtol: float = 1e-5,
     chunk_size: int | None = None,
+    cond: Tensor | None = None,
 ) -> ReflowPairs:
     """The coupling ``(x0, ODE_model(x0))`` of Liu et al. (ICLR 2023, Algorithm 1, step 2).
 
@@ -100,14 +104,19 @@ def reflow_pairs(
         atol: absolute tolerance of an adaptive solver.
         rtol: relative tolerance of an adaptive solver.
         chunk_size: integrate at most this many rows at a time (memory bound).
+        cond: one condition per row ``(N, ...)`` (e.g. class labels), passed to the model as
+            ``cond=`` and split with ``x0`` when chunking: pairs of a conditional (or guided) flow.
 
     Returns:
-        :class:`ReflowPairs` with ``x0`` (detached) and ``x1``.
+        :class:`ReflowPairs` with ``x0`` (detached), ``x1`` and ``cond``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     model.eval()
-    res = sample(model, x0, solver=solver, steps=steps, atol=atol, rtol=rtol, chunk_size=chunk_size)
+    if cond is not None and (not isinstance(cond, Tensor) or cond.dim() < 1 or cond.shape[0] != x0.shape[0]):
+        got = tuple(cond.shape) if isinstance(cond, Tensor) else type(cond).__name__
+        raise ValueError(f"cond must hold one row per source row ({x0.shape[0]}), got {got}")
+    res = sample(model, x0, solver=solver, steps=steps, atol=atol, rtol=rtol, chunk_size=chunk_size, cond=cond)
     fixed = solver in _FIXED_STEP_SOLVERS
     return ReflowPairs(
         x0=x0.detach(),
@@ -117,6 +126,7 @@ def reflow_pairs(
         steps=steps if fixed else None,
         atol=None if fixed else atol,
         rtol=None if fixed else rtol,
+        cond=None if cond is None else cond.detach(),
     )
 
 
@@ -132,9 +142,11 @@ class PairedBatches:
     identity (``rf``, ``i-cfm``): a coupling that re-pairs the batch would undo this.
 
     Calling the object itself returns both halves of one batch: ``x0b, x1b = batches(n, g)``.
+    With ``cond`` (one row per pair) the target draws return ``(x1 rows, cond rows)``, the form
+    the Trainer takes for conditional targets.
     """
 
-    def __init__(self, x0: Tensor, x1: Tensor, *, name: str = "pairs"):
+    def __init__(self, x0: Tensor, x1: Tensor, *, name: str = "pairs", cond: Tensor | None = None):
         if not isinstance(x0, Tensor) or not isinstance(x1, Tensor):
             raise TypeError(f"x0 and x1 must be tensors, got {type(x0).__name__} and {type(x1).__name__}")
         if x0.dim() < 2 or x0.shape[0] == 0 or x0.shape != x1.shape:
@@ -144,8 +156,12 @@ class PairedBatches:
             )
         if x0.device != x1.device:
             raise ValueError(f"x0 and x1 must be on the same device, got {x0.device} and {x1.device}")
+        if cond is not None and (not isinstance(cond, Tensor) or cond.dim() < 1 or cond.shape[0] != x0.shape[0]):
+            got = tuple(cond.shape) if isinstance(cond, Tensor) else type(cond).__name__
+            raise ValueError(f"cond must hold one row per pair ({x0.shape[0]}), got {got}")
         self.x0 = x0
         self.x1 = x1
+        self.cond = None if cond is None else cond.to(x0.device)
         self.name = name
         self._pending: Tensor | None = None
 
@@ -167,7 +183,7 @@ class PairedBatches:
         self._pending = self._indices(n, generator)
         return self.x0[self._pending]
 
-    def _draw_target(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def _draw_target(self, n: int, generator: torch.Generator | None = None) -> Tensor | tuple[Tensor, Tensor]:
         idx, self._pending = self._pending, None
         if idx is None:
             raise RuntimeError("PairedBatches: a target batch was drawn before its source batch")
@@ -175,6 +191,8 @@ class PairedBatches:
             raise RuntimeError(
                 f"PairedBatches: target batch size {n} differs from the source batch size {idx.shape[0]}"
             )
+        if self.cond is not None:
+            return self.x1[idx], self.cond[idx]
         return self.x1[idx]
 
     class _View:
@@ -185,7 +203,7 @@ class PairedBatches:
         def check_batch_size(self, n: int) -> None:
             self._owner.check_batch_size(n)
 
-        def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        def __call__(self, n: int, generator: torch.Generator | None = None) -> Any:
             return self._draw(n, generator=generator)
 
     @property
@@ -255,7 +273,8 @@ def train_on_pairs(
             f"got {matcher.coupling!r}"
         )
     dev = torch.device(device) if not isinstance(device, torch.device) else device
-    batches = PairedBatches(pairs.x0.to(dev), pairs.x1.to(dev))
+    cond = None if pairs.cond is None else pairs.cond.to(dev)
+    batches = PairedBatches(pairs.x0.to(dev), pairs.x1.to(dev), cond=cond)
     trainer = Trainer(
         copy.deepcopy(model),
         matcher,
