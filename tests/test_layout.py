@@ -16,6 +16,7 @@ PKG = SRC / "flowmatch"
 #: The layers, bottom first: a module may import from its own layer and the layers before it.
 LAYERS = [
     "_utils",
+    "manifolds",
     "data",
     "ot",
     "couplings",
