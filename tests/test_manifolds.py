@@ -197,3 +197,24 @@ def test_ot_pairs_shorten_the_geodesics():
     assert e_ot < 0.5 * e_ind
     with pytest.raises(ValueError, match="unknown method 'sb-cfm'"):
         riemannian_method("sb-cfm", s)
+
+
+def test_the_geodesic_path_equals_meta_flow_matching_where_installed():
+    """Our closed-form x_t and u_t against Meta's GeodesicProbPath (x_t by its geodesic, dx_t by a jvp)."""
+    pytest.importorskip("flow_matching")
+    from flow_matching.path import GeodesicProbPath
+    from flow_matching.path.scheduler import CondOTScheduler
+    from flow_matching.utils.manifolds import FlatTorus as MetaTorus
+    from flow_matching.utils.manifolds import Sphere as MetaSphere
+
+    t = torch.rand(40, generator=torch.Generator().manual_seed(9))
+    for m, meta, to_meta in (
+        (Sphere(2), MetaSphere(), lambda x: x),
+        (FlatTorus(2), MetaTorus(), lambda x: torch.remainder(x, 2 * math.pi)),
+    ):
+        x0, x1 = _points(m, 40, 10), _points(m, 40, 11)
+        theirs = GeodesicProbPath(CondOTScheduler(), meta).sample(x_0=to_meta(x0), x_1=to_meta(x1), t=t)
+        ours = GeodesicPath(m)
+        z = torch.zeros_like(x0)
+        assert float(m.dist(m.proj_point(theirs.x_t), ours.x_t(x0, x1, t, z)).max()) < 1e-9
+        assert torch.allclose(theirs.dx_t, ours.u_t(x0, x1, t, z), atol=1e-9)
