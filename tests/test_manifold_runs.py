@@ -71,6 +71,10 @@ def test_the_cli_refuses_bad_manifold_input_and_writes_nothing(capsys, tmp_path)
     assert "target on the torus must be one of wrapped-gaussians" in line
     line = _error(capsys, ["train", "--manifold", "cube", "--target", "vmf-mixture", "--out", str(out)])
     assert "unknown manifold 'cube'" in line
+    line = _error(
+        capsys, ["train", "--manifold", "sphere", "--target", "vmf-mixture", "--n-test", "1", "--out", str(out)]
+    )
+    assert "the evaluation needs at least" in line
     assert not out.exists()
 
 

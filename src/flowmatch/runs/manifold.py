@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from flowmatch.data.batches import StreamBatches, TensorBatches
 from flowmatch.data.manifold_toys import ManifoldTarget, manifold_target
 from flowmatch.manifolds import Manifold, get_manifold
+from flowmatch.metrics.evaluate import check_evaluable
 from flowmatch.metrics.manifold import ManifoldReport, evaluate_manifold_model
 from flowmatch.models.manifold import ManifoldMLP
 from flowmatch.objectives.riemannian import riemannian_method
@@ -83,6 +84,10 @@ class ManifoldKind(RunKind):
             activation=cfg.activation,
             time_embedding=cfg.time_embedding,
         )
+
+    def check(self, cfg: RunConfig, data: ManifoldData, *, evaluate: bool) -> None:
+        if evaluate:  # MMD^2 averages over pairs: checked before any training is spent
+            check_evaluable(len(data.source_test), len(data.test))
 
     def make_trainer(
         self, cfg: RunConfig, data: ManifoldData, out: Path | None, *, device: torch.device, settings: TrainerConfig
