@@ -189,6 +189,7 @@ def test_the_package_exposes_the_concepts_as_attributes():
     import flowmatch
 
     for name in (
+        "manifolds",
         "data",
         "ot",
         "couplings",
