@@ -16,6 +16,7 @@ PKG = SRC / "flowmatch"
 #: The layers, bottom first: a module may import from its own layer and the layers before it.
 LAYERS = [
     "_utils",
+    "manifolds",
     "data",
     "ot",
     "couplings",
@@ -188,6 +189,7 @@ def test_the_package_exposes_the_concepts_as_attributes():
     import flowmatch
 
     for name in (
+        "manifolds",
         "data",
         "ot",
         "couplings",

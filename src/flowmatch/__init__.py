@@ -60,6 +60,7 @@ _LAZY = {
 #: Subpackages (one per concept, in the order data flows) and the public modules reachable as
 #: attributes of ``flowmatch``; ``flowmatch.methods`` is the method registry.
 _SUBMODULES = {
+    "manifolds": "flowmatch.manifolds",
     "data": "flowmatch.data",
     "ot": "flowmatch.ot",
     "couplings": "flowmatch.couplings",

@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         n = check_positive_int("--n", n)
     if run.config.snapshots is not None:
         return _snapshot_eval(args, run, n)
+    if run.kind.name == "manifold":
+        from flowmatch.cli.manifold_run import manifold_eval
+
+        return manifold_eval(args, run, n)
     if run.data.is_image:
         return _image_eval(args, run, n)
     if run.kind.name == "sequence":

@@ -111,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
         from flowmatch.cli.sample_sequence import sample_sequences
 
         return sample_sequences(args, run)
+    if run.kind.name == "manifold":
+        from flowmatch.cli.manifold_run import manifold_sample
+
+        return manifold_sample(args, run, n)
     if args.text is not None or args.wav is not None or args.png is not None or args.infill is not None:
         raise ValueError(f"--text, --wav, --png and --infill need a sequence run (--target speech), got {args.run!r}")
     if args.out is None and args.grid is None:

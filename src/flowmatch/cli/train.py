@@ -31,6 +31,8 @@ _HELP = {
     "span_max": "infill: largest fraction of an utterance in its span",
     "n_train": "training points drawn per built-in distribution (files: all rows but the test part)",
     "n_test": "held-out points per distribution, used by the evaluation",
+    "manifold": "Riemannian flow matching on a manifold: none, sphere (S^2; --target vmf-mixture) or torus "
+    "(T^2; --target wrapped-gaussians); the source is uniform on it, methods i-cfm and ot-cfm (geodesic-cost OT)",
     "test_split": "built-in data: fresh (independent test draw) or paper (random split of one draw)",
     "snapshots": "time-labelled data for trajectory inference: a .npz (arrays x (N, D) and t (N,)) or a .csv "
     "with a header and a time column t or time, or the built-in course bifurcation; trains "

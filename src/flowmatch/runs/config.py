@@ -86,6 +86,8 @@ class RunConfig:
     n_train: int = 10_000
     n_test: int = 1_000
     test_split: str = "fresh"  # "fresh": independent test draw; "paper": random split of one draw
+    # Riemannian runs (flowmatch.runs.manifold): "sphere" (S^2) or "torus" (T^2), source uniform on it
+    manifold: str = "none"
     # time-labelled snapshot data (.npz/.csv, or the built-in "bifurcation"): trajectory inference
     # across consecutive time points; source and target are then unused (flowmatch.trajectory)
     snapshots: str | None = None
@@ -252,6 +254,9 @@ class RunConfig:
                     f'{self.device!r} (for CUDA device {self.device} write device = "cuda:{self.device}")'
                 )
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        from flowmatch.runs.manifold_rules import check_manifold_settings
+
+        check_manifold_settings(self)
         return self
 
     @property

@@ -17,6 +17,7 @@ from flowmatch.runs.config import RunConfig
 from flowmatch.runs.distill import DistillKind, ImageDistillKind
 from flowmatch.runs.image import ImageKind
 from flowmatch.runs.kind import RunKind
+from flowmatch.runs.manifold import ManifoldKind
 from flowmatch.runs.sequence import SequenceKind
 from flowmatch.runs.snapshot import SnapshotKind
 from flowmatch.runs.vector import VectorKind
@@ -27,12 +28,14 @@ __all__ = ["RunPlan", "plan_run", "kind_for"]
 
 
 def kind_for(cfg: RunConfig) -> RunKind:
-    """The kind of run a config describes: snapshots (``--snapshots``), sequence (``speech`` or a
+    """The kind of run a config describes: snapshots (``--snapshots``), manifold (``--manifold``), sequence (``speech`` or a
     folder of .npz utterances), image (an image target) or vector."""
     if cfg.distill is not None:
         return ImageDistillKind() if is_image_spec(cfg.target) else DistillKind()
     if cfg.snapshots is not None:
         return SnapshotKind()
+    if cfg.manifold != "none":
+        return ManifoldKind()
     if is_sequence_spec(cfg.target):
         return SequenceKind()
     if is_image_spec(cfg.target):
