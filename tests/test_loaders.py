@@ -145,7 +145,7 @@ def test_mmap_rejects_bad_files_and_non_finite_rows(tmp_path):
     with pytest.raises(ValueError, match="malformed npy file .*must start with the bytes"):
         open_npy(tmp_path / "bad.npy")
     np.save(tmp_path / "empty.npy", np.zeros((0, 2), np.float32))
-    with pytest.raises(ValueError, match=r"must hold a non-empty \(N, \*dims\) array, got shape \(0, 2\)"):
+    with pytest.raises(ValueError, match=r"must be 2-D \(N, D\) with N, D >= 1, got shape \(0, 2\)"):
         open_npy(tmp_path / "empty.npy")
     arr = np.zeros((4, 2), np.float32)
     arr[2, 1] = np.nan

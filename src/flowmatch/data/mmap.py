@@ -17,6 +17,7 @@ weights of the same run over the file read whole (``--mmap off``).
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -50,8 +51,9 @@ def use_mmap(path: str | os.PathLike[str], mode: str) -> bool:
 
 
 def open_npy(path: str | os.PathLike[str]) -> np.memmap:
-    """Map the ``.npy`` file ``path`` read-only, checked: a real numeric ``(N, *dims)`` array with
-    ``N >= 1`` (a 1-D array is one column, ``(N, 1)``); nothing is read but the header."""
+    """Map the ``.npy`` file ``path`` read-only, checked as :func:`~flowmatch.data.files.load_array`
+    checks a data file: a real numeric 2-D ``(N, D)`` array, ``N, D >= 1``; nothing is read but the
+    header (finiteness is checked row by row as rows are read)."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -64,10 +66,8 @@ def open_npy(path: str | os.PathLike[str]) -> np.memmap:
         raise ValueError(f"malformed npy file {str(path)!r}: {reason}") from None
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"malformed npy file {str(path)!r}: array dtype {arr.dtype} is not real numeric")
-    if arr.ndim == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim < 2 or arr.shape[0] == 0:
-        raise ValueError(f"npy file {str(path)!r} must hold a non-empty (N, *dims) array, got shape {arr.shape}")
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"data array in {str(path)!r} must be 2-D (N, D) with N, D >= 1, got shape {arr.shape}")
     return arr
 
 
@@ -121,6 +121,13 @@ class MemmapBatches:
 
     def __len__(self) -> int:
         return self._len
+
+    def to(self, device: torch.device | str) -> MemmapBatches:
+        """The same rows with the batches (and conditions) on ``device``."""
+        out = copy.copy(self)
+        out.device = torch.device(device)
+        out.cond = None if self.cond is None else self.cond.to(out.device)
+        return out
 
     def check_batch_size(self, n: int) -> None:
         if n > len(self):
