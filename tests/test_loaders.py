@@ -280,3 +280,19 @@ def test_loader_batches_cut_the_stream_into_batches_across_chunks_and_passes():
 
     with pytest.raises(ValueError, match="must yield at least one batch per pass"):
         as_batches(Empty())(4)
+
+
+def test_resuming_a_checkpoint_without_the_datasets_position_is_an_error(tmp_path):
+    make_trainer(tmp_path / "f", TensorBatches(TARGET), steps=3).fit()
+    with pytest.raises(ValueError, match="must hold the target sampler's position"):
+        make_trainer(tmp_path / "f", DatasetBatches(Rows(TARGET)), steps=6).fit(resume=True)
+
+
+def test_an_iterable_dataset_of_single_samples_is_read_in_order_and_cycled():
+    class Count(IterableDataset):
+        def __iter__(self):
+            return iter(torch.arange(5.0)[:, None])
+
+    batches = as_batches(Count(), name="counts")
+    assert isinstance(batches, LoaderBatches)
+    assert torch.equal(batches(7)[:, 0], torch.tensor([0.0, 1, 2, 3, 4, 0, 1]))
