@@ -126,6 +126,24 @@ def test_mmap_batches_equal_the_in_memory_batches_with_the_same_seed(tmp_path, n
     assert torch.equal(g1.get_state(), g2.get_state())
 
 
+def test_pread_reads_the_batches_of_the_mapping_without_mapping_them(tmp_path):
+    """pread=True: the same batches (also from a float64 file and a moved copy), read by system
+    calls; a truncated file is a ValueError, an array that is not mapped cannot be read so."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((3000, 5)))  # float64
+    mapped = open_npy(tmp_path / "x.npy")
+    a, b = MemmapBatches(mapped), MemmapBatches(mapped, pread=True).to("cpu")
+    g1, g2 = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    for _ in range(3):
+        assert torch.equal(a(256, g1), b(256, g2))
+    with pytest.raises(ValueError, match="pread needs a C-ordered memory-mapped array"):
+        MemmapBatches(np.zeros((4, 2)), pread=True)
+    short = MemmapBatches(mapped, pread=True)
+    with open(tmp_path / "x.npy", "r+b") as fh:
+        fh.truncate(mapped.offset + 100 * 5 * 8)
+    with pytest.raises(ValueError, match="the file ends before row"):
+        short.gather(torch.tensor([2999]))
+
+
 def test_mmap_split_is_the_in_memory_split_and_draws_its_batches(tmp_path):
     """The split of a mapped file equals train_test_split of the array in memory (the same test
     rows, the same train rows in the same order), and its train part draws the same batches."""

@@ -5,7 +5,8 @@ in chunks from a seeded generator; a file of the right shape is reused), then tr
 MLP with I-CFM from N(0, I) to the rows of the file, memory-mapped
 (:class:`~flowmatch.data.mmap.MemmapBatches`: each step reads only its batch rows), for ``steps``
 steps at batch 512, in a fresh process (so that its peak resident memory is its own). With
-``baseline`` the same training also runs on the array read into memory with the sampler of
+``pread`` it also runs with the rows read by ``os.preadv`` (``MemmapBatches(pread=True)``: no page
+of the file enters the resident set), with ``baseline`` on the array read into memory with the sampler of
 earlier versions (a full ``torch.randperm(N)`` per step), whose steps/s falls with N.
 
 Reported per row: steps/s (optimisation steps, each drawing its batch, timed after
@@ -38,6 +39,13 @@ from flowmatch.metrics.report import format_table
 __all__ = ["DataBenchSettings", "DataBenchResult", "run_data_bench", "write_rows", "memory_mb"]
 
 
+MODE_NAMES = {
+    "mmap": "memory-mapped",
+    "pread": "memory-mapped, rows read by pread",
+    "memory": "in memory, randperm(N) per step",
+}
+
+
 @dataclass(frozen=True)
 class DataBenchSettings:
     """What ``flowmatch bench data`` measures."""
@@ -48,6 +56,7 @@ class DataBenchSettings:
     warmup: int = 20
     batch_size: int = 512
     baseline: bool = True  # also train on the array in memory with a full permutation per step
+    pread: bool = False  # also train with the rows read by pread (MemmapBatches(pread=True))
     seed: int = 0
 
     @classmethod
@@ -60,7 +69,7 @@ class DataBenchSettings:
     @classmethod
     def wide(cls, **overrides) -> DataBenchSettings:
         """The larger-than-memory case: 10^7 rows of 64 float32 (2.56 GB), memory-mapped only."""
-        base = dict(rows=(10_000_000,), dim=64, baseline=False)
+        base = dict(rows=(10_000_000,), dim=64, baseline=False, pread=True)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)  # type: ignore[arg-type]
 
@@ -124,8 +133,8 @@ def train_once(path: str, mode: str, steps: int, warmup: int, batch_size: int, s
 
     array = open_npy(path)
     dim = int(array.shape[1])
-    if mode == "mmap":
-        target: MemmapBatches | TensorBatches = MemmapBatches(array, name="rows")
+    if mode in ("mmap", "pread"):
+        target: MemmapBatches | TensorBatches = MemmapBatches(array, name="rows", pread=mode == "pread")
     else:
         target = TensorBatches(torch.from_numpy(np.array(array)), name="rows", rows="permutation")
     source = StreamBatches(lambda n, generator=None: torch.randn(n, dim, generator=generator))
@@ -165,7 +174,8 @@ def run_data_bench(
     for n in settings.rows:
         path = write_rows(out / f"rows-{n}x{settings.dim}.npy", n, settings.dim, seed=settings.seed)
         size_mb = path.stat().st_size / 1e6
-        for mode in ("mmap", "memory") if settings.baseline else ("mmap",):
+        modes = ("mmap",) + (("pread",) if settings.pread else ()) + (("memory",) if settings.baseline else ())
+        for mode in modes:
             if log is not None:
                 log(f"N={n} dim={settings.dim} ({size_mb:.0f} MB) {mode}: training {settings.steps} steps")
             m = _in_child(str(path), mode, settings.steps, settings.warmup, settings.batch_size, settings.seed)
@@ -174,7 +184,7 @@ def run_data_bench(
                     "rows": f"{n:.0e}".replace("e+0", "e"),
                     "dim": str(settings.dim),
                     "file MB": f"{size_mb:.1f}",
-                    "data": "memory-mapped" if mode == "mmap" else "in memory, randperm(N) per step",
+                    "data": MODE_NAMES[mode],
                     "steps/s": f"{m['steps_per_s']:.1f}",
                     "batch ms": f"{m['batch_ms']:.3f}",
                     "peak RSS MB": f"{m['peak']:.0f}",

@@ -16,7 +16,8 @@ def add_data(benches) -> argparse.ArgumentParser:
         "MLP with I-CFM on each for --steps steps, memory-mapped (each step reads only its batch rows), and with "
         "the array in memory drawn by a full permutation per step (the sampler of earlier versions; --no-baseline "
         "skips it); each training in a fresh process. Prints steps/s and peak resident memory per N and writes "
-        "table.md and results.csv into --out. --wide: 10^7 rows of 64 columns (a 2.56 GB file), memory-mapped only.",
+        "table.md and results.csv into --out. --wide: 10^7 rows of 64 columns (a 2.56 GB file), memory-mapped, with "
+        "the rows read through the mapping and by pread (--pread).",
     )
     p.add_argument("--out", default="runs/bench/data", help="output directory, also of the .npy files")
     p.add_argument("--rows", default=None, help="comma-separated numbers of rows (default: 10000,1000000,10000000)")
@@ -24,7 +25,10 @@ def add_data(benches) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="training steps per measurement (default: 300)")
     p.add_argument("--batch-size", type=int, default=None, help="rows per step (default: 512)")
     p.add_argument("--no-baseline", action="store_true", help="memory-mapped training only")
-    p.add_argument("--wide", action="store_true", help="10^7 rows x 64 columns (2.56 GB), memory-mapped only")
+    p.add_argument("--pread", action="store_true", help="also read the rows by pread instead of the mapping")
+    p.add_argument(
+        "--wide", action="store_true", help="10^7 rows x 64 columns (2.56 GB), memory-mapped, mapped and by pread"
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: 10^4 and 10^5 rows, 30 steps")
     add_common(p)
     p.set_defaults(func=run_data)
@@ -46,6 +50,8 @@ def run_data(args: argparse.Namespace) -> int:
     overrides = dict(rows=rows, dim=args.dim, steps=args.steps, batch_size=args.batch_size)
     if args.no_baseline:
         overrides["baseline"] = False
+    if args.pread:
+        overrides["pread"] = True
     if args.wide:
         settings = DataBenchSettings.wide(**overrides)
     elif args.quick:
