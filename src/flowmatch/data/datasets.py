@@ -63,6 +63,15 @@ def _as_batch(batch: Any, device: torch.device, non_blocking: bool, name: str) -
     )
 
 
+def _pinned(batch: Any) -> Any:
+    """The tensors of a collated batch (a tensor, or a tuple/list of them) in pinned memory."""
+    if isinstance(batch, Tensor):
+        return batch.pin_memory()
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_pinned(b) for b in batch)
+    return batch
+
+
 def _rows_of(batch: Any) -> int:
     return int((batch[0] if isinstance(batch, tuple) else batch).shape[0])
 
@@ -163,7 +172,7 @@ class DatasetBatches:
         if self.num_workers == 0:
             items = [self.dataset[i] for i in stream.rows(k)]
             batch = self.collate_fn(items)
-            return batch.pin_memory() if self.pin_memory and isinstance(batch, Tensor) else batch
+            return _pinned(batch) if self.pin_memory and torch.cuda.is_available() else batch
         if self._it is None or (self._it_k, self._it_n) != (k, n):  # a first call, a rewind or a resume
             self.close()
             loader = DataLoader(
