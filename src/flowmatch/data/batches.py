@@ -4,8 +4,10 @@ A source may also return a :class:`SequenceBatch` (padded sequences with their m
 condition, :mod:`flowmatch.data.sequences`) or, for labelled data, the pair ``(x1, cond)``.
 
 Two kinds: :class:`TensorBatches` draws rows of a fixed training set (distinct rows within a
-batch, fresh random subset each step, so no epoch position has to be checkpointed), and
-:class:`StreamBatches` draws fresh samples from a distribution (e.g. Gaussian noise) each step.
+batch, fresh random subset each step, so no epoch position has to be checkpointed; O(batch) per
+step on large sets, :func:`flowmatch.data.rows.draw_rows`), and :class:`StreamBatches` draws fresh
+samples from a distribution (e.g. Gaussian noise) each step. Memory-mapped arrays, map-style
+Datasets and DataLoaders: :mod:`flowmatch.data.mmap` and :mod:`flowmatch.data.datasets`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from torch import Tensor
 
 from flowmatch._utils.validate import check_positive_int
+from flowmatch.data.rows import ROW_SAMPLERS, draw_rows
 from flowmatch.data.seqcond import SequenceCondition
 
 __all__ = ["TensorBatches", "StreamBatches", "SequenceBatch", "NoiseLike"]
@@ -38,18 +41,23 @@ class TensorBatches:
 
     With ``cond`` (N, ...) (class labels or condition features, one row per data row) each call
     returns the pair ``(data[idx], cond[idx])``: the condition stays attached to its sample.
+    ``rows`` is the row sampler of :func:`~flowmatch.data.rows.draw_rows` (default ``"auto"``:
+    a full permutation up to 65536 rows, as earlier versions drew, O(batch) rejection above).
     """
 
-    def __init__(self, data: Tensor, *, name: str = "data", cond: Tensor | None = None):
+    def __init__(self, data: Tensor, *, name: str = "data", cond: Tensor | None = None, rows: str = "auto"):
         if data.dim() < 2 or data.shape[0] == 0:
             raise ValueError(f"{name} must be a non-empty (N, *dims) tensor, got shape {tuple(data.shape)}")
         if cond is not None and (cond.dim() < 1 or cond.shape[0] != data.shape[0]):
             raise ValueError(
                 f"{name} conditions must have one row per data row ({data.shape[0]}), got shape {tuple(cond.shape)}"
             )
+        if rows not in ROW_SAMPLERS:
+            raise ValueError(f"row sampler must be one of {', '.join(ROW_SAMPLERS)}, got {rows!r}")
         self.data = data
         self.cond = None if cond is None else cond.to(data.device)
         self.name = name
+        self.rows = rows
 
     @property
     def dim(self) -> tuple[int, ...]:
@@ -65,7 +73,7 @@ class TensorBatches:
     def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor | tuple[Tensor, Tensor]:
         n = check_positive_int("batch size", n)
         self.check_batch_size(n)
-        idx = torch.randperm(len(self), generator=generator, device=self.data.device)[:n]
+        idx = draw_rows(len(self), n, generator, device=self.data.device, method=self.rows)
         if self.cond is not None:
             return self.data[idx], self.cond[idx]
         return self.data[idx]

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from flowmatch.data.batches import StreamBatches, TensorBatches
+from flowmatch.data.mmap import MemmapBatches
 from flowmatch.metrics.evaluate import EvalReport, check_evaluable, evaluate_model
 from flowmatch.metrics.report import eval_row, format_table
 from flowmatch.runs.build import build_matcher, build_model
@@ -40,15 +41,21 @@ class VectorKind(RunKind):
     ) -> Trainer:
         if data.source_is_stream:
             dims = data.shape if data.shape is not None else (data.dim,)
-            source: StreamBatches | TensorBatches = StreamBatches(
+            source: StreamBatches | TensorBatches | MemmapBatches = StreamBatches(
                 lambda n, generator=None: torch.randn((n, *dims), generator=generator, device=device),
                 device=device,
                 name="source",
             )
+        elif "source" in data.mapped:  # a memory-mapped .npy file (--mmap)
+            source = data.mapped["source"].to(device)
         else:
             source = TensorBatches(data.source.train.to(device), name="source training")
         labels = data.labels.train.to(device) if (cfg.cond == "label" and data.labels is not None) else None
-        target = TensorBatches(data.target.train.to(device), name="target training", cond=labels)
+        target: TensorBatches | MemmapBatches = (
+            data.mapped["target"].to(device)
+            if "target" in data.mapped
+            else TensorBatches(data.target.train.to(device), name="target training", cond=labels)
+        )
         return Trainer(
             build_model(cfg, data.dim, shape=data.shape, num_classes=data.num_classes),
             build_matcher(cfg),

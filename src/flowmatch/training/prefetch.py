@@ -22,7 +22,10 @@ raised when its step comes, so it surfaces where it would inline.
 Checkpoints: the generator runs up to ``depth`` steps ahead of training. :meth:`BatchPrefetcher.state`
 is the generator state just after the last *consumed* step (recorded before each draw), which is
 what a checkpoint must store; :meth:`BatchPrefetcher.rewind` drops the queued steps and puts that
-state back, so an interrupted or resumed run redraws the same batches.
+state back, so an interrupted or resumed run redraws the same batches. The same holds for the
+positions of stateful batch sources (``samplers``, a
+:class:`~flowmatch.training.sources.SamplerStates`: a map-style Dataset's sampler), recorded
+beside the generator state and returned by :meth:`BatchPrefetcher.sampler_state`.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ def draw_step(source: Callable[..., Any], target: Callable[..., Any], objective:
 @dataclass
 class _Item:
     state_before: Tensor
+    samplers_before: dict[str, Tensor]
     batch: StepBatch
     thunk: Callable[[], Pairing] | None
     future: Future | None
@@ -131,6 +135,8 @@ class BatchPrefetcher:
         depth: steps drawn ahead (default ``workers + 1``, so a worker is never idle).
         limit: total number of steps to draw (None: unlimited); nothing is drawn past it, so the
             generator ends where an inline run leaves it.
+        samplers: the positions of stateful batch sources (``get_state() -> dict``,
+            ``set_state(dict)``), recorded and put back with the generator state; None: none.
 
     Use as a context manager (or call :meth:`close`) to stop the threads.
     """
@@ -143,6 +149,7 @@ class BatchPrefetcher:
         workers: int = 1,
         depth: int | None = None,
         limit: int | None = None,
+        samplers: Any = None,
     ):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
@@ -153,9 +160,11 @@ class BatchPrefetcher:
         self.workers = workers
         self.depth = 0 if workers == 0 else (depth if depth is not None else workers + 1)
         self.limit = limit
+        self.samplers = samplers
         self._drawn = 0  # steps drawn so far (queued or consumed)
         self._consumed = 0  # steps handed out by next() (the last one possibly still in progress)
         self._current_state: Tensor | None = None  # generator state before the step in progress
+        self._current_samplers: dict[str, Tensor] = {}  # and the sampler positions
         self._queue: deque[_Item] = deque()
         self._pending: BaseException | None = None  # raised while drawing ahead; re-raised in order
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="flowmatch-coupling") if workers else None
@@ -164,21 +173,29 @@ class BatchPrefetcher:
     def _can_draw(self) -> bool:
         return self.limit is None or self._drawn < self.limit
 
+    def _samplers_now(self) -> dict[str, Tensor]:
+        return self.samplers.get_state() if self.samplers is not None else {}
+
+    def _set(self, state: Tensor, samplers: dict[str, Tensor]) -> None:
+        self.generator.set_state(state)
+        if self.samplers is not None:
+            self.samplers.set_state(samplers)
+
     def _draw_one(self) -> _Item:
-        state = self.generator.get_state()
+        state, samplers = self.generator.get_state(), self._samplers_now()
         batch, thunk = self.draw()
         future = self._pool.submit(thunk) if (self._pool is not None and thunk is not None) else None
         self._drawn += 1
-        return _Item(state, batch, thunk, future)
+        return _Item(state, samplers, batch, thunk, future)
 
     def _fill(self) -> None:
         while self._pending is None and len(self._queue) < self.depth and self._can_draw():
-            state = self.generator.get_state()
+            state, samplers = self.generator.get_state(), self._samplers_now()
             try:
                 item = self._draw_one()
             except BaseException as e:  # noqa: BLE001 - a source failed (or was interrupted) ahead
                 # of its step: undo the partial draw and raise it when that step comes, as inline
-                self.generator.set_state(state)
+                self._set(state, samplers)
                 self._pending = e
                 return
             self._queue.append(item)
@@ -190,9 +207,9 @@ class BatchPrefetcher:
         self._consumed += 1
         if self._queue:
             item = self._queue.popleft()
-            self._current_state = item.state_before
+            self._current_state, self._current_samplers = item.state_before, item.samplers_before
         else:
-            self._current_state = self.generator.get_state()
+            self._current_state, self._current_samplers = self.generator.get_state(), self._samplers_now()
             if self._pending is not None:
                 pending, self._pending = self._pending, None
                 raise pending
@@ -209,14 +226,24 @@ class BatchPrefetcher:
         """Generator state after the last step handed out by :meth:`next` (before any queued draw)."""
         return self._queue[0].state_before if self._queue else self.generator.get_state()
 
+    def states(self) -> dict[str, Tensor]:
+        """What a checkpoint stores of the draws: ``{"generator": state(), **sampler_state()}``."""
+        return {"generator": self.state(), **self.sampler_state()}
+
+    def sampler_state(self) -> dict[str, Tensor]:
+        """The stateful sources' positions after the last step handed out (as :meth:`state`)."""
+        return self._queue[0].samplers_before if self._queue else self._samplers_now()
+
     def rewind(self, *, include_current: bool = False) -> Tensor:
         """Drop the queued steps and put the generator back where they started.
 
         With ``include_current`` the last step handed out by :meth:`next` is undone too (it was
         interrupted), and the generator goes back to before its draws. Returns the state set.
         """
-        target = self._current_state if (include_current and self._current_state is not None) else self.state()
-        if include_current and self._current_state is not None:
+        undo = include_current and self._current_state is not None
+        target = self._current_state if undo and self._current_state is not None else self.state()
+        samplers = self._current_samplers if undo else self.sampler_state()
+        if undo:
             self._consumed -= 1
             self._current_state = None
         for item in self._queue:
@@ -225,7 +252,7 @@ class BatchPrefetcher:
         self._queue.clear()
         self._pending = None
         self._drawn = self._consumed
-        self.generator.set_state(target)
+        self._set(target, samplers)
         return target
 
     def close(self) -> None:

@@ -39,6 +39,7 @@ from flowmatch.training.interrupt import DeferredInterrupt, Interrupted
 from flowmatch.training.log import open_log, write_row
 from flowmatch.training.optim import EMA, adamw, learning_rate
 from flowmatch.training.prefetch import BatchPrefetcher, StepBatch, draw_step
+from flowmatch.training.sources import SamplerStates, batch_sources
 from flowmatch.training.speed import SpeedOptions
 
 __all__ = ["Trainer", "TrainingObjective", "TrainingDiverged", "TrainerConfig", "TrainResult", "resolve_device"]
@@ -58,7 +59,8 @@ class Trainer:
         model: velocity network ``model(x, t, cond=None)``; moved to ``device``.
         matcher: a :class:`TrainingObjective`, e.g. a :class:`~flowmatch.objectives.cfm.FlowMatcher`.
         source: callable ``(n, generator=None) -> (n, *dims)`` tensor on ``device``
-            (see :mod:`flowmatch.data.batches`).
+            (see :mod:`flowmatch.data.batches`); or a tensor, a (memory-mapped) NumPy array, a
+            Dataset or DataLoader (:func:`flowmatch.data.datasets.as_batches`).
         target: the same for the target; it may return a pair ``(x1, cond)``, whose condition
             (labels ``(n,)`` or features ``(n, ...)``) goes to the matcher, or a
             :class:`~flowmatch.data.batches.SequenceBatch` (padded sequences with their mask).
@@ -95,16 +97,12 @@ class Trainer:
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.matcher = matcher
-        self.source = source
-        self.target = target
         self.config = config
         # data parallel (flowmatch.training.distributed): batch_size is global, each rank draws its share
         self.dist = distributed.info()
         self.local_batch_size = distributed.local_batch_size(config.batch_size, self.dist.world_size)
-        for batches in (source, target):
-            check = getattr(batches, "check_batch_size", None)
-            if check is not None:
-                check(self.local_batch_size)
+        self.source, self.target = batch_sources(source, target, self.device, self.local_batch_size)
+        self._samplers = SamplerStates(source=self.source, target=self.target)  # positions checkpointed
         self.speed = SpeedOptions(config.bf16, config.compile, config.tf32).for_device(self.device)
         self._train_module = distributed.wrap_for_training(self.speed.setup(self.model), self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -138,9 +136,11 @@ class Trainer:
             ema=self.ema.model.state_dict() if self.ema is not None else None,
             rng=distributed.gather_states(
                 {  # every rank's streams (a collective)
-                    "generator": self._prefetcher.state()
-                    if self._prefetcher is not None
-                    else self.generator.get_state(),
+                    **(
+                        self._prefetcher.states()
+                        if self._prefetcher is not None
+                        else self._samplers.states(self.generator)
+                    ),
                     "path_generator": self.path_generator.get_state(),
                 }
             ),
@@ -186,6 +186,7 @@ class Trainer:
         self.generator.set_state(rng["generator"].to(torch.uint8).cpu())
         if "path_generator" in rng:
             self.path_generator.set_state(rng["path_generator"].to(torch.uint8).cpu())
+        self._samplers.set_state(rng, resuming=True)  # a Dataset sampler's position; warns for iterators
         self.step = ck.step
         self._elapsed_before = float(ck.state.get("elapsed_s", 0.0))
         self._loss_sum = float(ck.state.get("loss_sum", 0.0))
@@ -309,7 +310,11 @@ class Trainer:
         interrupt = DeferredInterrupt(keep_deferring=distributed.launched_by_torchrun())
         agreed_stop = False  # every rank stops after the same step and can checkpoint together
         self._prefetcher = BatchPrefetcher(
-            self._draw_step, self.generator, workers=cfg.coupling_workers, limit=cfg.steps - self.step
+            self._draw_step,
+            self.generator,
+            workers=cfg.coupling_workers,
+            limit=cfg.steps - self.step,
+            samplers=self._samplers,
         )
         try:
             with interrupt:  # also while saving: a late forwarded signal must not kill a rank mid-gather
