@@ -32,9 +32,13 @@ _HELP = {
     "n_train": "training points drawn per built-in distribution (files: all rows but the test part)",
     "n_test": "held-out points per distribution, used by the evaluation",
     "test_split": "built-in data: fresh (independent test draw) or paper (random split of one draw)",
-    "snapshots": "time-labelled data for trajectory inference: a .npz (arrays x (N, D) and t (N,)) or a .csv "
-    "with a header and a time column t or time, or the built-in course bifurcation; trains "
-    "across consecutive time points (source and target are unused)",
+    "snapshots": "time-labelled data for trajectory inference: a .npz (arrays x (N, D) and t (N,)), a .csv "
+    "with a header and a time column t or time, an AnnData .h5ad (cells; see --time-key, --embedding), or the "
+    "built-in course bifurcation; trains across consecutive time points (source and target are unused)",
+    "time_key": ".h5ad snapshots: the obs column of the cells' time labels, e.g. day (sorted distinct values "
+    "are the time points); t or time: the one obs column of that name",
+    "embedding": ".h5ad snapshots: the cells' features: an obsm key (e.g. X_pca) or a number of principal "
+    "components of X computed on load (seeded PCA); X: the matrix X itself",
     "holdout": "snapshot runs: index (0-based, among the sorted time points) of an intermediate time point "
     "left out of training; eval reports the W1 of the previous time point pushed to it",
     "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf; meanflow, ot-meanflow, shortcut (one-step "
@@ -111,7 +115,7 @@ def _bool_flag(text: str) -> bool:
 #: Flag types of the RunConfig fields whose default is None.
 _NONE_DEFAULT_TYPES = {"sigma": float, "score": _bool_flag, "holdout": int}
 #: How the help shows the default of RunConfig fields whose default is None (else "method default").
-_NONE_DEFAULT_SHOWN = {"snapshots": "none", "holdout": "none"}
+_NONE_DEFAULT_SHOWN = {"snapshots": "none", "holdout": "none", "time_key": "t or time", "embedding": "X"}
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:

@@ -90,6 +90,10 @@ class RunConfig:
     # across consecutive time points; source and target are then unused (flowmatch.trajectory)
     snapshots: str | None = None
     holdout: int | None = None  # snapshot runs: index of the intermediate time point left out of training
+    # .h5ad snapshots (AnnData): the obs column of the time labels (None: the column t or time) and the
+    # features: an obsm key, a number of principal components of X computed on load, or None (X itself)
+    time_key: str | None = None
+    embedding: str | int | None = None
     # method
     method: str = "ot-cfm"
     sigma: float | None = None  # None: the method's paper default
