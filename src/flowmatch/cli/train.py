@@ -39,6 +39,8 @@ _HELP = {
     "are the time points); t or time: the one obs column of that name",
     "embedding": ".h5ad snapshots: the cells' features: an obsm key (e.g. X_pca) or a number of principal "
     "components of X computed on load (seeded PCA); X: the matrix X itself",
+    "log": "csv (log.csv) or tensorboard (log.csv and, in RUN/tensorboard/, the same scalars and the final "
+    "figures as TensorBoard events; needs pip install flowmatch[tensorboard])",
     "holdout": "snapshot runs: index (0-based, among the sorted time points) of an intermediate time point "
     "left out of training; eval reports the W1 of the previous time point pushed to it",
     "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf; meanflow, ot-meanflow, shortcut (one-step "

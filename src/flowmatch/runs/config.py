@@ -67,6 +67,7 @@ TRAINER_FIELDS = (
     "lr_schedule",
     "seed",
     "log_every",
+    "log",
     "checkpoint_every",
     "keep_checkpoints",
     "bf16",
@@ -148,6 +149,7 @@ class RunConfig:
     compile: bool = False
     tf32: bool = False
     log_every: int = 50
+    log: str = "csv"  # "csv": log.csv; "tensorboard": also TensorBoard events in tensorboard/ (training.tensorboard)
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     # steps with a non-finite loss or gradient that may be skipped (not applied) before training stops
