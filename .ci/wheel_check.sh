@@ -34,7 +34,7 @@ phase "built $(basename "$WHEEL")"
 VENV="$TMP/venv"
 quiet install "$VENV/bin/python" -m pip install "$WHEEL" -c "$ROOT/requirements.txt"
 "$VENV/bin/python" -c "import flowmatch" # the install is whole
-phase "installed into a fresh venv ($("$VENV/bin/python" -m pip list 2>/dev/null | tail -n +3 | wc -l) packages)"
+phase "installed into a fresh venv ($("$VENV/bin/python" -m pip list 2>/dev/null | tail -n +3 | wc -l) packages, torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'))"
 
 # 3. run from outside the repository, with no PYTHONPATH and a fresh kernel cache
 mkdir "$TMP/work"
