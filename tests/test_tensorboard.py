@@ -42,7 +42,7 @@ def _log_csv(run):
         return list(csv.DictReader(f))
 
 
-def test_the_scalars_are_log_csv_and_the_figures_are_the_runs_pngs(tmp_path, events):
+def test_the_scalars_are_log_csv_and_the_figures_are_the_runs_pngs(tmp_path, events, monkeypatch):
     from PIL import Image
 
     run = tmp_path / "run"
@@ -59,6 +59,8 @@ def test_the_scalars_are_log_csv_and_the_figures_are_the_runs_pngs(tmp_path, eve
         with Image.open(run / f"{name}.png") as im:
             w, h = im.size
         assert images[f"figures/{name}"] == [(40, h, w)]
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # evaluating the run needs no TensorBoard
+    assert main(["eval", str(run), "--threads", "1", "--quiet"]) == 0
 
 
 def test_a_resumed_run_purges_the_events_after_its_checkpoint(tmp_path, events):

@@ -19,7 +19,6 @@ from flowmatch._utils.validate import (
 )
 from flowmatch.training.log import LOG_BACKENDS
 from flowmatch.training.optim import LR_SCHEDULES
-from flowmatch.training.tensorboard import check_tensorboard
 
 __all__ = ["TrainerConfig", "TrainResult", "TrainingObjective"]
 
@@ -61,9 +60,7 @@ class TrainerConfig:
             setattr(self, name, check_nonnegative_int(name, getattr(self, name)))
         self.lr = check_positive_float("lr", self.lr)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        check_choice("log", self.log, LOG_BACKENDS)
-        if self.log == "tensorboard":
-            check_tensorboard()  # refused before any run directory is written
+        check_choice("log", self.log, LOG_BACKENDS)  # tensorboard installed: checked by the Trainer
         self.weight_decay = check_nonnegative_float("weight_decay", self.weight_decay)
         self.grad_clip = check_nonnegative_float("grad_clip", self.grad_clip)
         self.ema_decay = check_probability("ema_decay", self.ema_decay)

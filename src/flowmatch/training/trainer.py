@@ -40,6 +40,7 @@ from flowmatch.training.log import open_log, write_row
 from flowmatch.training.optim import EMA, adamw, learning_rate
 from flowmatch.training.prefetch import BatchPrefetcher, StepBatch, draw_step
 from flowmatch.training.speed import SpeedOptions
+from flowmatch.training.tensorboard import check_tensorboard
 
 __all__ = ["Trainer", "TrainingObjective", "TrainingDiverged", "TrainerConfig", "TrainResult", "resolve_device"]
 
@@ -98,6 +99,8 @@ class Trainer:
         self.source = source
         self.target = target
         self.config = config
+        if config.log == "tensorboard":  # refused before any run directory is written (not by eval's load)
+            check_tensorboard()
         # data parallel (flowmatch.training.distributed): batch_size is global, each rank draws its share
         self.dist = distributed.info()
         self.local_batch_size = distributed.local_batch_size(config.batch_size, self.dist.world_size)
