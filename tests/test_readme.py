@@ -154,16 +154,30 @@ def test_every_flowmatch_command_line_parses():
             if argv[0] == "flowmatch":
                 try:
                     parser.parse_args(argv[1:])
-                except SystemExit:
-                    pytest.fail(f"{name}:{line}: {shlex.join(argv)} does not parse")
+                except SystemExit as e:  # code 0: an option that answers and exits (--version)
+                    if e.code != 0:
+                        pytest.fail(f"{name}:{line}: {shlex.join(argv)} does not parse")
                 checked += 1
             elif argv[0] == "python":  # a benchmark script: it exists and has every flag given
                 script = (ROOT / argv[1]).read_text()
                 for flag in (a.split("=")[0] for a in argv[2:] if a.startswith("--")):
                     assert f'"{flag}"' in script, f"{name}:{line}: {argv[1]} has no {flag}"
+            elif argv[0] == "pip":  # an install line: the package, with extras that pyproject.toml declares
+                _check_pip_line(argv, f"{name}:{line}")
             else:
                 assert argv[0] in ("make", "source"), f"{name}:{line}: unchecked command {shlex.join(argv)}"
     assert checked >= 30
+
+
+def _check_pip_line(argv: list[str], where: str) -> None:
+    """``pip install .`` / ``".[extra,...]"`` / ``"flowmatch[extra]"``: only this package, only extras it has."""
+    import tomllib
+
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    assert argv[1] == "install" and len(argv) == 3, f"{where}: unchecked pip line {shlex.join(argv)}"
+    m = re.fullmatch(r"(\.|flowmatch)(?:\[([a-z0-9,-]+)\])?", argv[2])
+    assert m, f"{where}: pip installs something other than flowmatch: {argv[2]}"
+    assert set((m.group(2) or "").split(",")) - {""} <= extras, f"{where}: unknown extra in {argv[2]}"
 
 
 def test_the_torchrun_line_is_the_nproc_line_by_hand():

@@ -79,7 +79,7 @@ def test_without_removes_exactly_that_time_point():
         ),
         (lambda p: np.savez(p / "nan.npz", x=np.full((4, 2), np.nan), t=np.arange(4.0)), ["x must be finite"]),
         (lambda p: (p / "bad.csv").write_text("t,x\n0,1\n1,abc\n"), ["malformed snapshot csv", "line 3"]),
-        (lambda p: (p / "data.txt").write_text("t,x\n0,1\n"), ["extension must be .npz or .csv", "'.txt'"]),
+        (lambda p: (p / "data.txt").write_text("t,x\n0,1\n"), ["extension must be .npz, .csv or .h5ad", "'.txt'"]),
     ],
 )
 def test_bad_files_raise_one_line_naming_the_rule(tmp_path, make, parts):

@@ -13,6 +13,7 @@ import importlib
 from typing import Any
 
 from flowmatch import _compat
+from flowmatch._utils.version import VERSION
 
 # Public names and the module that defines each. They are imported on first use (PEP 562), so
 # that `import flowmatch.cli` (and `flowmatch --help`) does not pay for importing torch and POT.
@@ -94,7 +95,7 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-__version__ = "0.1.0"
+__version__ = VERSION  # the one source: flowmatch._utils.version (also pyproject's and --version's)
 
 __all__ = [
     "FlowMatcher",

@@ -17,6 +17,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from flowmatch._utils.version import VERSION
 from flowmatch.cli import bench, demo, encode, evaluate, plot, sample, train
 
 __all__ = ["main", "build_parser", "COMMANDS"]
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, sample and evaluate conditional flow matching models "
         "(I-CFM, OT-CFM, FM, SB-CFM, VP-CFM, rectified flow).",
     )
+    parser.add_argument("--version", action="version", version=f"flowmatch {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)

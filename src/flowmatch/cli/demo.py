@@ -22,6 +22,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="training steps per method")
     p.add_argument("--methods", default="ot-cfm,i-cfm", help="comma-separated methods (default: ot-cfm,i-cfm)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test in seconds: 300 steps on 2000 points (500 test points); still trains, samples, "
+        "evaluates and plots",
+    )
     add_device(p)
     add_common(p)
     p.set_defaults(func=run)
@@ -40,5 +46,6 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         quiet=args.quiet,
+        quick=args.quick,
     )
     return 0

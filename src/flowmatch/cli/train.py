@@ -36,9 +36,15 @@ _HELP = {
     "test_split": "built-in data: fresh (independent test draw) or paper (random split of one draw)",
     "mmap": "memory-map .npy data files instead of reading them whole: auto (files of 256 MiB or more), on, off; "
     "the run is the same either way (same split, batches and weights)",
-    "snapshots": "time-labelled data for trajectory inference: a .npz (arrays x (N, D) and t (N,)) or a .csv "
-    "with a header and a time column t or time, or the built-in course bifurcation; trains "
-    "across consecutive time points (source and target are unused)",
+    "snapshots": "time-labelled data for trajectory inference: a .npz (arrays x (N, D) and t (N,)), a .csv "
+    "with a header and a time column t or time, an AnnData .h5ad (cells; see --time-key, --embedding), or the "
+    "built-in course bifurcation; trains across consecutive time points (source and target are unused)",
+    "time_key": ".h5ad snapshots: the obs column of the cells' time labels, e.g. day (sorted distinct values "
+    "are the time points); t or time: the one obs column of that name",
+    "embedding": ".h5ad snapshots: the cells' features: an obsm key (e.g. X_pca) or a number of principal "
+    "components of X computed on load (seeded PCA); X: the matrix X itself",
+    "log": "csv (log.csv) or tensorboard (log.csv and, in RUN/tensorboard/, the same scalars and the final "
+    "figures as TensorBoard events; needs pip install flowmatch[tensorboard])",
     "holdout": "snapshot runs: index (0-based, among the sorted time points) of an intermediate time point "
     "left out of training; eval reports the W1 of the previous time point pushed to it",
     "method": "flow matching method: i-cfm, ot-cfm, fm, sb-cfm, vp-cfm, rf; meanflow, ot-meanflow, shortcut (one-step "
@@ -115,7 +121,7 @@ def _bool_flag(text: str) -> bool:
 #: Flag types of the RunConfig fields whose default is None.
 _NONE_DEFAULT_TYPES = {"sigma": float, "score": _bool_flag, "holdout": int}
 #: How the help shows the default of RunConfig fields whose default is None (else "method default").
-_NONE_DEFAULT_SHOWN = {"snapshots": "none", "holdout": "none"}
+_NONE_DEFAULT_SHOWN = {"snapshots": "none", "holdout": "none", "time_key": "t or time", "embedding": "X"}
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,10 @@ File formats read by :func:`load_snapshots` (and written by :func:`save_snapshot
 
 - ``.npz`` with an array ``x`` of shape (N, D) and an array ``t`` (or ``time``) of shape (N,);
 - ``.csv`` with one header row and one numeric row per point; the column named ``t`` or ``time``
-  (any case) is the time label, every other column a feature.
+  (any case) is the time label, every other column a feature;
+- ``.h5ad`` (AnnData, single-cell data; read only, through the optional ``anndata`` package): the
+  obs column ``time_key`` is the time label, the features are X, an obsm embedding or a number of
+  principal components of X (``embedding``), see :mod:`flowmatch.data.anndata_io`.
 
 Times are any finite real numbers in the data's own units (days, hours, ...); the distinct values,
 sorted, are the time points. The built-in name ``bifurcation`` is the synthetic course of
@@ -31,6 +34,7 @@ import torch
 from torch import Tensor
 
 from flowmatch._utils.validate import check_nonnegative_float, check_positive_int
+from flowmatch.data.anndata_io import H5AD_SUFFIX, read_h5ad_snapshots
 
 __all__ = [
     "Snapshots",
@@ -195,25 +199,35 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.delete(arr, tcol, axis=1), arr[:, tcol]
 
 
-def load_snapshots(spec: str | os.PathLike[str], *, seed: int = 0) -> Snapshots:
-    """A built-in course (``bifurcation``, drawn with ``seed``) or a ``.npz`` / ``.csv`` snapshot file
-    (module docstring). Raises ValueError naming the rule and the value for bad files."""
+def load_snapshots(
+    spec: str | os.PathLike[str], *, seed: int = 0, time_key: str | None = None, embedding: str | int | None = None
+) -> Snapshots:
+    """A built-in course (``bifurcation``, drawn with ``seed``) or a ``.npz`` / ``.csv`` / ``.h5ad``
+    snapshot file (module docstring; ``time_key`` and ``embedding`` are the .h5ad file's obs column
+    of times and its features, the PCA of ``embedding = n`` seeded with ``seed``). Raises ValueError
+    naming the rule and the value for bad files."""
     text = os.fspath(spec)
+    path = Path(text)
+    h5ad = path.suffix.lower() == H5AD_SUFFIX
+    for name, value in (("time_key", time_key), ("embedding", embedding)):
+        if value is not None and not h5ad:
+            raise ValueError(f"{name} applies to .h5ad snapshot files, got {name} {value!r} with snapshots {text!r}")
     if text in SNAPSHOT_COURSES:
         return SNAPSHOT_COURSES[text](seed=seed)
-    path = Path(text)
     if not path.is_file():
         raise ValueError(
             f"snapshots must be a built-in course ({', '.join(SNAPSHOT_COURSES)}) or an existing "
-            f".npz/.csv file, got {text!r}"
+            f".npz/.csv/.h5ad file, got {text!r}"
         )
     ext = path.suffix.lower()
     if ext == ".npz":
         x, t = _read_npz(path)
     elif ext == ".csv":
         x, t = _read_csv(path)
+    elif h5ad:
+        x, t = read_h5ad_snapshots(path, time_key=time_key, embedding=embedding, seed=seed)
     else:
-        raise ValueError(f"snapshot file extension must be .npz or .csv, got {ext or '(none)'!r} for {text!r}")
+        raise ValueError(f"snapshot file extension must be .npz, .csv or .h5ad, got {ext or '(none)'!r} for {text!r}")
     return Snapshots.from_labelled(x, t, name=text)
 
 

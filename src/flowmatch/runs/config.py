@@ -67,6 +67,7 @@ TRAINER_FIELDS = (
     "lr_schedule",
     "seed",
     "log_every",
+    "log",
     "checkpoint_every",
     "keep_checkpoints",
     "bf16",
@@ -93,6 +94,10 @@ class RunConfig:
     # across consecutive time points; source and target are then unused (flowmatch.trajectory)
     snapshots: str | None = None
     holdout: int | None = None  # snapshot runs: index of the intermediate time point left out of training
+    # .h5ad snapshots (AnnData): the obs column of the time labels (None: the column t or time) and the
+    # features: an obsm key, a number of principal components of X computed on load, or None (X itself)
+    time_key: str | None = None
+    embedding: str | int | None = None
     # method
     method: str = "ot-cfm"
     sigma: float | None = None  # None: the method's paper default
@@ -147,6 +152,7 @@ class RunConfig:
     compile: bool = False
     tf32: bool = False
     log_every: int = 50
+    log: str = "csv"  # "csv": log.csv; "tensorboard": also TensorBoard events in tensorboard/ (training.tensorboard)
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     # steps with a non-finite loss or gradient that may be skipped (not applied) before training stops

@@ -61,10 +61,12 @@ def check_sequence_settings(cfg: Any) -> None:
 
 
 def check_snapshot_settings(cfg: Any, spec: MethodSpec) -> None:
-    """Rules of snapshot runs (--snapshots, --holdout)."""
+    """Rules of snapshot runs (--snapshots, --holdout; --time-key and --embedding of .h5ad files)."""
     if cfg.snapshots is not None:
         if not isinstance(cfg.snapshots, str) or not cfg.snapshots:
-            raise ValueError(f"snapshots must be a built-in course name or a .npz/.csv file, got {cfg.snapshots!r}")
+            raise ValueError(
+                f"snapshots must be a built-in course name or a .npz/.csv/.h5ad file, got {cfg.snapshots!r}"
+            )
         if not spec.simulation_free or spec.requires_gaussian_source:
             raise ValueError(
                 f"snapshot runs need a method that flows between data sets (i-cfm, ot-cfm, sb-cfm, "
@@ -72,6 +74,18 @@ def check_snapshot_settings(cfg: Any, spec: MethodSpec) -> None:
             )
         if cfg.cond != "none":
             raise ValueError(f"snapshot runs take no condition, got cond {cfg.cond!r}")
+    h5ad = isinstance(cfg.snapshots, str) and cfg.snapshots.lower().endswith(".h5ad")
+    if cfg.time_key is not None and (not isinstance(cfg.time_key, str) or not cfg.time_key):
+        raise ValueError(f"time_key must be the name of an obs column of the .h5ad file, got {cfg.time_key!r}")
+    from flowmatch.data.anndata_io import parse_embedding
+
+    cfg.embedding = parse_embedding(cfg.embedding)
+    for name in ("time_key", "embedding"):
+        if getattr(cfg, name) is not None and not h5ad:
+            raise ValueError(
+                f"{name} applies to .h5ad snapshot files (--snapshots FILE.h5ad), got {name} "
+                f"{getattr(cfg, name)!r} with snapshots {cfg.snapshots!r}"
+            )
     if cfg.holdout is not None:
         if cfg.snapshots is None:
             raise ValueError(f"holdout needs snapshot data (--snapshots), got holdout {cfg.holdout!r} without it")

@@ -24,7 +24,7 @@ from flowmatch.runs.config import RunConfig
 from flowmatch.runs.run import build_data, train_run
 from flowmatch.sampling.ode import sample
 
-__all__ = ["DEMO_SETTINGS", "run_demo", "FLOOR_SEED_OFFSET"]
+__all__ = ["DEMO_SETTINGS", "QUICK_SETTINGS", "run_demo", "FLOOR_SEED_OFFSET"]
 
 #: The floor's independent test draw uses a generator seeded with seed + this offset.
 FLOOR_SEED_OFFSET = 7
@@ -40,6 +40,10 @@ DEMO_SETTINGS = dict(
     lr_schedule="cosine",
     checkpoint_every=1_000,
 )
+
+#: ``flowmatch demo --quick``: the same demo in seconds (smoke test of an install): fewer steps and
+#: points; it still trains, samples, evaluates and plots every method.
+QUICK_SETTINGS = dict(n_train=2_000, n_test=500, steps=300, checkpoint_every=300)
 
 
 def _losses(log_csv: Path) -> tuple[list[int], list[float]]:
@@ -59,10 +63,12 @@ def run_demo(
     device: str = "auto",
     seed: int = 0,
     quiet: bool = False,
+    quick: bool = False,
 ) -> dict:
-    """Train, evaluate and plot each method on gaussian -> moons; returns the metrics dict."""
+    """Train, evaluate and plot each method on gaussian -> moons; returns the metrics dict.
+    ``quick``: with :data:`QUICK_SETTINGS` (``steps`` still overrides its 300 steps)."""
     out = Path(out)
-    settings: dict[str, Any] = dict(DEMO_SETTINGS, seed=seed, device=device)
+    settings: dict[str, Any] = dict(DEMO_SETTINGS, **(QUICK_SETTINGS if quick else {}), seed=seed, device=device)
     if steps is not None:
         settings["steps"] = steps
     configs = [RunConfig(method=m, **settings) for m in methods]  # validate all before training

@@ -23,6 +23,7 @@ from flowmatch.runs.snapshot import SnapshotKind
 from flowmatch.runs.vector import VectorKind
 from flowmatch.training import distributed
 from flowmatch.training.config import TrainerConfig
+from flowmatch.training.tensorboard import check_tensorboard
 
 __all__ = ["RunPlan", "plan_run", "kind_for"]
 
@@ -54,6 +55,10 @@ class RunPlan:
 
 
 def plan_run(cfg: RunConfig, *, quiet: bool = False) -> RunPlan:
-    """Resolve ``cfg`` once (the device is checked here: CUDA present, MPS built)."""
+    """Resolve ``cfg`` once (the device is checked here: CUDA present, MPS built; and, for
+    ``log = "tensorboard"``, that the tensorboard package is installed: training is refused before
+    its run directory is written, while ``eval`` of such a run needs no tensorboard)."""
+    if cfg.log == "tensorboard":
+        check_tensorboard()
     device = distributed.local_device(resolve_device(cfg.device))
     return RunPlan(cfg, kind_for(cfg), device, trainer_config(cfg, quiet))

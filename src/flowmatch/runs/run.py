@@ -9,6 +9,7 @@ Layout of a run directory::
     config.toml      every setting (``flowmatch train --config RUN/config.toml`` repeats the run)
     checkpoints/     safetensors + JSON, atomic (see flowmatch.training.checkpoint)
     log.csv          step, loss, lr, grad_norm, elapsed_s
+    tensorboard/     with log = "tensorboard": the same scalars and the figures as TensorBoard events
     metrics.json     training summary, the kind's fields and its evaluation
     samples.png, trajectories.png, loss.png
 
@@ -92,7 +93,11 @@ def train_run(
                 summary["eval"] = report.to_dict()
             write_json(out_path / "metrics.json", summary)
             if plots:
-                plot_run(out_path, model, data, cfg)
+                figures = plot_run(out_path, model, data, cfg)
+                if cfg.log == "tensorboard":  # the figures beside the scalars, at the final step
+                    from flowmatch.training.tensorboard import log_figures
+
+                    log_figures(out_path, figures, result.step)
     return trainer, result, report
 
 

@@ -99,7 +99,7 @@ def build_snapshot_data(cfg: RunConfig) -> SnapshotRunData:
     """Load the run's course and check its holdout (an intermediate time point)."""
     if cfg.snapshots is None:
         raise ValueError("a snapshot run needs snapshots (--snapshots), got none")
-    full = load_snapshots(cfg.snapshots, seed=DATA_SEED)
+    full = load_snapshots(cfg.snapshots, seed=DATA_SEED, time_key=cfg.time_key, embedding=cfg.embedding)
     if cfg.holdout is None:
         return SnapshotRunData(full, full, None)
     k = full.check_index(cfg.holdout, intermediate=True, what="holdout")
@@ -235,6 +235,8 @@ class SnapshotKind(RunKind):
             "method": cfg.method,
             "snapshots": cfg.snapshots,
             "holdout": cfg.holdout,
+            "time_key": cfg.time_key,
+            "embedding": cfg.embedding,
             "times": data.full.times.tolist(),
             "score": cfg.resolved_score,
         }

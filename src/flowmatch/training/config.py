@@ -17,6 +17,7 @@ from flowmatch._utils.validate import (
     check_positive_int,
     check_probability,
 )
+from flowmatch.training.log import LOG_BACKENDS
 from flowmatch.training.optim import LR_SCHEDULES
 
 __all__ = ["TrainerConfig", "TrainResult", "TrainingObjective"]
@@ -37,6 +38,8 @@ class TrainerConfig:
     lr_schedule: str = "constant"  # or "cosine": lr * (1 + cos(pi * step / steps)) / 2
     seed: int = 0
     log_every: int = 50
+    #: "csv": log.csv; "tensorboard": log.csv and TensorBoard scalars beside it (training.tensorboard)
+    log: str = "csv"
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     quiet: bool = False
@@ -57,6 +60,7 @@ class TrainerConfig:
             setattr(self, name, check_nonnegative_int(name, getattr(self, name)))
         self.lr = check_positive_float("lr", self.lr)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("log", self.log, LOG_BACKENDS)  # tensorboard installed: checked by the Trainer
         self.weight_decay = check_nonnegative_float("weight_decay", self.weight_decay)
         self.grad_clip = check_nonnegative_float("grad_clip", self.grad_clip)
         self.ema_decay = check_probability("ema_decay", self.ema_decay)

@@ -205,7 +205,8 @@ class Trainer:
     def _open_log(self, resumed: bool):
         if self.run_dir is None or not self.dist.is_main:
             return None
-        return open_log(self.run_dir / "log.csv", keep_until=self.step if resumed else None)
+        keep = self.step if resumed else None
+        return open_log(self.run_dir / "log.csv", keep_until=keep, tensorboard=self.config.log == "tensorboard")
 
     # ------------------------------------------------------------------ loop
     def train_step(self) -> Tensor | None:
