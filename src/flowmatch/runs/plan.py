@@ -12,8 +12,10 @@ import torch
 from flowmatch._utils.device import resolve_device
 from flowmatch.data.images import is_image_spec
 from flowmatch.data.sequence_files import is_sequence_spec
+from flowmatch.data.tokens import is_token_spec
 from flowmatch.runs.build import trainer_config
 from flowmatch.runs.config import RunConfig
+from flowmatch.runs.discrete import DiscreteKind
 from flowmatch.runs.distill import DistillKind
 from flowmatch.runs.image import ImageKind
 from flowmatch.runs.kind import RunKind
@@ -33,6 +35,8 @@ def kind_for(cfg: RunConfig) -> RunKind:
         return DistillKind()
     if cfg.snapshots is not None:
         return SnapshotKind()
+    if is_token_spec(cfg.target):
+        return DiscreteKind()
     if is_sequence_spec(cfg.target):
         return SequenceKind()
     if is_image_spec(cfg.target):
