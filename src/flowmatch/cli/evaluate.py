@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         n = check_positive_int("--n", n)
     if run.config.snapshots is not None:
         return _snapshot_eval(args, run, n)
+    if run.kind.name == "discrete":
+        from flowmatch.cli.tokens import evaluate_token_run
+
+        return evaluate_token_run(args, run, n)
     if run.data.is_image:
         return _image_eval(args, run, n)
     if run.kind.name == "sequence":

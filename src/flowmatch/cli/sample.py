@@ -111,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
         from flowmatch.cli.sample_sequence import sample_sequences
 
         return sample_sequences(args, run)
+    if run.kind.name == "discrete":
+        from flowmatch.cli.tokens import sample_token_run
+
+        return sample_token_run(args, run)
     if args.text is not None or args.wav is not None or args.png is not None or args.infill is not None:
         raise ValueError(f"--text, --wav, --png and --infill need a sequence run (--target speech), got {args.run!r}")
     if args.out is None and args.grid is None:
