@@ -162,6 +162,10 @@ class MixturePath:
         """The Trainer's source hook (:func:`flowmatch.training.prefetch.draw_step`): x0 shaped like x1."""
         return self.sample_source(x1, generator=generator)
 
+    def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Not a batch source of its own: x0 is drawn shaped like each target batch (:meth:`sample_like`)."""
+        raise TypeError("a MixturePath draws x0 shaped like a target batch: call sample_like(x1), not (n)")
+
     def sample(
         self, x0: Tensor, x1: Tensor, t: Tensor, *, mask: Tensor | None = None, generator: torch.Generator | None = None
     ) -> MixtureSample:
