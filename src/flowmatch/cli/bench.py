@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from flowmatch.cli._common import add_common, add_device, comma_list, default_threads_for_small_models
+from flowmatch.cli.bench_discrete import add_discrete
 from flowmatch.cli.bench_fewstep import add_fewstep
 from flowmatch.cli.bench_paths import add_paths
 from flowmatch.cli.bench_speech import add_speech
@@ -216,7 +217,7 @@ def add_trajectories(benches) -> argparse.ArgumentParser:
 
 
 #: Benchmarks, in the order --help lists them.
-BENCHES = [add_paper2d, add_coupling, add_ddp, add_trajectories, add_paths, add_fewstep, add_speech]
+BENCHES = [add_paper2d, add_coupling, add_ddp, add_trajectories, add_paths, add_fewstep, add_speech, add_discrete]
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -69,15 +69,17 @@ def evaluate_tokens(
     n: int | None = None,
     guidance: float | None = None,
     seed: int | None = None,
+    sampler: Any = None,
 ) -> DiscreteReport:
-    """Sample one sequence per test sequence (with its label for conditional digits) and score them."""
+    """Sample one sequence per test sequence (with its label for conditional digits) and score them
+    (``sampler``: see :func:`flowmatch.runs.discrete_data.sample_tokens`)."""
     steps = steps or cfg.eval_steps
     seed = cfg.seed if seed is None else seed
     test = data.test[:n]
     m = test.shape[0]
     if data.name == "brackets":
         mask = data.test_mask[:m] if data.test_mask is not None else None
-        res = sample_tokens(model, cfg, data, m, steps=steps, mask=mask, seed=seed)
+        res = sample_tokens(model, cfg, data, m, steps=steps, mask=mask, seed=seed, sampler=sampler)
         return DiscreteReport(
             data.name,
             steps,
@@ -104,7 +106,7 @@ def evaluate_tokens(
     labels = data.test_labels[:m]
     w = cfg.eval_guidance if guidance is None else guidance
     cond = labels if cfg.cond == "label" else None
-    res = sample_tokens(model, cfg, data, m, steps=steps, cond=cond, guidance=w, seed=seed)
+    res = sample_tokens(model, cfg, data, m, steps=steps, cond=cond, guidance=w, seed=seed, sampler=sampler)
     x = tokens_to_images(res.x.cpu()).to(device)
     feats_train = classifier_features(clf, train_img)
     return DiscreteReport(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,10 +135,12 @@ def sample_tokens(
     mask: Tensor | None = None,
     guidance: float | None = None,
     seed: int = 0,
+    sampler: Callable[..., Tensor] | None = None,
 ) -> DiscreteSampleResult:
     """``n`` samples of the run: x0 ~ the run's source, the CTMC sampler in ``steps`` steps
     (default ``eval_steps``) with the run's corrector; bracket runs take the lengths ``mask`` (by
-    default those of the first ``n`` test words, cycled)."""
+    default those of the first ``n`` test words, cycled). ``sampler(x0, steps, cond, mask) -> x``
+    replaces the CTMC sampler (``flowmatch bench discrete`` passes Meta's)."""
     device = next(model.parameters()).device
     path = run_mixture_path(cfg, data)
     g = torch.Generator(device=device).manual_seed(seed)
@@ -150,6 +153,10 @@ def sample_tokens(
         mask = mask.to(device)
         x0 = torch.where(mask, x0, like)
     model.eval()
+    if sampler is not None:
+        steps = steps or cfg.eval_steps
+        with torch.no_grad():
+            return DiscreteSampleResult(sampler(x0, steps, None if cond is None else cond.to(device), mask), steps)
     return sample_discrete(
         model,
         path,
