@@ -86,3 +86,17 @@ def test_a_short_bracket_training_beats_the_untrained_network_and_the_cli_sample
     words = (tmp_path / "w.txt").read_text().split()
     assert len(words) == 20
     assert sum(is_dyck(["()[]".index(c) for c in w]) for w in words) >= 1
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--tasks", "moons", r"--tasks must be among digits-tokens, brackets, got 'moons'"),
+        ("--nfe", "8,x", r"--nfe must be comma-separated positive integers, got '8,x'"),
+    ],
+)
+def test_bench_discrete_refuses_bad_flags_with_exit_2(tmp_path, capsys, flag, value, message):
+    out = tmp_path / "bench"
+    assert main(["bench", "discrete", flag, value, "--out", str(out)]) == 2
+    assert not out.exists()
+    assert message.replace("\\", "") in capsys.readouterr().err.replace("\\", "")
