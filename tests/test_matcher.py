@@ -16,7 +16,12 @@ def _xy(n=64, d=2, seed=0):
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in methods.names() if methods.spec(n).simulation_free and methods.spec(n).is_flow]
+    "name",
+    [
+        n
+        for n in methods.names()
+        if methods.spec(n).simulation_free and methods.spec(n).is_flow and not methods.spec(n).discrete
+    ],
 )
 def test_path_sample_is_the_path_at_the_paired_points(name):
     fm = methods.get(name)
@@ -87,10 +92,12 @@ def test_registry_defaults_and_errors():
     assert methods.names() == [
         "cfm-consistency",
         "cnf",
+        "dfm",
         "fm",
         "i-cfm",
         "meanflow",
         "ot-cfm",
+        "ot-dfm",
         "ot-meanflow",
         "regression",
         "rf",

@@ -11,6 +11,7 @@ import sys
 
 from flowmatch.cli._common import add_common, add_device, comma_list, default_threads_for_small_models
 from flowmatch.cli.bench_data import add_data
+from flowmatch.cli.bench_discrete import add_discrete
 from flowmatch.cli.bench_fewstep import add_fewstep, add_fewstep_digits
 from flowmatch.cli.bench_manifold import add_manifold
 from flowmatch.cli.bench_paths import add_paths
@@ -229,6 +230,7 @@ BENCHES = [
     add_speech,
     add_manifold,
     add_data,
+    add_discrete,
 ]
 
 

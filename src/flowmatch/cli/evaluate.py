@@ -62,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         from flowmatch.cli.manifold_run import manifold_eval
 
         return manifold_eval(args, run, n)
+    if run.kind.name == "discrete":
+        from flowmatch.cli.tokens import evaluate_token_run
+
+        return evaluate_token_run(args, run, n)
     if run.data.is_image:
         return _image_eval(args, run, n)
     if run.kind.name == "sequence":

@@ -115,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
         from flowmatch.cli.manifold_run import manifold_sample
 
         return manifold_sample(args, run, n)
+    if run.kind.name == "discrete":
+        from flowmatch.cli.tokens import sample_token_run
+
+        return sample_token_run(args, run)
     if args.text is not None or args.wav is not None or args.png is not None or args.infill is not None:
         raise ValueError(f"--text, --wav, --png and --infill need a sequence run (--target speech), got {args.run!r}")
     if args.out is None and args.grid is None:

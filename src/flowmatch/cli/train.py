@@ -104,6 +104,11 @@ _HELP = {
     "distill": "a trained run directory: train a few-step student on its own (x0, ODE(x0)) pairs (dopri5), "
     "starting from its settings (flags override them); unconditional vector runs",
     "distill_steps": "with --distill: the student's number of Euler steps K (trained at t = 0, 1/K, ...)",
+    "token_source": "token runs (--target digits-tokens or brackets, --method dfm/ot-dfm): the source of the "
+    "mixture path, mask (every token the extra mask token) or uniform (uniform tokens)",
+    "token_loss": "token runs: the posterior's loss, ce (cross-entropy) or gkl (generalised KL)",
+    "kappa_power": "token runs: the scheduler kappa_t = t^n of the mixture path (n > 0; 1: linear)",
+    "corrector": "token runs: weight beta >= 0 of the CTMC sampler's divergence-free term (0: off)",
     "bf16": "CUDA only: bfloat16 autocast of the forward pass (ignored with a note on other devices)",
     "compile": "CUDA only: torch.compile the model for training (ignored with a note on other devices)",
     "tf32": "CUDA only: TF32 tensor cores for float32 matmuls (ignored with a note on other devices)",

@@ -2,7 +2,7 @@
 
 >>> from flowmatch import methods
 >>> methods.names()
-['cfm-consistency', 'cnf', 'fm', 'i-cfm', 'meanflow', 'ot-cfm', 'ot-meanflow', 'regression', 'rf', 'sb-cfm', 'shortcut', 'vp-cfm']
+['cfm-consistency', 'cnf', 'dfm', 'fm', 'i-cfm', 'meanflow', 'ot-cfm', 'ot-dfm', 'ot-meanflow', 'regression', 'rf', 'sb-cfm', 'shortcut', 'vp-cfm']
 >>> methods.get("ot-cfm", sigma=0.1).coupling
 ExactOT()
 
@@ -17,6 +17,7 @@ ExactOT()
 | meanflow, ot-meanflow | linear, constant sigma; the average velocity u(x, t, h) | independent / exact OT | 0 |
 | shortcut | linear, constant sigma; the step-size-conditioned velocity s(x, t, d) | independent | 0 |
 | cfm-consistency | linear, constant sigma; velocity consistency of the straight extrapolation | independent | 0 |
+| dfm, ot-dfm | mixture path over tokens (discrete; :mod:`flowmatch.objectives.discrete`) | independent / Hamming OT | - |
 | cnf    | none: maximum likelihood through the ODE solve (baseline, not flow matching) | - | - |
 
 ``cnf`` is the simulation-based baseline (Chen et al. 2018; Grathwohl et al. 2019): its build
@@ -71,6 +72,9 @@ class MethodSpec:
     average_velocity: bool = False
     #: The objective is defined for a velocity network only (no x1/eps/score target parametrisation).
     velocity_only: bool = False
+    #: Discrete flow matching over tokens: built on the data's vocabulary by
+    #: :func:`flowmatch.objectives.discrete.discrete_method`, not by :func:`get`.
+    discrete: bool = False
 
 
 def _cnf(sigma: float) -> CNFObjective:
@@ -112,6 +116,16 @@ def _consistency(sigma: float) -> FlowMatcher:
     from flowmatch.objectives.consistency import ConsistencyMatcher
 
     return ConsistencyMatcher(LinearPath(sigma), Independent(), name="cfm-consistency")
+
+
+def _token_method(name: str) -> Callable[[float], Objective]:
+    def build(sigma: float) -> Objective:
+        raise ValueError(
+            f"method {name!r} trains on tokens and needs their vocabulary: build it with "
+            f"flowmatch.objectives.discrete.discrete_method({name!r}, path)"
+        )
+
+    return build
 
 
 _SPECS: dict[str, MethodSpec] = {
@@ -213,6 +227,24 @@ _SPECS: dict[str, MethodSpec] = {
             fixed_sigma=True,
             is_flow=False,
         ),
+        MethodSpec(
+            "dfm",
+            "discrete flow matching: mixture path over tokens from a masked or uniform source, posterior "
+            "network, CTMC Euler sampler, independent coupling (Gat et al. 2024)",
+            0.0,
+            _token_method("dfm"),
+            fixed_sigma=True,
+            discrete=True,
+        ),
+        MethodSpec(
+            "ot-dfm",
+            "discrete flow matching on exact minibatch OT pairs by Hamming cost (fewer token jumps)",
+            0.0,
+            _token_method("ot-dfm"),
+            fixed_sigma=True,
+            pairs=True,
+            discrete=True,
+        ),
     ]
 }
 
@@ -255,7 +287,7 @@ def get_flow_matcher(name: str, *, sigma: float | None = None) -> FlowMatcher:
         how = "by maximum likelihood" if name == "cnf" else "by regression"
         raise ValueError(
             f"method {name!r} is not a flow matching method (it trains {how}); "
-            f"choose one of: {', '.join(n for n in names() if spec(n).simulation_free and spec(n).is_flow)}"
+            f"choose one of: {', '.join(n for n in names() if spec(n).simulation_free and spec(n).is_flow and not spec(n).discrete)}"
         )
     return fm
 

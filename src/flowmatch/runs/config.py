@@ -22,6 +22,7 @@ from flowmatch._utils.validate import (
     check_positive_int,
     check_probability,
 )
+from flowmatch.runs.config_discrete import check_token_settings
 from flowmatch.runs.config_rules import check_sequence_settings, check_snapshot_settings
 
 if sys.version_info >= (3, 11):
@@ -163,6 +164,11 @@ class RunConfig:
     eval_guidance: float = 1.0  # guidance scale of the final evaluation and sample grid (cond runs)
     distill: str | None = None  # a trained run: a distill_steps-step student of it (runs/distill.py)
     distill_steps: int = 1
+    # token runs (--target digits-tokens / brackets, --method dfm / ot-dfm; runs/discrete.py)
+    token_source: str = "mask"  # the source of the mixture path: mask (absorbing) or uniform
+    token_loss: str = "ce"  # ce (cross-entropy) or gkl (generalised KL)
+    kappa_power: float = 1.0  # kappa_t = t^kappa_power
+    corrector: float = 0.0  # weight of the sampler's divergence-free term
 
     def __post_init__(self) -> None:
         self.validate()
@@ -248,6 +254,7 @@ class RunConfig:
             )
         self.eval_guidance = check_nonnegative_float("eval_guidance", self.eval_guidance)
         check_sequence_settings(self)
+        check_token_settings(self, spec)
         from flowmatch.runs.path_options import check_path_options
 
         check_path_options(self)

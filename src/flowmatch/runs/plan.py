@@ -12,8 +12,10 @@ import torch
 from flowmatch._utils.device import resolve_device
 from flowmatch.data.images import is_image_spec
 from flowmatch.data.sequence_files import is_sequence_spec
+from flowmatch.data.tokens import is_token_spec
 from flowmatch.runs.build import trainer_config
 from flowmatch.runs.config import RunConfig
+from flowmatch.runs.discrete import DiscreteKind
 from flowmatch.runs.distill import DistillKind, ImageDistillKind
 from flowmatch.runs.image import ImageKind
 from flowmatch.runs.kind import RunKind
@@ -29,14 +31,17 @@ __all__ = ["RunPlan", "plan_run", "kind_for"]
 
 
 def kind_for(cfg: RunConfig) -> RunKind:
-    """The kind of run a config describes: snapshots (``--snapshots``), manifold (``--manifold``), sequence (``speech`` or a
-    folder of .npz utterances), image (an image target) or vector."""
+    """The kind of run a config describes: a distilled student (``--distill``), snapshots
+    (``--snapshots``), manifold (``--manifold``), tokens (``digits-tokens``, ``brackets``), sequence
+    (``speech`` or a folder of .npz utterances), image (an image target) or vector."""
     if cfg.distill is not None:
         return ImageDistillKind() if is_image_spec(cfg.target) else DistillKind()
     if cfg.snapshots is not None:
         return SnapshotKind()
     if cfg.manifold != "none":
         return ManifoldKind()
+    if is_token_spec(cfg.target):
+        return DiscreteKind()
     if is_sequence_spec(cfg.target):
         return SequenceKind()
     if is_image_spec(cfg.target):
