@@ -122,3 +122,21 @@ class _Wrap(torch.nn.Module):
 
     def forward(self, x, t, cond=None):
         return self.f(x, t, cond)
+
+
+@pytest.mark.slow
+def test_a_class_conditional_image_teacher_is_distilled_into_a_conditional_unet(tmp_path):
+    teacher = tmp_path / "teacher"
+    flags = ["--unet-width", "8", "--unet-attention", "none", "--batch-size", "32", "--quiet"]
+    argv = ["train", "--target", "digits", "--cond", "label", "--guidance-dropout", "0.1", "--method", "ot-cfm"]
+    assert main([*argv, "--steps", "6", "--eval-steps", "2", *flags, "--out", str(teacher)]) == 0
+    student = tmp_path / "student"
+    assert main(["train", "--distill", str(teacher), "--steps", "4", "--quiet", "--out", str(student)]) == 0
+    run = load_run(student, device="cpu")
+    cfg = run.config
+    assert (cfg.cond, cfg.guidance_dropout, cfg.eval_guidance, cfg.eval_steps) == ("label", 0.0, 1.0, 1)
+    assert run.model.num_classes == 10 and run.model.interval_mlp is None  # a conditional velocity UNet
+    state = load_checkpoint(student / "checkpoints").state
+    assert state["teacher_guidance"] == 1.0 and state["teacher_tol"] == 1e-3
+    rows = json.loads((student / "metrics.json").read_text())["eval"]["rows"]
+    assert [r["nfe"] for r in rows] == [1] and 0.0 <= rows[0]["accuracy"] <= 1.0
