@@ -51,14 +51,13 @@ def train(out: Path, src: Path, tgt: Path, mmap: str) -> int:
 
 def test_a_mapped_run_trains_the_weights_of_the_in_memory_run(tmp_path, files):
     src, tgt = files
-    assert train(tmp_path / "on", src, tgt, "on") == 0
-    assert train(tmp_path / "off", src, tgt, "off") == 0
-    a, b = (
-        load_checkpoint(tmp_path / "on" / "checkpoints").model,
-        load_checkpoint(tmp_path / "off" / "checkpoints").model,
-    )
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert 'mmap = "on"' in (tmp_path / "on" / "config.toml").read_text()
+    for mode in ("on", "pread", "off"):  # pread: the mapped rows read by preadv, the same rows
+        assert train(tmp_path / mode, src, tgt, mode) == 0
+    b = load_checkpoint(tmp_path / "off" / "checkpoints").model
+    for mode in ("on", "pread"):
+        a = load_checkpoint(tmp_path / mode / "checkpoints").model
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), mode
+        assert f'mmap = "{mode}"' in (tmp_path / mode / "config.toml").read_text()
 
 
 def test_a_bad_mmap_value_is_exit_2_and_writes_nothing(tmp_path, files, capsys):

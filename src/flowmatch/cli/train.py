@@ -34,8 +34,9 @@ _HELP = {
     "manifold": "Riemannian flow matching on a manifold: none, sphere (S^2; --target vmf-mixture) or torus "
     "(T^2; --target wrapped-gaussians); the source is uniform on it, methods i-cfm and ot-cfm (geodesic-cost OT)",
     "test_split": "built-in data: fresh (independent test draw) or paper (random split of one draw)",
-    "mmap": "memory-map .npy data files instead of reading them whole: auto (files of 256 MiB or more), on, off; "
-    "the run is the same either way (same split, batches and weights)",
+    "mmap": "memory-map .npy data files instead of reading them whole: auto (files of 256 MiB or more), on, off, "
+    "or pread (mapped, rows read by pread system calls: resident memory stays that of the model); the run is the "
+    "same every way (same split, batches and weights)",
     "snapshots": "time-labelled data for trajectory inference: a .npz (arrays x (N, D) and t (N,)), a .csv "
     "with a header and a time column t or time, an AnnData .h5ad (cells; see --time-key, --embedding), or the "
     "built-in course bifurcation; trains across consecutive time points (source and target are unused)",

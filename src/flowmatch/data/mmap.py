@@ -30,7 +30,7 @@ from flowmatch.data.rows import ROW_SAMPLERS, draw_rows
 
 __all__ = ["open_npy", "MemmapBatches", "mmap_split", "use_mmap", "MMAP_MODES", "MMAP_AUTO_BYTES"]
 
-MMAP_MODES = ("auto", "on", "off")
+MMAP_MODES = ("auto", "on", "off", "pread")
 
 #: ``--mmap auto`` maps ``.npy`` files at least this large (256 MiB) and reads smaller ones whole.
 MMAP_AUTO_BYTES = 256 << 20
@@ -40,14 +40,15 @@ _NPY_MAGIC = b"\x93NUMPY"
 
 def use_mmap(path: str | os.PathLike[str], mode: str) -> bool:
     """Whether a data file is memory-mapped under ``mode`` (``--mmap``): ``"on"`` maps every
-    ``.npy`` file, ``"off"`` none, ``"auto"`` those of at least :data:`MMAP_AUTO_BYTES`. Other
-    formats (.npz, .csv, .pt) are always read whole."""
+    ``.npy`` file, ``"pread"`` too (its training rows then read by ``os.preadv``, see
+    :class:`MemmapBatches`), ``"off"`` none, ``"auto"`` those of at least :data:`MMAP_AUTO_BYTES`.
+    Other formats (.npz, .csv, .pt) are always read whole."""
     if mode not in MMAP_MODES:
         raise ValueError(f"mmap must be one of {', '.join(MMAP_MODES)}, got {mode!r}")
     path = Path(path)
     if path.suffix.lower() != ".npy" or mode == "off" or not path.is_file():
         return False
-    return mode == "on" or path.stat().st_size >= MMAP_AUTO_BYTES
+    return mode in ("on", "pread") or path.stat().st_size >= MMAP_AUTO_BYTES
 
 
 def open_npy(path: str | os.PathLike[str]) -> np.memmap:
@@ -196,11 +197,13 @@ def mmap_split(
     generator: torch.Generator | None = None,
     name: str = "data",
     device: torch.device | str = "cpu",
+    pread: bool = False,
 ) -> tuple[MemmapBatches, Tensor]:
     """Split a mapped array as :func:`~flowmatch.data.split.train_test_split` splits a tensor: a
     random permutation ``pi`` of the rows drawn with ``generator``; the test part is the rows
     ``pi[:n_test]`` (read into a float32 tensor), the train part a :class:`MemmapBatches` of the
-    rows ``pi[n_test:]`` (left on disk). One O(N) permutation, once; never a copy of the array."""
+    rows ``pi[n_test:]`` (left on disk; read by ``os.preadv`` with ``pread``). One O(N)
+    permutation, once; never a copy of the array."""
     n_rows = int(array.shape[0])
     n_test = check_positive_int("n_test", n_test)
     if n_test >= n_rows:
@@ -208,4 +211,4 @@ def mmap_split(
     perm_device = generator.device if generator is not None else torch.device("cpu")
     perm = torch.randperm(n_rows, generator=generator, device=perm_device).cpu()
     test = MemmapBatches(array, name=name).gather(perm[:n_test])
-    return MemmapBatches(array, name=name, index=perm[n_test:], device=device), test
+    return MemmapBatches(array, name=name, index=perm[n_test:], device=device, pread=pread), test

@@ -88,7 +88,7 @@ class RunConfig:
     n_train: int = 10_000
     n_test: int = 1_000
     test_split: str = "fresh"  # "fresh": independent test draw; "paper": random split of one draw
-    mmap: str = "auto"  # .npy data files: "on" memory-maps them, "off" reads them whole, "auto" maps those >= 256 MiB
+    mmap: str = "auto"  # .npy files: "on" maps them, "pread" too (rows by preadv), "off" reads them, "auto" >= 256 MiB
     # Riemannian runs (flowmatch.runs.manifold): "sphere" (S^2) or "torus" (T^2), source uniform on it
     manifold: str = "none"
     # time-labelled snapshot data (.npz/.csv, or the built-in "bifurcation"): trajectory inference
@@ -234,7 +234,7 @@ class RunConfig:
                 f"coupling_scope 'global' needs an unconditional run (cond 'none'), got cond {self.cond!r}"
             )
         check_choice("test_split", self.test_split, ("fresh", "paper"))
-        check_choice("mmap", self.mmap, ("auto", "on", "off"))
+        check_choice("mmap", self.mmap, ("auto", "on", "off", "pread"))
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
         check_choice("time_embedding", self.time_embedding, ("concat", "sinusoidal"))
         if self.eval_solver == "auto":

@@ -80,7 +80,9 @@ def build_data(cfg: RunConfig) -> RunData:
     splits = []
     for side, dist, spec in (("source", source, cfg.source), ("target", target, cfg.target)):
         if isinstance(dist, np.ndarray):  # the same draws as make_split of the file read whole
-            mapped[side], test = mmap_split(dist, cfg.n_test, generator=g, name=f"{side} training ({spec})")
+            mapped[side], test = mmap_split(
+                dist, cfg.n_test, generator=g, name=f"{side} training ({spec})", pread=mmap == "pread"
+            )
             splits.append(DataSplit(train=test[:0], test=test))
         else:
             splits.append(make_split(dist, **kw))
