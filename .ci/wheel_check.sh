@@ -25,8 +25,11 @@ mkdir "$TMP/src"
     | tar -xf - -C "$TMP/src"
 quiet build "$PYTHON" -m pip wheel --no-deps "$TMP/src" -w "$TMP/dist"
 WHEEL="$(ls "$TMP"/dist/flowmatch-*.whl)"
-unzip -l "$WHEEL" | grep -q "flowmatch/py.typed" || { echo "wheel-check: py.typed missing from $WHEEL" >&2; exit 1; }
-unzip -l "$WHEEL" | grep -q "flowmatch/ot/_auction.c" || { echo "wheel-check: _auction.c missing from $WHEEL" >&2; exit 1; }
+# the listing is read whole (grep without -q): an early exit of grep -q would SIGPIPE unzip, which
+# pipefail turns into a failure on a wheel that has the file
+CONTENTS=$(unzip -l "$WHEEL")
+grep "flowmatch/py.typed" <<<"$CONTENTS" >/dev/null || { echo "wheel-check: py.typed missing from $WHEEL" >&2; exit 1; }
+grep "flowmatch/ot/_auction.c" <<<"$CONTENTS" >/dev/null || { echo "wheel-check: _auction.c missing from $WHEEL" >&2; exit 1; }
 phase "built $(basename "$WHEEL")"
 
 # 2. a fresh virtualenv with the wheel and its core dependencies only, pinned by requirements.txt
