@@ -170,7 +170,7 @@ def test_mmap_rejects_bad_files_and_non_finite_rows(tmp_path):
     np.save(tmp_path / "nan.npy", arr)
     with pytest.raises(ValueError, match="rows must be finite, got a NaN or infinity in row 2"):
         MemmapBatches(open_npy(tmp_path / "nan.npy"))(4, torch.Generator())
-    with pytest.raises(ValueError, match="mmap must be one of auto, on, off, got 'yes'"):
+    with pytest.raises(ValueError, match="mmap must be one of auto, on, off, pread, got 'yes'"):
         use_mmap(tmp_path / "nan.npy", "yes")
     assert use_mmap(tmp_path / "nan.npy", "on") and not use_mmap(tmp_path / "nan.npy", "auto")
 
